@@ -1,0 +1,5 @@
+import sys
+
+from medsure.cli import main
+
+sys.exit(main())
