@@ -1,0 +1,116 @@
+"""Report sections every run gets: performance, training curves, example overlays."""
+from __future__ import annotations
+
+import html
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medsure.artifact import Predictions  # noqa: E402
+from medsure.evaluation import classification_summary, dice_per_image, segmentation_summary  # noqa: E402
+from medsure.report.html import Section, figure_to_data_uri, html_table, img_tag  # noqa: E402
+
+
+def confusion_figure(cm: np.ndarray, class_names: Sequence[str]):
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(3.2 + 0.4 * len(class_names), 2.8 + 0.4 * len(class_names)))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (test)")
+    return fig
+
+
+def training_curves_figure(history: list[dict[str, Any]], title: str):
+    """Plot every numeric per-epoch key of a trainer history (loss and metrics)."""
+    keys = sorted({k for row in history for k, v in row.items()
+                   if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    loss_keys = [k for k in keys if "loss" in k]
+    metric_keys = [k for k in keys if "loss" not in k and k not in ("lr", "seconds", "time")]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    for ax, group, label in ((axes[0], loss_keys, "loss"), (axes[1], metric_keys, "metric")):
+        for key in group:
+            ax.plot(epochs, [row.get(key, np.nan) for row in history], marker="o", ms=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        if group:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def classification_section(test: Predictions, *, history: list[dict[str, Any]] | None = None,
+                           title: str = "Classification performance") -> Section:
+    summary = classification_summary(test)
+    rows = [{"n test": summary["n"], "accuracy": summary["accuracy"],
+             "AUC": summary["auc"] if summary["auc"] is not None else "n/a"}]
+    body = html_table(rows)
+    body += img_tag(figure_to_data_uri(confusion_figure(np.array(summary["confusion_matrix"]),
+                                                        summary["class_names"])), "confusion matrix")
+    if history:
+        body += img_tag(figure_to_data_uri(training_curves_figure(history, "Training curves")),
+                        "training curves")
+    body += f"<p>Provenance: <code>{html.escape(_provenance_line(test))}</code></p>"
+    return Section(title, body, key="classification", order=10, summary=summary)
+
+
+def overlay_figure(images: np.ndarray, masks: np.ndarray, predicted: np.ndarray, ids: Sequence[str],
+                   dice: np.ndarray):
+    """Rows of image | ground truth | prediction for a few examples."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(6.5, 2.2 * n), squeeze=False)
+    for i in range(n):
+        img = images[i]
+        cmap = "gray" if img.ndim == 2 else None
+        for j, (overlay, name) in enumerate(((None, "image"), (masks[i], "ground truth"),
+                                             (predicted[i], f"prediction (Dice {dice[i]:.2f})"))):
+            ax = axes[i, j]
+            ax.imshow(img, cmap=cmap)
+            if overlay is not None:
+                ax.imshow(np.ma.masked_equal(overlay, 0), cmap="autumn", alpha=0.5,
+                          vmin=0, vmax=max(1, int(masks.max())))
+            ax.set_title(f"{ids[i]}: {name}" if j == 0 else name, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def segmentation_section(test: Predictions, images: np.ndarray | None = None, *,
+                         history: list[dict[str, Any]] | None = None, n_examples: int = 4,
+                         title: str = "Segmentation performance") -> Section:
+    """Dice table, training curves and overlays (``images``: (N, H, W) or (N, H, W, 3) for display)."""
+    summary = segmentation_summary(test)
+    rows = [{"label": k, "mean Dice": v if v is not None else "n/a"} for k, v in summary["dice_per_label"].items()]
+    body = f"<p>{summary['n']} test images.</p>" + html_table(rows)
+    if history:
+        body += img_tag(figure_to_data_uri(training_curves_figure(history, "Training curves")),
+                        "training curves")
+    if images is not None and test.masks is not None:
+        predicted = test.probabilities().argmax(axis=1)
+        dice = np.nanmean(dice_per_image(predicted, test.masks, test.n_classes), axis=1)
+        dice = np.nan_to_num(dice, nan=1.0)  # both empty: a perfect (empty) segmentation
+        has_fg = test.masks.reshape(test.n_samples, -1).max(axis=1) > 0
+        order = np.flatnonzero(has_fg)[:n_examples] if has_fg.any() else np.arange(min(n_examples, test.n_samples))
+        body += img_tag(figure_to_data_uri(overlay_figure(images[order], test.masks[order], predicted[order],
+                                                          test.ids[order], dice[order])), "overlays")
+    body += f"<p>Provenance: <code>{html.escape(_provenance_line(test))}</code></p>"
+    return Section(title, body, key="segmentation", order=20, summary=summary)
+
+
+def _provenance_line(pred: Predictions) -> str:
+    prov = pred.provenance or {}
+    keep = {k: prov[k] for k in ("dataset", "source", "md5_verified", "run", "model", "seed", "split")
+            if k in prov}
+    return ", ".join(f"{k}={v}" for k, v in keep.items()) or "not recorded"
