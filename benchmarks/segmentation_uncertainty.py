@@ -1,0 +1,305 @@
+"""Segmentation uncertainty study (Mehrtash et al. 2020, IEEE TMI, on the data here).
+
+Losses: cross-entropy, soft Dice, CE + Dice. Uncertainty: single model, deep ensemble of M
+members, MC dropout (T passes of member 0), TTA (flips and ±10° rotations of member 0, inverted
+before averaging). Data: JSRT (4 labels) and Kvasir-SEG with CVC-ClinicDB as a real shift, all at
+64 px with medsure's small MONAI U-Net. Every member is trained with dropout p=0.1 so member 0
+also serves MC dropout; "single" is each member evaluated alone with dropout off (mean ± sd over
+the M members).
+
+Phases (each resumable; trained runs and predictions are cached under --work):
+    python benchmarks/segmentation_uncertainty.py train   --dataset jsrt
+    python benchmarks/segmentation_uncertainty.py predict --dataset jsrt
+    python benchmarks/segmentation_uncertainty.py report
+``all`` runs the three in order for the datasets given. ``report`` rewrites
+benchmarks/segmentation_uncertainty.md from the metric files found.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from medsure.artifact import Predictions, load_predictions, save_predictions  # noqa: E402
+from medsure.segmentation.evaluate import evaluate_segmentation, image_scores  # noqa: E402
+from medsure.segmentation.metrics import DicePredictor, dice_per_label, image_dice  # noqa: E402
+from medsure.segmentation.shift import shift_auroc  # noqa: E402
+from medsure.segmentation.uncertainty import image_uncertainty, uncertainty_maps  # noqa: E402
+from medsure.utils.io import atomic_write_text, write_json  # noqa: E402
+
+LOSSES = ("ce", "dice", "ce_dice")
+DATASETS = {
+    "jsrt": {"load": {"image_size": 64}, "train": {"hflip": False, "vflip": False}, "shift": None},
+    "kvasir": {"load": {"image_size": 64}, "train": {"hflip": True, "vflip": True}, "shift": "cvc"},
+}
+SPLIT_SEED = 0
+MD_PATH = REPO / "benchmarks" / "segmentation_uncertainty.md"
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("MEDSURE_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+def load_splits(name: str):
+    from medsure.data import load_dataset
+    from medsure.training.splits import standard_splits
+
+    ds = load_dataset(name, root=data_root(), **DATASETS[name]["load"])
+    return standard_splits(ds, seed=SPLIT_SEED)
+
+
+def run_dir(work: Path, name: str, loss: str, member: int) -> Path:
+    return work / "runs" / f"{name}-{loss}-m{member}"
+
+
+def phase_train(args, name: str) -> None:
+    from medsure.training import TrainConfig, train
+
+    splits = load_splits(name)
+    train_ds = splits["train"]
+    if args.train_limit and len(train_ds) > args.train_limit:
+        # a seeded subset keeps CPU time bounded; recorded in settings.json
+        keep = np.sort(np.random.default_rng(SPLIT_SEED).choice(len(train_ds), args.train_limit, replace=False))
+        train_ds = train_ds.subset(keep)
+    for loss in args.losses:
+        for member in range(args.members):
+            out = run_dir(args.work, name, loss, member)
+            if (out / "best.pt").is_file() and (out / "done").is_file():
+                continue
+            config = TrainConfig(model="unet", epochs=args.epochs, batch_size=16, lr=3e-3, dropout=0.1,
+                                 width=args.width,
+                                 loss=loss, monitor="dice", patience=args.patience, seed=member,
+                                 device="cpu", **DATASETS[name]["train"],
+                                 dataset={"name": name, "options": DATASETS[name]["load"],
+                                          "split_seed": SPLIT_SEED})
+            start = time.time()
+            train(config, {"train": train_ds, "val": splits["val"]}, out,
+                  resume=(out / "checkpoint.pt").is_file())
+            (out / "done").write_text(f"{time.time() - start:.1f}\n")
+            print(f"[train] {name} {loss} member {member}: {time.time() - start:.0f} s", flush=True)
+
+
+def _pred_path(work: Path, name: str, loss: str, method: str, split: str) -> Path:
+    return work / "preds" / f"{name}-{loss}-{method}-{split}.npz"
+
+
+def phase_predict(args, name: str) -> None:
+    from medsure.data import load_dataset
+    from medsure.predict import predict, predict_ensemble
+    from medsure.training import load_run
+
+    splits = load_splits(name)
+    targets = {"cal": splits["cal"], "test": splits["test"]}
+    shift_name = DATASETS[name]["shift"]
+    if shift_name:
+        targets["shift"] = load_dataset(shift_name, root=data_root(), **DATASETS[name]["load"])
+    for loss in args.losses:
+        models = [load_run(run_dir(args.work, name, loss, m)).model for m in range(args.members)]
+        for split, ds in targets.items():
+            jobs = {f"single{m}": (lambda m=m: predict(models[m], ds, seed=0)) for m in range(args.members)}
+            jobs["ensemble"] = lambda: predict_ensemble(models, ds, seed=0)
+            jobs["mc_dropout"] = lambda: predict(models[0], ds, mc_samples=args.mc_samples, seed=0)
+            jobs["tta"] = lambda: predict(models[0], ds, tta=True, seed=0)
+            for method, job in jobs.items():
+                path = _pred_path(args.work, name, loss, method, split)
+                if not path.is_file():
+                    save_predictions(path, job())
+        print(f"[predict] {name} {loss} done", flush=True)
+
+
+def _metrics(cal: Predictions, test: Predictions, shift: Predictions | None) -> dict:
+    m = evaluate_segmentation(test, shift=shift, uncertainty="entropy", reduce="foreground_mean")
+    keep = {k: m[k] for k in ("dice_mean", "dice", "hd95", "ece", "ace", "mce", "ece_boundary",
+                              "segment_ece", "ueo", "dice_pred_corr", "dice_pred_pearson")}
+    # Dice predictor fitted on cal, scored on test (the deployable version)
+    k = test.n_classes
+    cal_maps = uncertainty_maps(cal)
+    cal_u = image_uncertainty(cal_maps["entropy"], cal_maps["predicted"], reduce="foreground_mean")
+    cal_d = image_dice(dice_per_label(cal_maps["predicted"], cal.masks, k))
+    test_u = image_scores(test)
+    test_maps = uncertainty_maps(test)
+    test_d = image_dice(dice_per_label(test_maps["predicted"], test.masks, k))
+    keep["dice_pred_mae"] = DicePredictor().fit(cal_u, cal_d).score(test_u, test_d)["mae"]
+    if shift is not None:
+        keep["shift_auroc"] = m["shift_auroc"]
+        if test.has_samples:
+            mi_in = image_uncertainty(test_maps["mutual_information"], test_maps["predicted"],
+                                      reduce="foreground_mean")
+            sm = uncertainty_maps(shift)
+            mi_out = image_uncertainty(sm["mutual_information"], sm["predicted"], reduce="foreground_mean")
+            keep["shift_auroc_mi"] = shift_auroc(mi_in, mi_out)
+        if shift.masks is not None:
+            shifted = evaluate_segmentation(shift, uncertainty="entropy")
+            keep["shift_dice"] = shifted["dice_mean"]
+            keep["shift_ece"] = shifted["ece"]
+            keep["shift_ece_boundary"] = shifted["ece_boundary"]
+    return keep
+
+
+def phase_metrics(args, name: str) -> None:
+    has_shift = DATASETS[name]["shift"] is not None
+    out_path = args.work / f"metrics-{name}.json"
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    for loss in args.losses:
+        for method in [f"single{m}" for m in range(args.members)] + ["ensemble", "mc_dropout", "tta"]:
+            key = f"{loss}/{method}"
+            if key in results:
+                continue
+            load = lambda split: load_predictions(_pred_path(args.work, name, loss, method, split))  # noqa: E731
+            results[key] = _metrics(load("cal"), load("test"), load("shift") if has_shift else None)
+            write_json(out_path, results)
+        print(f"[metrics] {name} {loss} done", flush=True)
+
+
+# ---- markdown -----------------------------------------------------------------------------
+
+COLUMNS = [("dice_mean", "Dice"), ("ece", "ECE"), ("ace", "ACE"), ("ece_boundary", "boundary ECE"),
+           ("segment_ece", "segment ECE"), ("ueo", "UEO"), ("dice_pred_corr", "ρ(u, Dice)"),
+           ("dice_pred_mae", "Dice-pred MAE")]
+SHIFT_COLUMNS = [("shift_auroc", "shift AUROC (H)"), ("shift_auroc_mi", "shift AUROC (MI)"),
+                 ("shift_dice", "CVC Dice"), ("shift_ece", "CVC ECE")]
+
+
+def _cell(values: list[float | None]) -> str:
+    vals = np.array([np.nan if v is None else v for v in values], dtype=float)
+    if np.all(np.isnan(vals)):
+        return "–"
+    if vals.size == 1:
+        return f"{vals[0]:.4f}"
+    return f"{np.nanmean(vals):.4f} ± {np.nanstd(vals, ddof=1):.4f}"
+
+
+def table(results: dict, members: int, shift: bool) -> str:
+    cols = COLUMNS + (SHIFT_COLUMNS if shift else [])
+    lines = ["| loss | method | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for loss in LOSSES:
+        singles = [results[f"{loss}/single{m}"] for m in range(members) if f"{loss}/single{m}" in results]
+        rows = [(f"single (mean ± sd of {len(singles)})", singles)] if singles else []
+        rows += [(meth, [results[f"{loss}/{meth}"]]) for meth in ("ensemble", "mc_dropout", "tta")
+                 if f"{loss}/{meth}" in results]
+        for label, group in rows:
+            lines.append(f"| {loss} | {label} | " + " | ".join(_cell([g.get(c[0]) for g in group]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def phase_report(args) -> None:
+    blocks = []
+    for name in DATASETS:
+        path = args.work / f"metrics-{name}.json"
+        if path.is_file():
+            results = json.loads(path.read_text())
+            blocks.append(f"### {name}\n\n" + table(results, args.members, DATASETS[name]["shift"] is not None))
+    settings = json.loads((args.work / "settings.json").read_text()) if (args.work / "settings.json").is_file() else {}
+    commands = "\n".join(v["command"] for v in settings.values() if isinstance(v, dict) and "command" in v)
+    text = MD_TEMPLATE.format(tables="\n\n".join(blocks) or "(no results yet)", commands=commands,
+                              settings=json.dumps(settings, indent=1), findings=FINDINGS_PLACEHOLDER)
+    if MD_PATH.is_file():
+        old = MD_PATH.read_text()
+        if "<!-- FINDINGS -->" in old:  # keep hand-written conclusions
+            text = text.replace(FINDINGS_PLACEHOLDER, old.split("<!-- FINDINGS -->")[1].split("<!-- /FINDINGS -->")[0])
+    atomic_write_text(MD_PATH, text)
+    print(f"[report] wrote {MD_PATH}")
+
+
+FINDINGS_PLACEHOLDER = "\n(conclusions are written after the tables are in)\n"
+
+MD_TEMPLATE = """# Segmentation uncertainty study (Mehrtash et al. 2020 on the data here)
+
+Generated by `benchmarks/segmentation_uncertainty.py` (tables) — conclusions below are written by
+hand from these tables.
+
+## Setup
+
+Exact commands (from the repository root), one per dataset:
+
+```
+{commands}
+```
+
+Settings recorded by the script (`settings.json` under `--work`):
+
+```
+{settings}
+```
+
+- Model: medsure `unet` (MONAI U-Net, base width `--width`), 64 × 64 px, dropout p = 0.1 in every member,
+  AdamW lr 3e-3, batch 16, early stopping on validation Dice; CPU (2 shared cores).
+- Splits: `medsure.training.splits.standard_splits(seed=0)` (train 50 % / val 15 % / cal 17.5 % /
+  test 17.5 %; JSRT n = 247, Kvasir-SEG n = 998); CVC-ClinicDB (n = 609) is the shifted domain,
+  predicted by the Kvasir models.
+- Methods: *single* = each ensemble member alone, dropout off (mean ± sd over members, i.e. over
+  training seeds 0..M-1); *ensemble* = softmax average of the M members; *mc_dropout* = member 0,
+  T passes with dropout on; *tta* = member 0 on identity, h-flip, v-flip, ±10° rotations, each
+  mapped back before averaging.
+- Metrics on the test split: mean Dice over foreground labels; top-label pixel ECE / ACE (15
+  bins); boundary ECE = ECE inside the band of ±2 px around GT and predicted contours; segment
+  ECE = binned gap between a predicted structure's mean confidence and its Dice; UEO = best Dice
+  between {{entropy > t}} and the error map (Jungo & Reyes 2019); ρ(u, Dice) = Spearman correlation
+  of image-level uncertainty (mean predictive entropy over predicted foreground) with per-image
+  Dice (negative = useful); Dice-pred MAE = linear Dice-from-uncertainty predictor fitted on cal,
+  scored on test; shift AUROC = image-level entropy (H) or mutual information (MI) separating
+  Kvasir test images from CVC-ClinicDB images.
+
+## Results
+
+{tables}
+
+## Findings
+<!-- FINDINGS -->{findings}<!-- /FINDINGS -->
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=["train", "predict", "metrics", "report", "all"])
+    parser.add_argument("--dataset", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
+    parser.add_argument("--members", type=int, default=5, help="ensemble size M (default 5)")
+    parser.add_argument("--epochs", type=int, default=30, help="maximum epochs per member")
+    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--width", type=int, default=None, help="U-Net base width (None: model default 16)")
+    parser.add_argument("--mc-samples", type=int, default=10)
+    parser.add_argument("--train-limit", type=int, default=0,
+                        help="train on a seeded subset of at most this many images (0: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=REPO / ".cache" / "seg-uncertainty-study")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("MEDSURE_NO_PROGRESS", "1")
+    args.work.mkdir(parents=True, exist_ok=True)
+    settings_path = args.work / "settings.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    if args.phase in ("train", "all"):
+        settings.update({name: {"members": args.members, "epochs": args.epochs, "width": args.width, "patience": args.patience,
+                         "mc_samples": args.mc_samples, "split_seed": SPLIT_SEED,
+                         "train_limit": args.train_limit,
+                         "member_seeds": list(range(args.members)), "torch_threads": args.threads,
+                         "python": platform.python_version(), "torch": torch.__version__,
+                         "command": "python " + " ".join(sys.argv)} for name in args.dataset})
+        write_json(settings_path, settings)
+    for name in args.dataset:
+        if args.phase in ("train", "all"):
+            phase_train(args, name)
+        if args.phase in ("predict", "all"):
+            phase_predict(args, name)
+        if args.phase in ("metrics", "all"):
+            phase_metrics(args, name)
+    if args.phase in ("report", "all"):
+        phase_report(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

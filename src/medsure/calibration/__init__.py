@@ -1,0 +1,32 @@
+"""Calibration: metrics (ECE, MCE, ACE, class-wise ECE, Brier, NLL, reliability data) and
+post-hoc calibrators fitted on calibration data only."""
+from medsure.calibration.calibrators import (
+    CALIBRATORS,
+    Calibrator,
+    HistogramBinning,
+    IsotonicCalibration,
+    TemperatureScaling,
+    VectorScaling,
+    make_calibrator,
+)
+from medsure.calibration.metrics import (
+    BinnedCalibration,
+    adaptive_calibration_error,
+    binned_calibration,
+    brier_score,
+    calibration_summary,
+    classwise_ece,
+    expected_calibration_error,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    reliability_diagram,
+)
+from medsure.calibration.evaluate import calibrate_and_evaluate
+
+__all__ = [
+    "CALIBRATORS", "Calibrator", "HistogramBinning", "IsotonicCalibration", "TemperatureScaling",
+    "VectorScaling", "make_calibrator", "BinnedCalibration", "adaptive_calibration_error",
+    "binned_calibration", "brier_score", "calibration_summary", "classwise_ece",
+    "expected_calibration_error", "maximum_calibration_error", "negative_log_likelihood",
+    "reliability_diagram", "calibrate_and_evaluate",
+]

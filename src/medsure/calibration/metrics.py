@@ -1,0 +1,208 @@
+"""Calibration metrics as pure numpy functions.
+
+Every function takes predictive probabilities ``probs`` of shape ``(N, K)`` (rows summing to 1)
+and integer ``labels`` of shape ``(N,)``; none modifies its inputs.
+
+Binning conventions follow scikit-learn's ``calibration_curve``: a score ``s`` falls in bin ``b``
+when ``edges[b] < s <= edges[b + 1]`` (the first bin also holds ``s == edges[0]``).
+``strategy="uniform"`` gives equal-width bins on [0, 1]; ``strategy="quantile"`` gives
+equal-mass bins whose edges are the empirical quantiles of the scores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from medsure.errors import MedsureInputError
+
+Strategy = Literal["uniform", "quantile"]
+
+__all__ = [
+    "BinnedCalibration",
+    "binned_calibration",
+    "reliability_diagram",
+    "expected_calibration_error",
+    "maximum_calibration_error",
+    "adaptive_calibration_error",
+    "classwise_ece",
+    "brier_score",
+    "negative_log_likelihood",
+    "calibration_summary",
+    "check_probs_labels",
+]
+
+
+def check_probs_labels(probs: np.ndarray, labels: np.ndarray, *, atol: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``probs (N, K)`` and ``labels (N,)``; return them as float64 / int64 arrays."""
+    probs = np.asarray(probs)
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise MedsureInputError(f"probs: shape {probs.shape}, expected (N, K) with K >= 2")
+    if probs.shape[0] == 0:
+        raise MedsureInputError("probs: N = 0 samples, expected at least one")
+    if not np.issubdtype(probs.dtype, np.floating) or not np.all(np.isfinite(probs)):
+        raise MedsureInputError("probs: expected finite floating-point probabilities")
+    if probs.min() < -atol or probs.max() > 1 + atol:
+        raise MedsureInputError(f"probs: values span [{probs.min():.4g}, {probs.max():.4g}], expected [0, 1]")
+    row_sums = probs.sum(axis=1)
+    if np.max(np.abs(row_sums - 1.0)) > atol:
+        raise MedsureInputError(
+            f"probs: rows sum to values in [{row_sums.min():.4g}, {row_sums.max():.4g}], expected 1 "
+            "(pass softmax probabilities, not logits)")
+    if labels.shape != (probs.shape[0],):
+        raise MedsureInputError(f"labels: shape {labels.shape}, expected ({probs.shape[0]},) to match probs")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise MedsureInputError(f"labels: dtype {labels.dtype}, expected integers")
+    if labels.min() < 0 or labels.max() >= probs.shape[1]:
+        raise MedsureInputError(
+            f"labels: values span [{labels.min()}, {labels.max()}], expected [0, {probs.shape[1]})")
+    return probs.astype(np.float64, copy=False), labels.astype(np.int64, copy=False)
+
+
+def _check_bins(n_bins: int) -> None:
+    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise MedsureInputError(f"n_bins: got {n_bins!r}, expected a positive integer")
+
+
+@dataclass(frozen=True)
+class BinnedCalibration:
+    """Per-bin statistics of a score against a binary outcome.
+
+    Attributes
+    ----------
+    edges : ndarray (B + 1,)
+    count : ndarray (B,) number of samples per bin
+    mean_score : ndarray (B,) mean score per bin (NaN-free: 0 for empty bins, see ``count``)
+    mean_outcome : ndarray (B,) observed frequency per bin (0 for empty bins)
+    """
+
+    edges: np.ndarray
+    count: np.ndarray
+    mean_score: np.ndarray
+    mean_outcome: np.ndarray
+
+    @property
+    def nonempty(self) -> np.ndarray:
+        return self.count > 0
+
+    @property
+    def gaps(self) -> np.ndarray:
+        """``|mean_outcome - mean_score|`` per bin (0 for empty bins)."""
+        return np.abs(self.mean_outcome - self.mean_score)
+
+
+def _bin_edges(scores: np.ndarray, n_bins: int, strategy: Strategy) -> np.ndarray:
+    if strategy == "uniform":
+        return np.linspace(0.0, 1.0, n_bins + 1)
+    if strategy == "quantile":
+        return np.percentile(scores, np.linspace(0.0, 100.0, n_bins + 1))
+    raise MedsureInputError(f"strategy: got {strategy!r}, expected 'uniform' or 'quantile'")
+
+
+def binned_calibration(scores: np.ndarray, outcomes: np.ndarray, *, n_bins: int = 15,
+                       strategy: Strategy = "uniform") -> BinnedCalibration:
+    """Bin ``scores (N,)`` in [0, 1] and average the binary ``outcomes (N,)`` per bin."""
+    _check_bins(n_bins)
+    scores = np.asarray(scores, dtype=np.float64)
+    outcomes = np.asarray(outcomes, dtype=np.float64)
+    if scores.ndim != 1 or outcomes.shape != scores.shape:
+        raise MedsureInputError(f"scores {scores.shape} and outcomes {outcomes.shape}: expected equal (N,) shapes")
+    edges = _bin_edges(scores, n_bins, strategy)
+    index = np.searchsorted(edges[1:-1], scores, side="left")
+    count = np.bincount(index, minlength=n_bins).astype(np.int64)
+    score_sum = np.bincount(index, weights=scores, minlength=n_bins)
+    outcome_sum = np.bincount(index, weights=outcomes, minlength=n_bins)
+    safe = np.maximum(count, 1)
+    return BinnedCalibration(edges=edges, count=count, mean_score=score_sum / safe,
+                             mean_outcome=outcome_sum / safe)
+
+
+def _top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    predicted = probs.argmax(axis=1)
+    return probs.max(axis=1), (predicted == labels).astype(np.float64)
+
+
+def reliability_diagram(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
+                        strategy: Strategy = "uniform") -> BinnedCalibration:
+    """Reliability-diagram data for the top-label confidence: per bin, mean confidence vs accuracy."""
+    probs, labels = check_probs_labels(probs, labels)
+    return binned_calibration(*_top_label(probs, labels), n_bins=n_bins, strategy=strategy)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
+                               strategy: Strategy = "uniform") -> float:
+    """Top-label ECE: ``sum_b (n_b / N) |acc_b - conf_b|``.
+
+    ``strategy="uniform"`` is the equal-width ECE of Guo et al. (2017); ``"quantile"`` the
+    equal-mass (adaptive-binning) variant.
+    """
+    bins = reliability_diagram(probs, labels, n_bins=n_bins, strategy=strategy)
+    return float(np.sum(bins.count * bins.gaps) / bins.count.sum())
+
+
+def maximum_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
+                              strategy: Strategy = "uniform") -> float:
+    """Top-label MCE: the largest ``|acc_b - conf_b|`` over non-empty bins."""
+    bins = reliability_diagram(probs, labels, n_bins=n_bins, strategy=strategy)
+    return float(bins.gaps[bins.nonempty].max())
+
+
+def _per_class_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int,
+                    strategy: Strategy) -> list[BinnedCalibration]:
+    onehot = labels[:, None] == np.arange(probs.shape[1])[None, :]
+    return [binned_calibration(probs[:, k], onehot[:, k], n_bins=n_bins, strategy=strategy)
+            for k in range(probs.shape[1])]
+
+
+def classwise_ece(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
+                  strategy: Strategy = "uniform") -> float:
+    """Class-wise ECE (Kull et al. 2019): the mean over classes k of the ECE of ``p_k`` against
+    ``1[y = k]``, each with ``n_bins`` equal-width bins."""
+    probs, labels = check_probs_labels(probs, labels)
+    per_class = [np.sum(b.count * b.gaps) / b.count.sum()
+                 for b in _per_class_bins(probs, labels, n_bins, strategy)]
+    return float(np.mean(per_class))
+
+
+def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
+    """ACE (Nixon et al. 2019): class-wise calibration error with equal-mass bins, averaged
+    uniformly over classes and bins: ``1/(K R) sum_k sum_r |acc(r, k) - conf(r, k)|``."""
+    probs, labels = check_probs_labels(probs, labels)
+    gaps = [b.gaps[b.nonempty].mean() for b in _per_class_bins(probs, labels, n_bins, "quantile")]
+    return float(np.mean(gaps))
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class Brier score ``mean_i sum_k (p_ik - 1[y_i = k])^2`` (Brier 1950), in [0, 2].
+
+    For two classes this is twice scikit-learn's binary ``brier_score_loss``.
+    """
+    probs, labels = check_probs_labels(probs, labels)
+    onehot = (labels[:, None] == np.arange(probs.shape[1])[None, :]).astype(np.float64)
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, *, eps: float = 1e-15) -> float:
+    """Mean ``-log p_{i, y_i}``; probabilities are clipped to ``[eps, 1]`` so a confident miss
+    costs ``-log(eps)`` (about 34.5) instead of infinity."""
+    probs, labels = check_probs_labels(probs, labels)
+    p_true = np.clip(probs[np.arange(labels.shape[0]), labels], eps, 1.0)
+    return float(-np.mean(np.log(p_true)))
+
+
+def calibration_summary(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> dict[str, float]:
+    """All calibration metrics at once: ``ece`` (equal width), ``ece_equal_mass``, ``mce``,
+    ``ace``, ``classwise_ece``, ``brier``, ``nll`` and ``accuracy``."""
+    probs, labels = check_probs_labels(probs, labels)
+    return {
+        "ece": expected_calibration_error(probs, labels, n_bins=n_bins),
+        "ece_equal_mass": expected_calibration_error(probs, labels, n_bins=n_bins, strategy="quantile"),
+        "mce": maximum_calibration_error(probs, labels, n_bins=n_bins),
+        "ace": adaptive_calibration_error(probs, labels, n_bins=n_bins),
+        "classwise_ece": classwise_ece(probs, labels, n_bins=n_bins),
+        "brier": brier_score(probs, labels),
+        "nll": negative_log_likelihood(probs, labels),
+        "accuracy": float(np.mean(probs.argmax(axis=1) == labels)),
+    }

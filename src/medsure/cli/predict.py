@@ -1,0 +1,72 @@
+"""``medsure predict``: write a prediction artifact (.npz) from one or more trained runs."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from medsure.errors import MedsureInputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict", help="predict a split with trained run(s) and write a .npz artifact",
+        description="Rebuild the run's dataset split (same name, options and split seed) and "
+                    "write logits, labels/masks, ids, thumbnails and metadata. Several --run "
+                    "give a deep ensemble (T axis).")
+    p.add_argument("--run", action="append", required=True, help="run folder (repeat for an ensemble)")
+    p.add_argument("--split", default=None, choices=("train", "val", "cal", "test", "all"),
+                   help="split of the run's dataset (default test; 'all' with --dataset)")
+    p.add_argument("--dataset", default=None,
+                   help="predict another dataset (e.g. a shifted domain) instead of the run's")
+    p.add_argument("--root", default=None, help="data folder for --dataset")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="option for --dataset")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--mc-samples", type=int, default=0, help="T Monte-Carlo dropout passes")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation views")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medsure.artifact import save_predictions
+    from medsure.predict import predict, predict_ensemble
+    from medsure.training import load_run
+    from medsure.training.datasets import dataset_record, load_splits, load_whole, parse_options
+
+    runs = [load_run(r) for r in args.run]
+    first = runs[0]
+    records = [r.config["train"].get("dataset", {}) for r in runs]
+    if args.dataset is not None:
+        split = args.split or "all"
+        if split != "all":
+            raise MedsureInputError("--dataset predicts the whole dataset; use --split all")
+        record = dataset_record(args.dataset, root=args.root,
+                                image_size=int(first.config["model"]["image_size"]),
+                                options=parse_options(args.option), split_seed=0, max_samples=None)
+        dataset = load_whole(record)
+    else:
+        split = args.split or "test"
+        if split == "all":
+            raise MedsureInputError("--split all needs --dataset")
+        keys = ("name", "options", "split_seed", "image_size", "max_samples")
+        if any({k: r.get(k) for k in keys} != {k: records[0].get(k) for k in keys}
+               for r in records):
+            raise MedsureInputError("the runs were trained on different datasets or splits; "
+                                    "an ensemble needs one")
+        dataset = load_splits(records[0])[split]
+    if len(runs) > 1:
+        if args.mc_samples or args.tta:
+            raise MedsureInputError("an ensemble (several --run) takes no --mc-samples or --tta")
+        pred = predict_ensemble([r.model for r in runs], dataset, batch_size=args.batch_size,
+                                seed=args.seed, device=args.device)
+    else:
+        pred = predict(first.model, dataset, batch_size=args.batch_size,
+                       mc_samples=args.mc_samples, tta=args.tta, seed=args.seed,
+                       device=args.device)
+    pred = replace(pred, provenance={**pred.provenance, "split": split})
+    save_predictions(args.out, pred)
+    print(f"wrote {args.out}: {pred.task}, logits {pred.logits.shape}"
+          f"{', ' + pred.sample_kind if pred.sample_kind else ''}, split {split}")
+    return 0

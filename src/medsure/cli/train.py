@@ -1,0 +1,69 @@
+"""``medsure train``: train a model on a named dataset into a run folder."""
+from __future__ import annotations
+
+import argparse
+
+from medsure.errors import MedsureInputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a classifier or U-Net on a named dataset (resumable)",
+        description="Train on the dataset's standard train split, early-stop on val; cal and "
+                    "test stay untouched for `medsure predict`.")
+    p.add_argument("--dataset", required=True, help="dataset name, e.g. pneumoniamnist, kvasir")
+    p.add_argument("--root", default=None, help="data folder (default: embedded copy or "
+                                                "$MEDSURE_DATA_ROOT or ../shared/data)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="dataset option, e.g. task=segmentation (repeatable)")
+    p.add_argument("--model", default=None,
+                   help="resnet18, resnet50, small_cnn or unet (default: resnet18 for "
+                        "classification, unet for segmentation)")
+    p.add_argument("--loss", default="auto", help="ce (classification); ce, dice or ce_dice (segmentation)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience (0: off)")
+    p.add_argument("--image-size", type=int, default=None, help="resize images to SxS")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/cal/test split")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout (> 0 enables MC dropout)")
+    p.add_argument("--vflip", action="store_true", help="also augment with up-down flips")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="keep only the first N samples of each split (quick trials)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's choice; 1 helps on a busy shared machine)")
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medsure.models import CLASSIFIERS
+    from medsure.training import TrainConfig, train
+    from medsure.training.datasets import dataset_record, load_splits, parse_options
+
+    if args.max_samples is not None and args.max_samples < 2:
+        raise MedsureInputError(f"--max-samples {args.max_samples}, expected at least 2")
+    record = dataset_record(args.dataset, root=args.root, image_size=args.image_size,
+                            options=parse_options(args.option), split_seed=args.split_seed,
+                            max_samples=args.max_samples)
+    splits = load_splits(record)
+    task = splits["train"].task
+    model = args.model or ("unet" if task == "segmentation" else "resnet18")
+    if task == "segmentation" and model != "unet" or task == "classification" and model not in CLASSIFIERS:
+        raise MedsureInputError(f"--model {model} cannot do {task}")
+    config = TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         loss=args.loss, patience=args.patience, seed=args.seed,
+                         dropout=args.dropout, vflip=args.vflip, augment=not args.no_augment,
+                         device=args.device, num_threads=args.threads, dataset=record)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    print(f"training {model} on {args.dataset} ({sizes}) -> {args.out}")
+    result = train(config, splits, args.out, resume=args.resume)
+    last = result.history[-1]
+    print(f"done: {len(result.history)} epochs, best val {last['monitor']} "
+          f"{result.best_metric:.4f} at epoch {result.best_epoch}"
+          f"{' (stopped early)' if result.stopped_early else ''}; weights in {args.out}/best.pt")
+    return 0

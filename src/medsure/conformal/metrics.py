@@ -1,0 +1,193 @@
+"""Metrics of prediction sets and the validity check against the exact coverage band (pure).
+
+All functions take a boolean set matrix ``sets`` ``(N, K)`` and true ``labels`` ``(N,)``.
+Undefined values (e.g. the coverage of a class absent from the test set) are ``None`` in the
+returned dicts, never NaN.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from medsure.conformal.quantile import coverage_band, expected_coverage
+from medsure.errors import MedsureInputError
+
+#: Probability mass outside the reported coverage band (0.5% on each side).
+DEFAULT_DELTA = 0.01
+
+
+def _check(sets: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sets = np.asarray(sets)
+    labels = np.asarray(labels)
+    if sets.ndim != 2 or sets.dtype != bool:
+        raise MedsureInputError(f"sets: shape {sets.shape} dtype {sets.dtype}, expected bool (N, K)")
+    if labels.shape != (sets.shape[0],):
+        raise MedsureInputError(f"labels have shape {labels.shape}, expected ({sets.shape[0]},)")
+    if labels.size and (labels.min() < 0 or labels.max() >= sets.shape[1]):
+        raise MedsureInputError(f"labels outside [0, {sets.shape[1]})")
+    return sets, labels.astype(np.int64)
+
+
+def covered(sets: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Boolean ``(N,)``: is the true label in the set."""
+    sets, labels = _check(sets, labels)
+    return sets[np.arange(labels.size), labels]
+
+
+def coverage(sets: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose set contains the true label."""
+    hit = covered(sets, labels)
+    if hit.size == 0:
+        raise MedsureInputError("no samples: coverage is undefined")
+    return float(hit.mean())
+
+
+def set_sizes(sets: np.ndarray) -> np.ndarray:
+    """Number of labels per set, int ``(N,)``."""
+    return np.asarray(sets).sum(axis=1)
+
+
+def per_class_coverage(sets: np.ndarray, labels: np.ndarray) -> list[float | None]:
+    """Coverage among samples of each true class (None for a class with no samples), length K."""
+    hit = covered(sets, labels)
+    k = sets.shape[1]
+    n_c = np.bincount(labels, minlength=k)
+    hits_c = np.bincount(labels, weights=hit, minlength=k)
+    return [float(h / c) if c else None for h, c in zip(hits_c, n_c)]
+
+
+def per_class_size(sets: np.ndarray, labels: np.ndarray) -> list[float | None]:
+    """Mean set size among samples of each true class (None when absent), length K."""
+    sets, labels = _check(sets, labels)
+    k = sets.shape[1]
+    n_c = np.bincount(labels, minlength=k)
+    size_c = np.bincount(labels, weights=set_sizes(sets), minlength=k)
+    return [float(s / c) if c else None for s, c in zip(size_c, n_c)]
+
+
+def size_stratified_coverage(sets: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+    """Coverage by set size (Angelopoulos & Bates 2021, Sec. 3): one row per size that occurs."""
+    hit = covered(sets, labels)
+    sizes = set_sizes(sets)
+    rows = []
+    for s in np.unique(sizes):
+        mask = sizes == s
+        rows.append({"size": int(s), "count": int(mask.sum()), "coverage": float(hit[mask].mean())})
+    return rows
+
+
+def coverage_gap(sets: np.ndarray, labels: np.ndarray, alpha: float) -> float:
+    """Class-conditional coverage gap: mean over present classes of ``|coverage_c - (1 - alpha)|``
+    (Ding et al. 2023, "Class-conditional conformal prediction with many classes")."""
+    values = [c for c in per_class_coverage(sets, labels) if c is not None]
+    return float(np.mean(np.abs(np.asarray(values) - (1 - alpha))))
+
+
+def set_metrics(sets: np.ndarray, labels: np.ndarray, alpha: float) -> dict[str, Any]:
+    """Every set metric in one JSON-ready dict.
+
+    Returns
+    -------
+    dict with ``n``, ``coverage``, ``mean_set_size``, ``median_set_size``, ``size_histogram``
+    (counts of sizes 0..K), ``empty_rate``, ``singleton_rate``, ``full_rate`` (all K labels),
+    ``per_class_coverage``, ``per_class_size``, ``per_class_count``, ``worst_class_coverage``,
+    ``size_stratified_coverage``, ``coverage_gap``.
+    """
+    sets, labels = _check(sets, labels)
+    k = sets.shape[1]
+    sizes = set_sizes(sets)
+    pcc = per_class_coverage(sets, labels)
+    present = [c for c in pcc if c is not None]
+    return {
+        "n": int(labels.size),
+        "coverage": coverage(sets, labels),
+        "mean_set_size": float(sizes.mean()),
+        "median_set_size": float(np.median(sizes)),
+        "size_histogram": np.bincount(sizes, minlength=k + 1).tolist(),
+        "empty_rate": float(np.mean(sizes == 0)),
+        "singleton_rate": float(np.mean(sizes == 1)),
+        "full_rate": float(np.mean(sizes == k)),
+        "per_class_coverage": pcc,
+        "per_class_size": per_class_size(sets, labels),
+        "per_class_count": np.bincount(labels, minlength=k).tolist(),
+        "worst_class_coverage": float(min(present)) if present else None,
+        "size_stratified_coverage": size_stratified_coverage(sets, labels),
+        "coverage_gap": coverage_gap(sets, labels, alpha),
+    }
+
+
+def class_overlap(sets: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``M[i, j]``: fraction of samples of true class ``i`` whose set contains class ``j``
+    (NaN-free: rows of absent classes are 0). The diagonal is the per-class coverage."""
+    sets, labels = _check(sets, labels)
+    k = sets.shape[1]
+    counts = np.zeros((k, k))
+    np.add.at(counts, labels, sets.astype(np.float64))
+    n_c = np.bincount(labels, minlength=k)
+    return np.divide(counts, n_c[:, None], out=np.zeros_like(counts), where=n_c[:, None] > 0)
+
+
+# ---- validity ----------------------------------------------------------------------------
+
+def validity(coverage_value: float, alpha: float, n_cal: int | Sequence[int],
+             n_test: int | Sequence[int], *, exact: bool, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+    """Compare an observed test coverage with the exact band of a correct split-conformal run.
+
+    Parameters
+    ----------
+    coverage_value : float
+        Observed coverage on the test set.
+    alpha : float
+    n_cal, n_test : int or sequence of int
+        Calibration / test sizes (one per stratum for class- or group-conditional runs).
+    exact : bool
+        Whether the score is tie-free (LAC and randomized scores), so coverage should also stay
+        *below* the upper end. Deterministic APS/RAPS/SAPS and Top-K have tied scores and are
+        expected to over-cover; for them only the lower end is a validity condition.
+    delta : float
+        Mass outside the band.
+
+    Returns
+    -------
+    dict with ``coverage_band`` ``[low, high]``, ``band_delta``, ``expected_coverage`` (marginal
+    only), ``band_status`` ("inside", "below", "above"), ``valid`` (bool) and ``band_note``.
+
+    Notes
+    -----
+    The band is the central ``1 - delta`` interval of the covered count on ``n_test`` points, which
+    is BetaBinomial(n_test, n+1-l, l) for one stratum and the convolution of these for several
+    (:func:`medsure.conformal.quantile.coverage_band`). It therefore accounts for both the
+    randomness of the calibration set and the finite test set. ``valid`` is False when coverage is
+    below the band (the guarantee looks broken: exchangeability violated, e.g. shift between
+    calibration and test data, or a bug) or, for exact scores, above it.
+    """
+    low, high = coverage_band(np.asarray(n_cal), alpha, np.asarray(n_test), delta)
+    if coverage_value < low:
+        status = "below"
+        note = (f"coverage {coverage_value:.4f} is BELOW the {100 * (1 - delta):g}% band "
+                f"[{low:.4f}, {high:.4f}] of a correct split-conformal run: calibration and test data "
+                "are probably not exchangeable (distribution shift, different source) or the "
+                "calibration set is not independent of the model")
+    elif coverage_value > high:
+        status = "above"
+        note = (f"coverage {coverage_value:.4f} is ABOVE the band [{low:.4f}, {high:.4f}]: "
+                + ("expected for this score (tied scores make it conservative); sets are larger "
+                   "than the target needs" if not exact else
+                   "unexpected for a tie-free score: check for duplicate samples or a test set "
+                   "easier than the calibration set"))
+    else:
+        status = "inside"
+        note = f"coverage {coverage_value:.4f} is inside the band [{low:.4f}, {high:.4f}]"
+    valid = status == "inside" or (status == "above" and not exact)
+    out = {
+        "coverage_band": [low, high],
+        "band_delta": delta,
+        "band_status": status,
+        "valid": bool(valid),
+        "band_note": note,
+        "exact_band": bool(exact),
+    }
+    if np.ndim(n_cal) == 0:
+        out["expected_coverage"] = expected_coverage(int(n_cal), alpha)
+    return out

@@ -1,0 +1,88 @@
+"""Failure detection on prediction artifacts: compute every CSF, fit the combined score on
+calibration data, evaluate each CSF on test data with bootstrap intervals."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from medsure.artifact import Predictions, check_compatible
+from medsure.errors import MedsureInputError
+from medsure.failure.combine import CombinedCSF
+from medsure.failure.csf import cam_concentration, logit_csfs, sample_csfs
+from medsure.failure.metrics import bootstrap_counts, failure_metrics
+
+__all__ = ["prediction_errors", "compute_csfs", "evaluate_failure", "COMBINED"]
+
+COMBINED = "combined"
+
+
+def prediction_errors(pred: Predictions) -> np.ndarray:
+    """Binary errors ``(N,)``: 1 where ``argmax`` of the predictive probabilities != label."""
+    if pred.task != "classification":
+        raise MedsureInputError(f"task is {pred.task}; failure detection here needs classification predictions")
+    if pred.labels is None:
+        raise MedsureInputError("predictions have no 'labels'; failure metrics need ground truth")
+    return (pred.probabilities().argmax(axis=1) != pred.labels).astype(np.int64)
+
+
+def compute_csfs(pred: Predictions, *, samples: Predictions | None = None,
+                 cams: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every CSF available for ``pred``, oriented higher = confident.
+
+    Single-output CSFs use the mean logits. The sample family is computed from ``pred`` itself
+    when it has a T axis, and from ``samples`` (same ids, with a T axis) when given; names are
+    prefixed with the sample kind (``mc_dropout_msr``...). ``cams (N, H, W)`` adds
+    ``cam_concentration``.
+    """
+    out = logit_csfs(pred.mean_logits())
+    for source in (pred, samples):
+        if source is None:
+            continue
+        if not source.has_samples:
+            if source is samples:
+                raise MedsureInputError("samples: logits have no sample axis, expected (T, N, K)")
+            continue
+        if source is samples and list(samples.ids) != list(pred.ids):
+            raise MedsureInputError("samples: ids differ from the predictions' ids (same cases, same order needed)")
+        out.update(sample_csfs(source.logits, prefix=source.sample_kind or "samples"))
+    if cams is not None:
+        if np.shape(cams)[0] != pred.n_samples:
+            raise MedsureInputError(f"cams: {np.shape(cams)[0]} maps, expected {pred.n_samples}")
+        out["cam_concentration"] = cam_concentration(cams)
+    return out
+
+
+def evaluate_failure(cal: Predictions, test: Predictions, *, cal_samples: Predictions | None = None,
+                     test_samples: Predictions | None = None, cal_cams: np.ndarray | None = None,
+                     test_cams: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
+                     coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
+                     combine: Sequence[str] | None = None) -> dict[str, Any]:
+    """Evaluate every CSF on ``test``; the combined CSF is fitted on ``cal`` only.
+
+    Returns ``{"error_rate", "n_test", "n_errors", "csfs": {name: metrics}, "combined":
+    {"names", "weights"}, ...}`` where metrics come from :func:`failure_metrics`. All CSFs
+    share the same bootstrap resamples (seeded by ``seed``), so intervals are paired.
+    """
+    check_compatible(cal, test)
+    test_errors = prediction_errors(test)
+    cal_errors = prediction_errors(cal)
+    test_csfs = compute_csfs(test, samples=test_samples, cams=test_cams)
+    cal_csfs = compute_csfs(cal, samples=cal_samples, cams=cal_cams)
+    shared = sorted(set(cal_csfs) & set(test_csfs))
+    result: dict[str, Any] = {
+        "n_cal": cal.n_samples, "n_test": test.n_samples, "n_errors": int(test_errors.sum()),
+        "error_rate": float(test_errors.mean()), "n_boot": n_boot, "seed": seed,
+    }
+    names = list(combine) if combine is not None else shared
+    try:
+        combined = CombinedCSF(names).fit({k: cal_csfs[k] for k in names}, cal_errors)
+        test_csfs[COMBINED] = combined.score(test_csfs)
+        result["combined"] = {"names": combined.names_, "weights": combined.weights_.tolist(),
+                              "fitted_on": "cal"}
+    except MedsureInputError as exc:
+        result["combined"] = {"undefined": str(exc)}
+    counts = bootstrap_counts(test.n_samples, n_boot, seed) if n_boot else None
+    result["csfs"] = {name: failure_metrics(conf, test_errors, n_boot=0, counts=counts, coverages=coverages)
+                      for name, conf in test_csfs.items()}
+    return result

@@ -1,0 +1,137 @@
+"""Models medsure trains: ResNet-18/50 and a small CNN for classification, MONAI U-Net for segmentation.
+
+Every model built here takes images scaled to ``[0, 1]`` (``uint8 / 255``), shape ``(N, C, H, W)``,
+and normalises them itself, so :func:`medsure.predict.predict` needs no preprocessing knowledge.
+
+>>> model = build_model("resnet18", in_channels=1, num_classes=2, image_size=28, dropout=0.2)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from medsure.errors import MedsureInputError
+from medsure.models.resnet import BasicBlock, Bottleneck, ResNet, stem_for
+from medsure.models.small_cnn import SmallCNN
+
+MODEL_NAMES = ("resnet18", "resnet50", "small_cnn", "unet")
+CLASSIFIERS = ("resnet18", "resnet50", "small_cnn")
+SEGMENTERS = ("unet",)
+
+
+class Normalized(nn.Module):
+    """Wrap ``net`` so that it takes ``[0, 1]`` images: ``net((x - mean) / std)``.
+
+    Attributes
+    ----------
+    net : the wrapped network (use it to pick Grad-CAM target layers)
+    """
+
+    def __init__(self, net: nn.Module, mean: float = 0.5, std: float = 0.25) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(float(std)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int,
+                dropout: float = 0.0, width: int | None = None) -> nn.Module:
+    """Build an untrained model.
+
+    Parameters
+    ----------
+    name : "resnet18", "resnet50", "small_cnn" or "unet"
+    in_channels : int
+        1 for grey images, 3 for RGB.
+    num_classes : int
+        Classes K (background counts as a class for segmentation).
+    image_size : int
+        Side of the square input; picks the ResNet stem (3x3 stride-1 below 64 px, light
+        stride-2 stem below 128 px, ImageNet stem above) and the U-Net depth.
+    dropout : float in [0, 1)
+        > 0 adds dropout (before the classifier; in every U-Net unit) so MC dropout is possible.
+    width : int, optional
+        Base channel count for ``small_cnn`` (default 16) and ``unet`` (default 16).
+
+    Returns
+    -------
+    torch.nn.Module
+        Takes ``(N, C, H, W)`` float in [0, 1]; returns logits ``(N, K)`` or ``(N, K, H, W)``.
+    """
+    if name not in MODEL_NAMES:
+        raise MedsureInputError(f"model name {name!r}, expected one of {MODEL_NAMES}")
+    for key, value in (("in_channels", in_channels), ("num_classes", num_classes),
+                       ("image_size", image_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MedsureInputError(f"{key}={value!r}, expected a positive integer")
+    if num_classes < 2:
+        raise MedsureInputError(f"num_classes={num_classes}, expected at least 2")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise MedsureInputError(f"dropout={dropout!r}, expected a probability in [0, 1)")
+    net: nn.Module
+    if name == "resnet18":
+        net = ResNet(BasicBlock, (2, 2, 2, 2), in_channels=in_channels, num_classes=num_classes,
+                     stem=stem_for(image_size), dropout=dropout)
+    elif name == "resnet50":
+        net = ResNet(Bottleneck, (3, 4, 6, 3), in_channels=in_channels, num_classes=num_classes,
+                     stem=stem_for(image_size), dropout=dropout)
+    elif name == "small_cnn":
+        net = SmallCNN(in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                       width=width or 16, dropout=dropout)
+    else:
+        net = _unet(in_channels, num_classes, image_size, dropout, width or 16)
+    return Normalized(net)
+
+
+def _unet(in_channels: int, num_classes: int, image_size: int, dropout: float,
+          width: int) -> nn.Module:
+    from monai.networks.nets import UNet
+
+    # Depth: as many 2x downsamplings (at most 3) as divide the image size evenly, so the
+    # decoder's skip connections line up without padding.
+    depth = 0
+    while depth < 3 and image_size % 2 ** (depth + 1) == 0:
+        depth += 1
+    if depth == 0:
+        raise MedsureInputError(f"image_size={image_size} must be even for the U-Net")
+    channels = tuple(width * 2 ** i for i in range(depth + 1))
+    return UNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes,
+                channels=channels, strides=(2,) * depth, num_res_units=1, dropout=dropout,
+                norm="batch")
+
+
+def task_of(name: str) -> str:
+    """"classification" or "segmentation" for a model name."""
+    return "segmentation" if name in SEGMENTERS else "classification"
+
+
+def gradcam_target_layer(model: nn.Module) -> nn.Module:
+    """The last convolutional stage of a medsure classifier (a sensible Grad-CAM target).
+
+    ResNet: the last residual stage; small CNN: the last ReLU of the conv body.
+    """
+    net = model.net if isinstance(model, Normalized) else model
+    if isinstance(net, ResNet):
+        return net.layers[-1]
+    if isinstance(net, SmallCNN):
+        return net.body[-1]
+    raise MedsureInputError(
+        f"no default Grad-CAM layer for {type(net).__name__}; pass a target layer explicitly")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(int(p.numel()) for p in model.parameters())
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    return {"class": type(getattr(model, "net", model)).__name__,
+            "parameters": count_parameters(model)}
+
+
+__all__ = ["MODEL_NAMES", "CLASSIFIERS", "SEGMENTERS", "Normalized", "build_model", "task_of",
+           "gradcam_target_layer", "count_parameters"]

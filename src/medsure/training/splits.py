@@ -1,0 +1,64 @@
+"""The standard train / val / cal / test split of each dataset, rebuilt identically from a seed.
+
+``val`` is used for early stopping only; ``cal`` and ``test`` are held out from all training
+decisions, so conformal calibration and evaluation see data the model never touched.
+
+Policy, by the dataset's official splits (``meta["source_split"]``):
+
+- train, val and test (MedMNIST): official train and val; the official test set is cut into
+  equal, stratified ``cal`` and ``test`` halves (exchangeable with each other);
+- train and val (ISIC 2017: Training, Validation): the official Training set gives train 65 %,
+  val 10 %, cal 25 %; ``test`` is the official Validation set;
+- val and test (MSD lung patches, patient-disjoint files): the "val" file gives train 80 % and
+  val 20 %; the "test" file is cut into ``cal`` and ``test`` halves;
+- no official split: train 50 %, val 15 %, cal 17.5 %, test 17.5 %, stratified, with
+  near-duplicate groups (``meta["dup_group"]``) kept within one split.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from medsure.data.base import ImageDataset
+from medsure.errors import MedsureInputError
+
+SPLIT_NAMES = ("train", "val", "cal", "test")
+DEFAULT_FRACTIONS = {"train": 0.5, "val": 0.15, "cal": 0.175, "test": 0.175}
+
+
+def standard_splits(ds: ImageDataset, *, seed: int = 0) -> dict[str, ImageDataset]:
+    """Split ``ds`` into ``train``, ``val``, ``cal`` and ``test`` (see module docstring).
+
+    Parameters
+    ----------
+    ds : a labelled dataset from :func:`medsure.data.load_dataset`
+    seed : split seed; the same dataset and seed give the same split
+
+    Returns
+    -------
+    dict with keys "train", "val", "cal", "test"
+    """
+    from medsure.data import split_dataset
+
+    if ds.targets is None:
+        raise MedsureInputError("standard_splits needs a labelled dataset (targets is None)")
+    source = (np.asarray(ds.meta["source_split"]).astype(str) if "source_split" in ds.meta
+              else None)
+    if source is None:
+        return split_dataset(ds, seed=seed, fractions=DEFAULT_FRACTIONS)
+
+    def part(name: str) -> ImageDataset:
+        return ds.subset(np.flatnonzero(source == name))
+
+    present = set(source.tolist())
+    if {"train", "val", "test"} <= present:
+        held_out = split_dataset(part("test"), seed=seed, fractions={"cal": 0.5, "test": 0.5})
+        return {"train": part("train"), "val": part("val"), **held_out}
+    if present == {"train", "val"}:
+        pool = split_dataset(part("train"), seed=seed,
+                             fractions={"train": 0.65, "val": 0.10, "cal": 0.25})
+        return {**pool, "test": part("val")}
+    if present == {"val", "test"}:
+        pool = split_dataset(part("val"), seed=seed, fractions={"train": 0.8, "val": 0.2})
+        held_out = split_dataset(part("test"), seed=seed, fractions={"cal": 0.5, "test": 0.5})
+        return {**pool, **held_out}
+    return split_dataset(ds, seed=seed, fractions=DEFAULT_FRACTIONS)

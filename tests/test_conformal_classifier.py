@@ -1,0 +1,227 @@
+"""SplitConformalClassifier behaviour, errors, group/class conditioning, CLI contract and report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medsure.artifact import make_predictions, save_predictions
+from medsure.cli import main
+from medsure.conformal import SplitConformalClassifier, set_metrics
+from medsure.conformal.analysis import evaluate, hardest_cases, overlap_study
+from medsure.conformal.classifier import to_probabilities
+from medsure.errors import MedsureInputError
+
+
+def synthetic(n=1200, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(n, k)) * 2).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = (rng.random(n)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1).clip(0, k - 1)
+    groups = rng.choice(["F", "M"], size=n)
+    return logits, labels, groups
+
+
+@pytest.fixture()
+def files(tmp_path):
+    logits, labels, groups = synthetic()
+    thumbs = np.random.default_rng(1).integers(0, 255, size=(1200, 12, 12), dtype=np.uint8)
+    cal = make_predictions(logits[:600], labels=labels[:600], meta={"sex": groups[:600]},
+                           thumbnails=thumbs[:600])
+    test = make_predictions(logits[600:], labels=labels[600:], meta={"sex": groups[600:]},
+                            thumbnails=thumbs[600:], ids=[f"t{i}" for i in range(600)])
+    save_predictions(tmp_path / "cal.npz", cal)
+    save_predictions(tmp_path / "test.npz", test)
+    return tmp_path, cal, test
+
+
+def test_constructor_only_stores_and_calibrate_learns():
+    clf = SplitConformalClassifier("raps", 0.1, seed=3)
+    assert not any(name.endswith("_") for name in vars(clf))
+    logits, labels, _ = synthetic()
+    clf.calibrate(logits[:600], labels[:600])
+    assert clf.n_tune_ == 180 and clf.n_cal_ == 420
+    assert set(clf.params_) == {"k_reg", "lam"}
+    sets = clf.predict_set(logits[600:])
+    np.testing.assert_array_equal(sets, clf.predict_set(logits[600:]))  # repeatable
+
+
+def test_inputs_not_modified_and_logits_equal_probs_input():
+    logits, labels, _ = synthetic()
+    before = logits.copy()
+    a = SplitConformalClassifier("aps", 0.1).calibrate(logits[:600], labels[:600]).predict_set(logits[600:])
+    np.testing.assert_array_equal(logits, before)
+    probs = to_probabilities(logits)
+    b = SplitConformalClassifier("aps", 0.1, input="probs").calibrate(probs[:600], labels[:600]) \
+        .predict_set(probs[600:])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_mc_samples_are_averaged_as_probabilities():
+    logits, labels, _ = synthetic()
+    stacked = np.stack([logits, logits + 0.5 * np.random.default_rng(2).normal(size=logits.shape)])
+    probs = to_probabilities(stacked.astype(np.float32))
+    soft = np.exp(stacked) / np.exp(stacked).sum(axis=2, keepdims=True)
+    np.testing.assert_allclose(probs, soft.mean(axis=0), atol=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors():
+    logits, labels, _ = synthetic()
+    bad = logits.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(MedsureInputError, match="NaN or infinite"):
+        SplitConformalClassifier().calibrate(bad, labels)
+    with pytest.raises(MedsureInputError, match="do not sum to 1"):
+        SplitConformalClassifier(input="probs").calibrate(np.full((20, 4), 0.3), np.zeros(20, int))
+    with pytest.raises(MedsureInputError, match=r"labels in \[0, 4\)"):
+        SplitConformalClassifier().calibrate(logits, np.full(labels.size, 4))
+    with pytest.raises(MedsureInputError, match="outside"):
+        SplitConformalClassifier(alpha=1.2).calibrate(logits, labels)
+    with pytest.raises(MedsureInputError, match="needs n >= 1/alpha - 1 = 99"):
+        SplitConformalClassifier(alpha=0.01).calibrate(logits[:50], labels[:50])
+    clf = SplitConformalClassifier().calibrate(logits, labels)
+    with pytest.raises(MedsureInputError, match="K=3 classes but calibration had K=4"):
+        clf.predict_set(logits[:, :3])
+    with pytest.raises(MedsureInputError, match="before predict_set"):
+        SplitConformalClassifier().predict_set(logits)
+
+
+def test_small_class_is_named_or_uses_reported_fallback():
+    logits, labels, _ = synthetic()
+    labels = labels.copy()
+    labels[labels == 3] = 0
+    labels[:5] = 3  # class 3 has 5 calibration samples, alpha=0.1 needs 9
+    with pytest.raises(MedsureInputError, match=r"class 'class_3' has 5"):
+        SplitConformalClassifier("lac", 0.1, conditional="class").calibrate(logits, labels)
+    for fallback in ("marginal", "include"):
+        clf = SplitConformalClassifier("lac", 0.1, conditional="class", fallback=fallback)
+        clf.calibrate(logits, labels)
+        assert clf.fallbacks_ == [{"stratum": "class_3", "count": 5, "needed": 9, "fallback": fallback}]
+        sets = clf.predict_set(logits)
+        if fallback == "include":
+            assert sets[:, 3].all()
+        result = evaluate(clf, sets, labels)
+        assert result["fallbacks"] and result["per_stratum"][3]["fallback"] == fallback
+
+
+def test_group_conditional_thresholds_per_group():
+    logits, labels, groups = synthetic()
+    # make group M much harder: noisier logits
+    noisy = logits.copy()
+    noisy[groups == "M"] = np.random.default_rng(4).normal(size=((groups == "M").sum(), 4)) * 2
+    clf = SplitConformalClassifier("aps", 0.1, conditional="group").calibrate(
+        noisy[:600], labels[:600], groups=groups[:600])
+    assert clf.strata_ == ["F", "M"]
+    f_thr, m_thr = clf.thresholds_
+    assert m_thr > f_thr
+    sets = clf.predict_set(noisy[600:], groups=groups[600:])
+    result = evaluate(clf, sets, labels[600:], groups=groups[600:])
+    assert [r["stratum"] for r in result["per_stratum"]] == ["F", "M"]
+    with pytest.raises(MedsureInputError, match=r"test groups \['X'\]"):
+        clf.predict_set(noisy[:3], groups=np.array(["F", "X", "M"]))
+    # groups from Predictions.meta
+    pred = make_predictions(noisy[:600], labels=labels[:600], meta={"sex": groups[:600]})
+    clf2 = SplitConformalClassifier("aps", 0.1, conditional="group", group_key="sex").calibrate(pred)
+    np.testing.assert_array_equal(clf2.thresholds_, clf.thresholds_)
+
+
+def test_metrics_by_hand():
+    sets = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=bool)
+    labels = np.array([0, 2, 1, 1])
+    m = set_metrics(sets, labels, alpha=0.5)
+    assert m["coverage"] == 0.5 and m["mean_set_size"] == 1.5 and m["median_set_size"] == 1.5
+    assert m["size_histogram"] == [1, 1, 1, 1]
+    assert m["empty_rate"] == 0.25 and m["singleton_rate"] == 0.25
+    assert m["per_class_coverage"] == [1.0, 0.5, 0.0]
+    assert m["coverage_gap"] == pytest.approx((0.5 + 0 + 0.5) / 3)
+    assert [r["coverage"] for r in m["size_stratified_coverage"]] == [0.0, 1.0, 0.0, 1.0]
+    overlap = np.asarray(overlap_study(sets, labels, ["a", "b", "c"])["matrix"])
+    np.testing.assert_allclose(overlap, [[1, 0, 0], [0.5, 0.5, 0.5], [1, 1, 0]])
+    hard = hardest_cases(sets, np.full((4, 3), 1 / 3), labels, ["a", "b", "c", "d"], n=2)
+    assert [c["id"] for c in hard["cases"]] == ["d", "b"]
+
+
+def test_validity_flags_a_shifted_test_set():
+    logits, labels, _ = synthetic(n=3000)
+    clf = SplitConformalClassifier("lac", 0.1).calibrate(logits[:1500], labels[:1500])
+    shifted = np.random.default_rng(9).permutation(logits[1500:], axis=1)  # labels now unrelated
+    result = evaluate(clf, clf.predict_set(shifted), labels[1500:])
+    assert result["band_status"] == "below" and result["valid"] is False
+    ok = evaluate(clf, clf.predict_set(logits[1500:]), labels[1500:])
+    assert ok["valid"] is True
+
+
+# ---- CLI ----------------------------------------------------------------------------------
+
+def test_cli_contract(files):
+    tmp, cal, test = files
+    out, sets_path = tmp / "result.json", tmp / "sets.npz"
+    rc = main(["conformal", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"),
+               "--method", "aps", "--alpha", "0.1", "--class-conditional", "--no-randomized",
+               "--seed", "3", "--out", str(out), "--sets", str(sets_path)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    for key in ("method", "alpha", "class_conditional", "n_cal", "n_test", "coverage", "mean_set_size",
+                "per_class_coverage", "empty_rate", "coverage_band", "valid"):
+        assert key in result
+    assert result["class_conditional"] is True and result["n_cal"] == 600 and result["n_test"] == 600
+    assert len(result["per_class_coverage"]) == 4 and result["randomized"] is False
+    sets = np.load(sets_path)["sets"]
+    assert sets.dtype == bool and sets.shape == (600, 4)
+    assert result["coverage"] == pytest.approx(sets[np.arange(600), test.labels].mean())
+    assert result["empty_rate"] == 0.0  # deterministic APS never returns an empty set
+
+
+@pytest.mark.parametrize("case,message", [
+    ("nan", "NaN or infinite"), ("labels", "expected labels in [0, 4)"), ("k", "K=3 classes"),
+    ("alpha", "outside (0, 1)"), ("few", "too few"), ("probs", "do not sum to 1")])
+def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, message):
+    tmp, cal, test = files
+    logits, labels, _ = synthetic()
+    cal_path, extra = tmp / "cal.npz", []
+    alpha = "0.1"
+    bad = tmp / "bad.npz"
+    if case == "nan":
+        arr = logits[:600].copy()
+        arr[0, 0] = np.inf
+        np.savez(bad, logits=arr, labels=labels[:600])
+        cal_path = bad
+    elif case == "labels":
+        np.savez(bad, logits=logits[:600], labels=np.full(600, 7))
+        cal_path = bad
+    elif case == "k":
+        save_predictions(bad, make_predictions(logits[:600, :3], labels=labels[:600] % 3))
+        cal_path = bad
+    elif case == "alpha":
+        alpha = "1.0"
+    elif case == "few":
+        alpha = "0.001"
+    elif case == "probs":
+        extra = ["--input", "probs"]
+        p = to_probabilities(logits[:600]) * 0.9  # in [0, 1] but rows sum to 0.9
+        np.savez(bad, logits=p, labels=labels[:600])
+        cal_path = bad
+    rc = main(["conformal", "--cal", str(cal_path), "--test", str(tmp / "test.npz"), "--method", "lac",
+               "--alpha", alpha, "--out", str(tmp / "r.json"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0]
+    assert not (tmp / "r.json").exists()
+
+
+def test_cli_study_and_report_sections(files):
+    tmp, cal, test = files
+    rc = main(["conformal-study", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"),
+               "--repeats", "5", "--out-dir", str(tmp / "study"), "--report", str(tmp / "r.html")])
+    assert rc == 0
+    for name in ("calibration_size", "confidence_sweep", "method_comparison", "class_overlap",
+                 "hardest_cases"):
+        assert json.loads((tmp / "study" / f"{name}.json").read_text())
+        assert (tmp / "study" / f"{name}.png").stat().st_size > 1000
+    html = (tmp / "r.html").read_text()
+    assert "Conformal prediction sets" in html and "data:image/png;base64" in html
+    from medsure.conformal.report import build_sections
+
+    sections = build_sections(cal, test, alpha=0.1, seed=0, n_repeats=5)
+    assert [s.key for s in sections][0] == "conformal" and len(sections) == 6
+    assert sections[0].summary["valid"] in (True, False)

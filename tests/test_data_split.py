@@ -1,0 +1,126 @@
+"""split_dataset: disjoint, covering, stratified within one sample, groups kept, deterministic."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsure.data import ImageDataset, load_dataset, split_dataset, split_indices
+from medsure.errors import MedsureInputError
+
+FRACTIONS = {"train": 0.6, "cal": 0.2, "test": 0.2}
+
+
+def toy(n: int = 50, k: int = 3, groups: np.ndarray | None = None, seed: int = 0) -> ImageDataset:
+    rng = np.random.default_rng(seed)
+    meta = {} if groups is None else {"dup_group": groups}
+    return ImageDataset(images=rng.integers(0, 255, (n, 4, 4, 1), dtype=np.uint8),
+                        targets=rng.integers(0, k, n).astype(np.int64),
+                        ids=np.asarray([f"s{i}" for i in range(n)]), class_names=np.asarray(list("abc")[:k]),
+                        meta=meta)
+
+
+def check_partition(ds: ImageDataset, parts: dict[str, ImageDataset]) -> None:
+    ids = np.concatenate([p.ids for p in parts.values()])
+    assert len(ids) == len(ds) and len(set(ids)) == len(ds), "splits must be disjoint and cover every sample"
+
+
+def check_stratified(ds: ImageDataset, parts: dict[str, ImageDataset], fractions: dict[str, float]) -> None:
+    counts = np.bincount(ds.targets, minlength=ds.n_classes)
+    for name, part in parts.items():
+        got = np.bincount(part.targets, minlength=ds.n_classes)
+        assert np.all(np.abs(got - fractions[name] * counts) < 1 + 1e-9), (name, got, fractions[name] * counts)
+
+
+def test_toy_split_is_partition_stratified_and_deterministic():
+    ds = toy(103)
+    a = split_dataset(ds, seed=3, fractions=FRACTIONS)
+    b = split_dataset(ds, seed=3, fractions=FRACTIONS)
+    c = split_dataset(ds, seed=4, fractions=FRACTIONS)
+    check_partition(ds, a)
+    check_stratified(ds, a, FRACTIONS)
+    assert all(np.array_equal(a[k].ids, b[k].ids) for k in a)
+    assert not all(np.array_equal(a[k].ids, c[k].ids) for k in a)
+    assert a["cal"].provenance["split"]["seed"] == 3
+
+
+def test_input_dataset_is_not_modified():
+    ds = toy(40)
+    before = (ds.images.copy(), ds.targets.copy(), ds.ids.copy())
+    split_dataset(ds, seed=0, fractions=FRACTIONS)
+    assert np.array_equal(ds.images, before[0]) and np.array_equal(ds.targets, before[1])
+    assert np.array_equal(ds.ids, before[2])
+
+
+def test_groups_never_straddle_splits():
+    groups = np.repeat(np.arange(30), 3)[:80]
+    ds = toy(80, groups=groups)
+    for seed in range(5):
+        parts = split_dataset(ds, seed=seed, fractions=FRACTIONS)
+        check_partition(ds, parts)
+        seen = [set(p.meta["dup_group"]) for p in parts.values()]
+        assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+
+
+@pytest.mark.parametrize("fractions", [
+    {"a": 0.5, "b": 0.6}, {"a": 0.0, "b": 1.0}, {"a": -0.2, "b": 1.2}, {"a": 0.999, "b": 0.001}, {},
+])
+def test_impossible_fractions_raise(fractions):
+    with pytest.raises(MedsureInputError, match="fraction"):
+        split_dataset(toy(50), seed=0, fractions=fractions)
+
+
+def test_too_few_groups_raise():
+    ds = toy(20, groups=np.zeros(20, dtype=np.int64))
+    with pytest.raises(MedsureInputError, match="empty"):
+        split_dataset(ds, seed=0, fractions={"a": 0.5, "b": 0.5})
+
+
+def test_unknown_group_key_raises_but_absent_default_is_ignored():
+    ds = toy(30)
+    split_dataset(ds, seed=0, fractions={"a": 0.5, "b": 0.5})  # no dup_group: plain split
+    with pytest.raises(MedsureInputError, match="patient"):
+        split_dataset(ds, seed=0, fractions={"a": 0.5, "b": 0.5}, group_key="patient")
+
+
+def test_unstratified_split_sizes():
+    idx = split_indices(np.zeros(10), None, seed=0, fractions={"a": 0.7, "b": 0.3})
+    assert len(idx["a"]) == 7 and len(idx["b"]) == 3
+
+
+def test_segmentation_split_stratifies_on_foreground():
+    rng = np.random.default_rng(1)
+    masks = np.zeros((40, 4, 4), dtype=np.int64)
+    masks[:10, 1, 1] = 1  # 10 with foreground
+    ds = ImageDataset(images=rng.random((40, 4, 4, 1), dtype=np.float32), targets=masks,
+                      ids=np.asarray([str(i) for i in range(40)]), class_names=np.asarray(["bg", "fg"]),
+                      task="segmentation")
+    parts = split_dataset(ds, seed=0, fractions={"a": 0.5, "b": 0.5})
+    assert [int((p.targets.reshape(len(p), -1).max(1) > 0).sum()) for p in parts.values()] == [5, 5]
+
+
+# ----------------------------------------------------------------- real data
+@pytest.mark.parametrize("name", ["pneumoniamnist", "breastmnist", "busi", "msd_lung"])
+def test_embedded_split_properties(name):
+    ds = load_dataset(name)
+    for seed in range(3):
+        parts = split_dataset(ds, seed=seed, fractions=FRACTIONS)
+        again = split_dataset(ds, seed=seed, fractions=FRACTIONS)
+        assert all(np.array_equal(parts[k].ids, again[k].ids) for k in parts)
+        check_partition(ds, parts)
+        if "dup_group" not in ds.meta and ds.task == "classification":
+            check_stratified(ds, parts, FRACTIONS)
+
+
+def test_busi_split_keeps_duplicates_together_and_near_stratified():
+    ds = load_dataset("busi")
+    groups = ds.meta["dup_group"]
+    counts = np.bincount(ds.targets)
+    for seed in range(5):
+        parts = split_dataset(ds, seed=seed, fractions=FRACTIONS)
+        seen = [set(p.meta["dup_group"]) for p in parts.values()]
+        assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+        # a group may overshoot its split's target by at most the largest group size
+        slack = np.bincount(groups).max()
+        for name, part in parts.items():
+            got = np.bincount(part.targets, minlength=3)
+            assert np.all(np.abs(got - FRACTIONS[name] * counts) <= slack + 1), (name, got)

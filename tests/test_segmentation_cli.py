@@ -1,0 +1,130 @@
+"""CLI contract of ``medsure segment-eval`` and ``medsure conformal-mask`` on synthetic artifacts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medsure.artifact import make_predictions, save_predictions
+from medsure.cli import main
+
+
+def _artifact(n=24, k=2, size=16, seed=0, noise=1.0, samples=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.zeros((n, size, size), np.int64)
+    for j in range(1, k):  # fixture construction: a disc per label at a random place
+        cy, cx = rng.integers(4, size - 4, (2, n))
+        disc = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2 <= 9
+        masks[disc] = j
+    onehot = np.eye(k)[masks].transpose(0, 3, 1, 2) * 3.0
+    shape = (samples, *onehot.shape) if samples else onehot.shape
+    logits = (onehot + rng.normal(scale=noise * 1.5, size=shape)).astype(np.float32)
+    return make_predictions(logits, masks=masks, class_names=["background"] + [f"s{j}" for j in range(1, k)],
+                            sample_kind="mc_dropout" if samples else None)
+
+
+def test_segment_eval_writes_contract_keys(tmp_path, capsys):
+    pred = save_predictions(tmp_path / "p.npz", _artifact(k=3, samples=3))
+    shift = save_predictions(tmp_path / "s.npz", _artifact(k=3, seed=1, noise=2.0, samples=3))
+    out = tmp_path / "r.json"
+    assert main(["segment-eval", "--pred", str(pred), "--shift", str(shift), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("dice", "hd95", "ece", "ece_boundary", "segment_ece", "ueo", "dice_pred_corr", "shift_auroc"):
+        assert key in result, key
+    assert set(result["dice"]) == {"s1", "s2"} and set(result["hd95"]) == {"s1", "s2"}
+    assert 0 <= result["ece"] <= 1 and 0 <= result["ece_boundary"] <= 1 and 0 <= result["ueo"] <= 1
+    # noisier logits on the shifted file give higher entropy: detectable shift
+    assert result["shift_auroc"] > 0.8
+    assert 0 < result["boundary_pixel_fraction"] < 1
+    assert "segment-eval" in capsys.readouterr().out
+
+
+def test_segment_eval_without_shift_has_no_shift_auroc(tmp_path):
+    pred = save_predictions(tmp_path / "p.npz", _artifact())
+    out = tmp_path / "r.json"
+    assert main(["segment-eval", "--pred", str(pred), "--out", str(out)]) == 0
+    assert "shift_auroc" not in json.loads(out.read_text())
+
+
+def test_conformal_mask_cli_binary(tmp_path):
+    cal = save_predictions(tmp_path / "c.npz", _artifact(n=60, seed=2))
+    test = save_predictions(tmp_path / "t.npz", _artifact(n=40, seed=3))
+    out = tmp_path / "r.json"
+    assert main(["conformal-mask", "--cal", str(cal), "--test", str(test), "--alpha", "0.1",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_cal"] == 60 and 0 <= result["lambda"] <= 1 and 0 <= result["fnr"] <= 1
+
+
+def test_conformal_mask_cli_multilabel_reports_per_label(tmp_path):
+    cal = save_predictions(tmp_path / "c.npz", _artifact(n=30, k=3, seed=4))
+    test = save_predictions(tmp_path / "t.npz", _artifact(n=20, k=3, seed=5))
+    out = tmp_path / "r.json"
+    assert main(["conformal-mask", "--cal", str(cal), "--test", str(test), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["lambda"]) == {"s1", "s2"} and set(result["fnr"]) == {"s1", "s2"}
+
+
+def _write_raw(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("mask_shape", "masks"),
+    ("label_range", "masks"),
+    ("nan", "NaN"),
+    ("classification", "segmentation"),
+    ("no_masks", "masks"),
+])
+def test_bad_input_gives_one_clear_error(tmp_path, capsys, case, message):
+    logits = np.zeros((3, 2, 4, 4), np.float32)
+    masks = np.zeros((3, 4, 4), np.int64)
+    arrays = {"logits": logits, "masks": masks}
+    if case == "mask_shape":
+        arrays["masks"] = np.zeros((3, 5, 4), np.int64)
+    elif case == "label_range":
+        arrays["masks"] = np.full((3, 4, 4), 2)
+    elif case == "nan":
+        arrays["logits"] = np.full_like(logits, np.nan)
+    elif case == "classification":
+        arrays = {"logits": np.zeros((3, 2), np.float32), "labels": np.array([0, 1, 0])}
+    elif case == "no_masks":
+        arrays = {"logits": logits}
+    path = _write_raw(tmp_path / "bad.npz", **arrays)
+    good = str(save_predictions(tmp_path / "good.npz", _artifact(n=12)))
+    assert main(["segment-eval", "--pred", path, "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert main(["conformal-mask", "--cal", good, "--test", path, "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_conformal_mask_rejects_bad_alpha(tmp_path, capsys):
+    cal = str(save_predictions(tmp_path / "c.npz", _artifact(n=12)))
+    assert main(["conformal-mask", "--cal", cal, "--test", cal, "--alpha", "1.5",
+                 "--out", str(tmp_path / "r.json")]) == 2
+    assert "alpha" in capsys.readouterr().err
+
+
+def test_report_sections_render(tmp_path):
+    from medsure.report.html import Report
+    from medsure.segmentation.report import build_sections
+
+    cal = _artifact(n=30, k=3, seed=6, samples=2)
+    test = _artifact(n=12, k=3, seed=7, samples=2)
+    thumbs = (np.random.default_rng(0).uniform(size=(12, 8, 8)) * 255).astype(np.uint8)
+    from dataclasses import replace
+    test = replace(test, thumbnails=thumbs)
+    shift = _artifact(n=10, k=3, seed=8, noise=2.0, samples=2)
+    sections = build_sections(cal, test, shift=shift, alpha=0.1)
+    assert [s.key for s in sections] == ["seg-summary", "seg-overlays", "seg-calibration", "seg-conformal"]
+    assert all("data:image/png;base64," in s.body_html for s in sections[1:])
+    assert "shift AUROC" in sections[0].body_html
+    report = Report(sections=sections)
+    report.write(tmp_path / "r.html")
+    assert (tmp_path / "r.html").stat().st_size > 10_000
