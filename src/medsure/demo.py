@@ -132,6 +132,28 @@ def _display_images(ds: ImageDataset) -> np.ndarray:
     return images
 
 
+def _explain_conformal_sets(outputs: DemoOutputs, settings: DemoSettings,
+                            explain_sections: Callable[..., list[Section]], n: int = 6) -> list[Section]:
+    """Grad-CAM for every label of the APS prediction set of the hardest test cases: the
+    confident wrong ones first, then the largest sets, so a reader sees where the model looks
+    for each label it could not rule out."""
+    from medsure.conformal import SplitConformalClassifier
+
+    sets = (SplitConformalClassifier("aps", settings.alpha, seed=settings.seed)
+            .calibrate(outputs.cls_cal).predict_set(outputs.cls_test))
+    probs = outputs.cls_test.probabilities()
+    predicted = probs.argmax(1)
+    wrong = predicted != outputs.cls_test.labels
+    conf = probs.max(1)
+    ranked = np.r_[np.flatnonzero(wrong)[np.argsort(-conf[wrong], kind="stable")],
+                   np.argsort(-sets.sum(1), kind="stable")]
+    rows = list(dict.fromkeys(ranked.tolist()))[:n]
+    label_sets = [np.flatnonzero(sets[r]).tolist() or [int(predicted[r])] for r in rows]
+    return explain_sections(outputs.cls_model, outputs.cls_splits["test"], outputs.cls_test,
+                            ids=[str(outputs.cls_test.ids[r]) for r in rows], label_sets=label_sets,
+                            title=f"Grad-CAM for every label of the {1 - settings.alpha:.0%} APS set")
+
+
 def feature_sections(outputs: DemoOutputs, settings: DemoSettings) -> list[tuple[str, Callable[[], list[Section]]]]:
     """The analyses the demo runs, in report order: (name, builder) pairs."""
     from medsure.calibration.report import build_sections as calibration_sections
@@ -145,7 +167,7 @@ def feature_sections(outputs: DemoOutputs, settings: DemoSettings) -> list[tuple
                                                  seed=settings.seed)),
         ("calibration", lambda: calibration_sections(outputs.cls_cal, outputs.cls_test)),
         ("failure", lambda: failure_sections(outputs.cls_cal_mc, outputs.cls_test_mc)),
-        ("explain", lambda: explain_sections(outputs.cls_model, outputs.cls_splits["test"], outputs.cls_test)),
+        ("explain", lambda: _explain_conformal_sets(outputs, settings, explain_sections)),
         ("segmentation_uncertainty", lambda: segmentation_sections(outputs.seg_cal, outputs.seg_test,
                                                                    alpha=settings.alpha)),
     ]
