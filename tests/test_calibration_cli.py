@@ -90,3 +90,18 @@ def test_calibration_and_failure_sections(tmp_path):
     assert [s.key for s in sections] == ["failure", "failure-shift"]
     assert "Caution" in sections[1].body_html
     assert len(sections[0].summary["worst_ids"]) == 8
+
+
+def test_failure_section_explains_an_uncertifiable_review_threshold(tmp_path):
+    from medsure.artifact import load_predictions
+    from medsure.failure.report import build_sections as failure_sections
+
+    p = _artifacts(tmp_path)
+    cal, test = load_predictions(p["cal"]), load_predictions(p["test"])
+    reachable = failure_sections(cal, test, n_boot=20, target_risk=0.99)[0]
+    assert "No threshold could be certified" not in reachable.body_html
+    assert reachable.summary["review"]["review_share"] < 1.0
+    # a target below what any accepted subset can certify: everything goes to review, and the page says why
+    impossible = failure_sections(cal, test, n_boot=20, target_risk=1e-4)[0]
+    assert impossible.summary["review"]["review_share"] == 1.0
+    assert "No threshold could be certified" in impossible.body_html

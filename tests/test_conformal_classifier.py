@@ -222,6 +222,10 @@ def test_cli_study_and_report_sections(files):
     assert "Conformal prediction sets" in html and "data:image/png;base64" in html
     from medsure.conformal.report import build_sections
 
-    sections = build_sections(cal, test, alpha=0.1, seed=0, n_repeats=5)
+    sections = build_sections(cal, test, alpha=0.1, seed=0, n_repeats=5, order=7)
     assert [s.key for s in sections][0] == "conformal" and len(sections) == 6
-    assert sections[0].summary["valid"] in (True, False)
+    assert [s.order for s in sections] == list(range(7, 13))
+    assert sections[0].summary["marginal"]["valid"] in (True, False)
+    # every section carries its analysis' JSON result (what results.json of the demo holds)
+    assert all(s.summary for s in sections)
+    json.dumps([s.summary for s in sections])

@@ -1,11 +1,8 @@
 import numpy as np
 import pytest
-import torch
-from monai.metrics import compute_dice
 
 from medsure.artifact import make_predictions
-from medsure.evaluation import classification_summary, dice_per_image, segmentation_summary
-from medsure.errors import MedsureInputError
+from medsure.evaluation import classification_summary, segmentation_summary
 
 
 def test_classification_summary_hand_computed():
@@ -23,28 +20,11 @@ def test_auc_undefined_when_class_absent():
     assert classification_summary(make_predictions(logits, labels=[0, 0, 1]))["auc"] is None
 
 
-def test_dice_matches_monai():
-    rng = np.random.default_rng(0)
-    masks = rng.integers(0, 3, (5, 8, 8))
-    pred = rng.integers(0, 3, (5, 8, 8))
-    ours = dice_per_image(pred, masks, 3)
-    onehot = lambda a: torch.nn.functional.one_hot(torch.as_tensor(a), 3).permute(0, 3, 1, 2).float()
-    ref = compute_dice(onehot(pred), onehot(masks), include_background=False).numpy()
-    np.testing.assert_allclose(ours, ref, atol=1e-6)
-
-
-def test_dice_hand_computed_and_empty():
+def test_segmentation_summary_hand_computed_and_empty_image_excluded():
     masks = np.zeros((2, 2, 2), int)
     masks[0, 0, 0] = 1
     pred = np.zeros_like(masks)
     pred[0, 0, :] = 1  # 1 overlap, sizes 2 and 1 -> 2/3
-    d = dice_per_image(pred, masks, 2)
-    assert d[0, 0] == pytest.approx(2 / 3) and np.isnan(d[1, 0])
     logits = np.stack([np.zeros((2, 2, 2)), np.where(pred == 1, 5.0, -5.0)], axis=1).astype(np.float32)
     s = segmentation_summary(make_predictions(logits, masks=masks))
     assert s["mean_dice"] == pytest.approx(2 / 3)
-
-
-def test_shape_mismatch_is_clear():
-    with pytest.raises(MedsureInputError, match="differs"):
-        dice_per_image(np.zeros((1, 2, 2), int), np.zeros((1, 3, 3), int), 2)

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binom
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from medsure.artifact import make_predictions, softmax
+from medsure.artifact import make_predictions
 from medsure.errors import MedsureInputError
 from medsure.failure import (
     CSF_SPECS,

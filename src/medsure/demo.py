@@ -35,7 +35,7 @@ class DemoSettings:
 
     seed: int = 0
     cls_epochs: int = 30
-    seg_epochs: int = 30
+    seg_epochs: int = 80
     mc_samples: int = 20
     alpha: float = 0.1
     quick: bool = False
@@ -82,7 +82,7 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     t0 = time.perf_counter()
     busi = _cap(load_dataset("busi"), settings.subset, seed)
     outputs.cls_splits = split_dataset(busi, seed=seed, fractions=SPLIT_FRACTIONS)
-    log(f"BUSI: {len(busi)} images, classes {list(busi.class_names)}, splits "
+    log(f"BUSI: {len(busi)} images, classes {[str(c) for c in busi.class_names]}, splits "
         + ", ".join(f"{k} {len(v)}" for k, v in outputs.cls_splits.items()))
     cls_config = TrainConfig(model="small_cnn", epochs=settings.cls_epochs, seed=seed, dropout=0.2,
                              patience=8, dataset={"name": "busi", "split_seed": seed,
@@ -109,7 +109,7 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     log(f"MSD lung: {len(lung)} patches {lung.image_size}, splits "
         + ", ".join(f"{k} {len(v)}" for k, v in outputs.seg_splits.items()))
     seg_config = TrainConfig(model="unet", epochs=settings.seg_epochs, seed=seed, dropout=0.1, loss="ce_dice",
-                             patience=8, batch_size=16, lr=3e-3,
+                             patience=20, batch_size=16, lr=3e-3,
                              dataset={"name": "msd_lung", "split_seed": seed, "fractions": SPLIT_FRACTIONS})
     seg_result = train(seg_config, {"train": outputs.seg_splits["train"], "val": outputs.seg_splits["val"]},
                        out / "runs" / "msd_lung_unet")
@@ -118,8 +118,11 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     outputs.timings["train_segmenter_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    outputs.seg_cal = predict(seg_result.model, outputs.seg_splits["cal"], seed=seed)
-    outputs.seg_test = predict(seg_result.model, outputs.seg_splits["test"], seed=seed)
+    # MC-dropout samples: the segmentation-uncertainty section then shows the sample spread, and
+    # the single-pass performance section reads the sample mean
+    outputs.seg_cal = predict(seg_result.model, outputs.seg_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
+    outputs.seg_test = predict(seg_result.model, outputs.seg_splits["test"], mc_samples=settings.mc_samples,
+                               seed=seed + 1)
     save_predictions(out / "predictions" / "msd_lung_cal.npz", outputs.seg_cal)
     save_predictions(out / "predictions" / "msd_lung_test.npz", outputs.seg_test)
     outputs.timings["predict_segmenter_s"] = time.perf_counter() - t0
@@ -151,7 +154,7 @@ def _explain_conformal_sets(outputs: DemoOutputs, settings: DemoSettings,
     label_sets = [np.flatnonzero(sets[r]).tolist() or [int(predicted[r])] for r in rows]
     return explain_sections(outputs.cls_model, outputs.cls_splits["test"], outputs.cls_test,
                             ids=[str(outputs.cls_test.ids[r]) for r in rows], label_sets=label_sets,
-                            title=f"Grad-CAM for every label of the {1 - settings.alpha:.0%} APS set")
+                            title=f"Grad-CAM for every label of the {1 - settings.alpha:.0%} APS set", order=55)
 
 
 def feature_sections(outputs: DemoOutputs, settings: DemoSettings) -> list[tuple[str, Callable[[], list[Section]]]]:
@@ -164,12 +167,12 @@ def feature_sections(outputs: DemoOutputs, settings: DemoSettings) -> list[tuple
 
     return [
         ("conformal", lambda: conformal_sections(outputs.cls_cal, outputs.cls_test, alpha=settings.alpha,
-                                                 seed=settings.seed)),
-        ("calibration", lambda: calibration_sections(outputs.cls_cal, outputs.cls_test)),
-        ("failure", lambda: failure_sections(outputs.cls_cal_mc, outputs.cls_test_mc)),
+                                                 seed=settings.seed, order=20)),
+        ("calibration", lambda: calibration_sections(outputs.cls_cal, outputs.cls_test, order=40)),
+        ("failure", lambda: failure_sections(outputs.cls_cal_mc, outputs.cls_test_mc, seed=settings.seed, order=50)),
         ("explain", lambda: _explain_conformal_sets(outputs, settings, explain_sections)),
         ("segmentation_uncertainty", lambda: segmentation_sections(outputs.seg_cal, outputs.seg_test,
-                                                                   alpha=settings.alpha)),
+                                                                   alpha=settings.alpha, order=80)),
     ]
 
 
@@ -190,7 +193,7 @@ def run_demo(out_dir: str | Path = "demo_output", settings: DemoSettings | None 
     seg_section = segmentation_section(outputs.seg_test, _display_images(outputs.seg_splits["test"]),
                                        history=outputs.histories["segmentation"],
                                        title="MSD lung segmenter: performance")
-    seg_section.order = 15
+    seg_section.order = 70
     report.add(seg_section)
 
     results: dict[str, Any] = {

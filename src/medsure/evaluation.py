@@ -45,41 +45,14 @@ def classification_summary(pred: Predictions) -> dict[str, Any]:
     }
 
 
-def dice_per_image(pred_labels: np.ndarray, masks: np.ndarray, n_classes: int) -> np.ndarray:
-    """Dice of each foreground label in each image.
-
-    Parameters
-    ----------
-    pred_labels, masks : int arrays (N, H, W)
-    n_classes : K, including background 0
-
-    Returns
-    -------
-    ndarray (N, K-1): Dice per image and foreground label; NaN where the label is absent from
-    both prediction and ground truth (Dice undefined, excluded from means).
-    """
-    if pred_labels.shape != masks.shape:
-        raise MedsureInputError(f"prediction shape {pred_labels.shape} differs from masks {masks.shape}")
-    n = masks.shape[0]
-    out = np.empty((n, n_classes - 1), dtype=np.float64)
-    flat_p = pred_labels.reshape(n, -1)
-    flat_t = masks.reshape(n, -1)
-    for j in range(1, n_classes):  # loop over labels only; pixels and images are vectorised
-        p = flat_p == j
-        t = flat_t == j
-        inter = np.count_nonzero(p & t, axis=1)
-        denom = np.count_nonzero(p, axis=1) + np.count_nonzero(t, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, j - 1] = np.where(denom > 0, 2.0 * inter / np.maximum(denom, 1), np.nan)
-    return out
-
-
 def segmentation_summary(pred: Predictions) -> dict[str, Any]:
     """Mean Dice per foreground label (NaN-aware) and over labels."""
     if pred.task != "segmentation" or pred.masks is None:
         raise MedsureInputError("segmentation_summary needs a segmentation artifact with masks")
+    from medsure.segmentation.metrics import dice_per_label  # deferred: segmentation imports this layer's peers
+
     predicted = pred.probabilities().argmax(axis=1)
-    dice = dice_per_image(predicted, pred.masks, pred.n_classes)
+    dice = dice_per_label(predicted, pred.masks, pred.n_classes)
     per_label = {str(name): _nanmean(dice[:, j]) for j, name in enumerate(pred.class_names[1:])}
     return {"n": int(pred.n_samples), "dice_per_label": per_label,
             "mean_dice": _nanmean(np.array([v for v in per_label.values() if v is not None], dtype=float))}

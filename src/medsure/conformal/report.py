@@ -115,8 +115,10 @@ def _status_html(result: dict[str, Any]) -> str:
             f"<p>{html.escape(result['band_note'])}</p>")
 
 
-def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None) -> list[Section]:
-    """Report sections from :func:`run_all_analyses` output."""
+def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None, *,
+                          order: int = ORDER) -> list[Section]:
+    """Report sections from :func:`run_all_analyses` output; each section's ``summary`` holds the
+    JSON result of its analysis."""
     figs = {name: figure_to_data_uri(fig) for name, fig in _figures(results, thumbnails).items()}
     run = results["run"]
     names = results["class_overlap"]["class_names"]
@@ -147,9 +149,8 @@ def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None
                                 "band": (f"[{r['coverage_band'][0]:.3f}, {r['coverage_band'][1]:.3f}]"
                                          if "coverage_band" in r else "-")}
                                for r in run_class["per_stratum"]]))
-    sections = [Section("Conformal prediction sets", body, key="conformal", order=ORDER,
-                        summary={k: run[k] for k in ("method", "coverage", "mean_set_size", "valid",
-                                                      "coverage_band")})]
+    sections = [Section("Conformal prediction sets", body, key="conformal", order=order,
+                        summary={"marginal": run, "class_conditional": results["run_class"]})]
 
     cs = results["calibration_size"]
     cs_rows = [{"n_cal": r["n_cal"], "n_test": r["n_test"], "mean coverage": r["mean"], "sd": r["sd"],
@@ -161,7 +162,7 @@ def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None
         f"({cs['n_repeats']} per size). Small calibration sets give widely varying coverage: the "
         f"band widens as n shrinks; about {100 * cs['delta']:g}% of splits should fall outside.</p>"
         + html_table(cs_rows) + img_tag(figs["calibration_size"], "calibration size study"),
-        key="conformal-calsize", order=ORDER + 1))
+        key="conformal-calsize", order=order + 1, summary=cs))
 
     sw = results["confidence_sweep"]
     sweep_rows = [{k: r[k] for k in ("level", "coverage", "mean_set_size", "singleton_rate", "empty_rate",
@@ -170,7 +171,7 @@ def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None
     sections.append(Section(
         "Conformal: confidence sweep", html_table(sweep_rows)
         + (f"<ul>{skipped}</ul>" if skipped else "") + img_tag(figs["confidence_sweep"], "sweep"),
-        key="conformal-sweep", order=ORDER + 2))
+        key="conformal-sweep", order=order + 2, summary=sw))
 
     mc = results["method_comparison"]
     mc_rows = []
@@ -188,25 +189,25 @@ def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None
         "<p>Top-K and deterministic scores have tied scores and over-cover by design; the others "
         "should sit inside the band.</p>" + html_table(mc_rows)
         + img_tag(figs["method_comparison"], "method comparison"),
-        key="conformal-methods", order=ORDER + 3))
+        key="conformal-methods", order=order + 3, summary=mc))
 
     sections.append(Section(
         "Conformal: class overlap", "<p>Row i, column j: share of true-class-i samples whose "
         "prediction set contains class j (diagonal: per-class coverage). Large off-diagonal values "
         "name the classes the model confuses.</p>" + img_tag(figs["class_overlap"], "class overlap"),
-        key="conformal-overlap", order=ORDER + 4))
+        key="conformal-overlap", order=order + 4, summary=results["class_overlap"]))
 
     hc_rows = [{"id": c["id"], "true": names[c["label"]], "set": ", ".join(names[j] for j in c["set"]),
                 "p(true)": c["p_true"], "covered": c["covered"]} for c in results["hardest_cases"]["cases"]]
     sections.append(Section(
         "Conformal: hardest cases", "<p>Test samples with the largest prediction sets.</p>"
         + img_tag(figs["hardest_cases"], "hardest cases") + html_table(hc_rows),
-        key="conformal-hardest", order=ORDER + 5))
+        key="conformal-hardest", order=order + 5, summary=results["hardest_cases"]))
     return sections
 
 
 def build_sections(cal: Predictions, test: Predictions, *, alpha: float = 0.1, seed: int = 0,
-                   method: str = "aps", n_repeats: int = 50) -> list[Section]:
+                   method: str = "aps", n_repeats: int = 50, order: int = ORDER) -> list[Section]:
     """Conformal report sections for ``medsure demo``.
 
     Parameters
@@ -221,11 +222,14 @@ def build_sections(cal: Predictions, test: Predictions, *, alpha: float = 0.1, s
         Score for the main run, size study, sweep, overlap and hardest cases.
     n_repeats : int
         Random splits per calibration size.
+    order : int
+        Report position of the first section (the others follow it).
 
     Returns
     -------
     list of Section (keys ``conformal``, ``conformal-calsize``, ``conformal-sweep``,
-    ``conformal-methods``, ``conformal-overlap``, ``conformal-hardest``; orders 300-305)
+    ``conformal-methods``, ``conformal-overlap``, ``conformal-hardest``; orders ``order`` to
+    ``order + 5``)
     """
     results = run_all_analyses(cal, test, method=method, alpha=alpha, seed=seed, n_repeats=n_repeats)
-    return sections_from_results(results, test.thumbnails)
+    return sections_from_results(results, test.thumbnails, order=order)

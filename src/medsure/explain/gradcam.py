@@ -12,7 +12,6 @@ parameters and nothing is retained between calls. Works when the caller is insid
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -76,6 +76,7 @@ def _split_block(name: str, cal: Predictions, pred: Predictions, result: dict[st
               f"risk &le; {review.target_risk} with probability &ge; {1 - review.delta:.2f}): "
               f"{review_eval['review_share']:.1%} of these cases go to an expert; the error among the rest is "
               f"{review_eval['selective_risk']:.3f} ({review_eval['n_errors_accepted']} of {review_eval['n_accepted']}).</p>"
+            + _uncertifiable_note(review)
             + "<p><b>Most confident wrong predictions</b> (silent failures):</p>" + _gallery(pred, worst, csfs["msr"]))
     return body, {"review": review_eval, "worst_ids": [str(pred.ids[i]) for i in worst]}
 
@@ -103,3 +104,14 @@ def build_sections(cal: Predictions, test: Predictions, *, shift: Predictions | 
         sections.append(Section(title=title, body_html=extra + body, key=key,
                                 order=order + (0 if key == "failure" else 1), summary=summary))
     return sections
+
+
+def _uncertifiable_note(review: SelectiveRiskThreshold) -> str:
+    """Why everything goes to review when no threshold could be certified."""
+    if np.isfinite(review.threshold_) or not review.tested_:
+        return ""
+    best = min(review.tested_, key=lambda t: t["bound"])
+    return (f"<p><b>No threshold could be certified</b> with {review.n_cal_} calibration cases: the lowest "
+            f"bound found was {best['bound']:.3f} (accepting {best['coverage']:.1%} of calibration cases, "
+            f"empirical error {best['risk']:.3f}), above the target {review.target_risk}. More calibration "
+            "data, a looser target or a better model is needed before any case can skip review.</p>")

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from medsure.artifact import Predictions  # noqa: E402
-from medsure.evaluation import classification_summary, dice_per_image, segmentation_summary  # noqa: E402
+from medsure.evaluation import classification_summary, segmentation_summary  # noqa: E402
+from medsure.segmentation.metrics import dice_per_label, image_dice  # noqa: E402
 from medsure.report.html import Section, figure_to_data_uri, html_table, img_tag  # noqa: E402
 
 
@@ -99,7 +100,7 @@ def segmentation_section(test: Predictions, images: np.ndarray | None = None, *,
                         "training curves")
     if images is not None and test.masks is not None:
         predicted = test.probabilities().argmax(axis=1)
-        dice = np.nanmean(dice_per_image(predicted, test.masks, test.n_classes), axis=1)
+        dice = image_dice(dice_per_label(predicted, test.masks, test.n_classes))
         dice = np.nan_to_num(dice, nan=1.0)  # both empty: a perfect (empty) segmentation
         has_fg = test.masks.reshape(test.n_samples, -1).max(axis=1) > 0
         order = np.flatnonzero(has_fg)[:n_examples] if has_fg.any() else np.arange(min(n_examples, test.n_samples))
@@ -110,7 +111,27 @@ def segmentation_section(test: Predictions, images: np.ndarray | None = None, *,
 
 
 def _provenance_line(pred: Predictions) -> str:
+    """One readable line: where the images came from, whether their checksum matched, which
+    split and which trained run produced the predictions (the full record stays in the file)."""
     prov = pred.provenance or {}
-    keep = {k: prov[k] for k in ("dataset", "source", "md5_verified", "run", "model", "seed", "split")
-            if k in prov}
-    return ", ".join(f"{k}={v}" for k, v in keep.items()) or "not recorded"
+    parts = []
+    data = prov.get("dataset")
+    if isinstance(data, dict):
+        name = data.get("dataset") or data.get("name") or "?"
+        verified = data.get("verified")
+        parts.append(f"dataset {name} ({data.get('source', '?')}"
+                     + ("" if verified is None else f", MD5 {'verified' if verified else 'NOT verified'}") + ")")
+        split = data.get("split")
+        if isinstance(split, dict):
+            parts.append(f"split {split.get('name', '?')} (seed {split.get('seed', '?')}, n={split.get('n', '?')})")
+    elif data is not None:
+        parts.append(f"dataset {data}")
+    run = prov.get("run")
+    if isinstance(run, dict):
+        model = (run.get("config") or {}).get("model") or {}
+        parts.append(f"model {model.get('name', '?')} from {run.get('run_dir', '?')}")
+    if prov.get("mc_samples"):
+        parts.append(f"{prov['mc_samples']} MC-dropout samples")
+    if "seed" in prov:
+        parts.append(f"seed {prov['seed']}")
+    return "; ".join(parts) or "not recorded"
