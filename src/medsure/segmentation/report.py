@@ -88,7 +88,9 @@ def build_sections(cal: Predictions, test: Predictions, *, shift: Predictions | 
     # ---- overlays -----------------------------------------------------------------------
     finite = np.flatnonzero(np.isfinite(per_image))
     ranked = finite[np.argsort(per_image[finite])] if finite.size else np.arange(test.n_samples)
-    picks = np.unique(ranked[np.linspace(0, ranked.size - 1, min(n_examples, ranked.size)).astype(int)])
+    # worst → best Dice; dict.fromkeys drops repeats without losing that order
+    spread = ranked[np.linspace(0, ranked.size - 1, min(n_examples, ranked.size)).astype(int)]
+    picks = np.array(list(dict.fromkeys(spread.tolist())), dtype=int)
     titles = [f"{test.ids[i]}\nDice {per_image[i]:.2f}" for i in picks]
     thumbs = None if test.thumbnails is None else test.thumbnails[picks]
     fig = plots.overlay_figure(masks=masks[picks], predicted=predicted[picks], uncertainty=umap[picks],
