@@ -320,3 +320,17 @@ def test_conformal_mask_per_label_on_predictions():
     np.testing.assert_allclose(cm.fnr(pred)[:, 1], fnr(probs[:, 2], masks == 2, cm.lambda_[1]))
     with pytest.raises(MedsureInputError, match="alpha"):
         ConformalMask(alpha=1.5).calibrate(pred)
+
+
+def test_pixel_ece_equals_classifier_ece_on_pixels_as_samples():
+    # one binning convention: every pixel is a sample of the classifier ECE / MCE
+    from medsure.calibration.metrics import expected_calibration_error, maximum_calibration_error
+
+    rng = np.random.default_rng(11)
+    logits = rng.normal(size=(3, 3, 9, 9)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    masks = rng.integers(0, 3, (3, 9, 9))
+    flat_probs = probs.transpose(0, 2, 3, 1).reshape(-1, 3)
+    ours = pixel_calibration(probs, masks, n_bins=10)
+    assert ours["ece"] == pytest.approx(expected_calibration_error(flat_probs, masks.ravel(), n_bins=10), abs=1e-7)
+    assert ours["mce"] == pytest.approx(maximum_calibration_error(flat_probs, masks.ravel(), n_bins=10), abs=1e-7)

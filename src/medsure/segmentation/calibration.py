@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from medsure.calibration.metrics import binned_calibration
 from medsure.errors import MedsureInputError
 
 BinStrategy = Literal["uniform", "quantile"]
@@ -73,10 +74,14 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int
     if conf.size and (not np.all(np.isfinite(conf)) or conf.min() < 0 or conf.max() > 1):
         raise MedsureInputError("confidence values must be finite and in [0, 1]")
     if strategy == "uniform":
-        index = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
-        edges = np.linspace(0.0, 1.0, n_bins + 1)
-    elif strategy == "quantile":
-        # Rank-based equal-mass bins: bin sizes differ by at most one pixel.
+        # the classifier ECE's bins, so pixel and image ECE share one convention: (lo, hi]
+        bins = binned_calibration(conf, hit, n_bins=n_bins, strategy="uniform")
+        filled = bins.count > 0
+        return {"count": bins.count, "confidence": np.where(filled, bins.mean_score, np.nan),
+                "accuracy": np.where(filled, bins.mean_outcome, np.nan), "edges": bins.edges}
+    if strategy == "quantile":
+        # Rank-based equal-mass bins (bin sizes differ by at most one pixel), not percentile
+        # edges: millions of pixels tie at confidence 1.0, which collapses percentile bins.
         order = np.argsort(conf, kind="stable")
         index = np.empty(conf.size, dtype=np.int64)
         index[order] = (np.arange(conf.size) * n_bins) // max(conf.size, 1)
