@@ -268,6 +268,9 @@ def label_scores(method: str, probs: np.ndarray, labels: np.ndarray, u: np.ndarr
     out = np.empty(n, dtype=np.float64)
     for rows in _chunks(n, chunk_rows):
         p = probs[rows].astype(np.float64)
+        if method == "topk":  # the score is the rank itself: counting beats sorting
+            out[rows] = _rank_of(p, labels[rows])
+            continue
         sp = np.sort(p, axis=1)[:, ::-1]  # same value sequence as the stable argsort path
         scores = _sorted_scores(method, sp, u[rows], params)
         rank0 = _rank_of(p, labels[rows]) - 1
@@ -294,9 +297,17 @@ def _prefix_sets(method: str, p: np.ndarray, threshold: np.ndarray, u: np.ndarra
     cumulative sums).
     """
     n, k = p.shape
-    sp = np.sort(p, axis=1)[:, ::-1]
-    length = (_sorted_scores(method, sp, u, params) <= threshold).sum(axis=1)
-    cutoff = np.where(length > 0, sp[np.arange(n), np.maximum(length - 1, 0)], np.inf)[:, None]
+    if method == "topk" and np.ndim(threshold) == 0:
+        # ranks 1..K: the set is the top-L labels, L = floor(threshold), the same for every row;
+        # the L-th largest value comes from a partition (O(K) per row) instead of a sort
+        length = np.full(n, int(np.clip(np.floor(threshold), 0, k)))
+        if length[0] == 0:
+            return np.zeros((n, k), dtype=bool)
+        cutoff = np.partition(p, k - length[0], axis=1)[:, k - length[0]][:, None]
+    else:
+        sp = np.sort(p, axis=1)[:, ::-1]
+        length = (_sorted_scores(method, sp, u, params) <= threshold).sum(axis=1)
+        cutoff = np.where(length > 0, sp[np.arange(n), np.maximum(length - 1, 0)], np.inf)[:, None]
     above = p > cutoff
     tied = p == cutoff
     n_tied_in = (length - above.sum(axis=1))[:, None]
