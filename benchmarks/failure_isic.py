@@ -27,13 +27,27 @@ sys.path.insert(0, str(ROOT / "tests"))
 from medsure.calibration import calibrate_and_evaluate  # noqa: E402
 from medsure.explain.report import explain_cases  # noqa: E402
 from medsure.failure import SelectiveRiskThreshold, compute_csfs, evaluate_failure, prediction_errors  # noqa: E402
-from medsure.predict import predict  # noqa: E402
+from medsure.predict import predict, predict_ensemble  # noqa: E402
 from medsure.utils.io import atomic_write_text  # noqa: E402
 
 
 def _cams(run, dataset) -> np.ndarray:
     cases = explain_cases(run.model, dataset, [str(i) for i in dataset.ids])
     return np.stack([maps[0] for _, _, _, maps in cases])
+
+
+def _member(seed: int, splits: dict, work: Path):
+    """One more ensemble member: the realpreds ISIC recipe with another seed (resumable)."""
+    import realpreds
+    from medsure.training import TrainConfig, load_run, train
+
+    out = work / f"isic2017-seed{seed}"
+    if not (out / "best.pt").is_file():
+        spec = realpreds._SPECS["isic2017"]
+        config = TrainConfig(seed=seed, num_threads=1, **spec["train"],
+                             dataset={"name": "isic2017", "options": spec["load"], "split_seed": realpreds.SEED})
+        train(config, {"train": splits["train"], "val": splits["val"]}, out, resume=(out / "checkpoint.pt").is_file())
+    return load_run(out)
 
 
 def _table(result: dict, msr_aurc: float) -> str:
@@ -57,6 +71,10 @@ def main() -> int:
     parser.add_argument("--mc", type=int, default=20, help="MC-dropout samples")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--members", type=int, default=5,
+                        help="deep-ensemble size: the realpreds model plus members-1 more seeds")
+    parser.add_argument("--work", default=str(ROOT / ".cache" / "medsure-bench" / "isic_members"),
+                        help="where the extra ensemble members are trained (reused when present)")
     args = parser.parse_args()
 
     import realpreds
@@ -72,6 +90,9 @@ def main() -> int:
     preds = {k: predict(run.model, ds, seed=args.seed, batch_size=128) for k, ds in data.items()}
     mc = {k: predict(run.model, ds, mc_samples=args.mc, seed=args.seed + 1, batch_size=128) for k, ds in data.items()}
     tta = {k: predict(run.model, ds, tta=True, seed=args.seed, batch_size=128) for k, ds in data.items()}
+    members = [run.model] + [_member(seed, splits, Path(args.work)).model for seed in range(1, args.members)]
+    ens = ({k: predict_ensemble(members, ds, seed=args.seed, batch_size=128) for k, ds in data.items()}
+           if args.members > 1 else None)
     cams = {k: _cams(run, ds) for k, ds in data.items()}
 
     def merged(split: str) -> dict:
@@ -87,6 +108,13 @@ def main() -> int:
         for name, m in tta_result["csfs"].items():
             if name.startswith("tta_"):
                 result["csfs"][name] = m
+        if ens is not None:  # the deep-ensemble family, same errors (those of the single model)
+            ens_result = evaluate_failure(preds["cal"], preds[split], cal_samples=ens["cal"],
+                                          test_samples=ens[split], n_boot=args.bootstrap, seed=args.seed)
+            for name, m in ens_result["csfs"].items():
+                if name.startswith("ensemble_"):
+                    result["csfs"][name] = m
+            ens_err = np.mean(ens[split].probabilities().argmax(1) != ens[split].labels)
         msr = result["csfs"]["msr"]["aurc"]["value"]
         comb = result["csfs"].get("combined", {}).get("aurc", {})
         cal_res = calibrate_and_evaluate(preds["cal"], preds[split], method="temperature")
@@ -96,7 +124,9 @@ def main() -> int:
         sections.append(
             f"## {label}\n\n{preds[split].n_samples} cases, {int(errors.sum())} wrong (error rate "
             f"{errors.mean():.3f}); accuracy of always predicting non-melanoma: "
-            f"{np.mean(preds[split].labels == 0):.3f}.\n\n"
+            f"{np.mean(preds[split].labels == 0):.3f}."
+            + (f" The {args.members}-member ensemble's own error rate: {ens_err:.3f} (its CSFs below score the "
+               "single model's errors, like every other row)." if ens is not None else "") + "\n\n"
             f"Temperature scaling (fitted on cal, T = {cal_res.extra['temperature']:.3f}): ECE "
             f"{cal_res.before['ece']:.3f} -> {cal_res.after['ece']:.3f}, NLL {cal_res.before['nll']:.3f} -> "
             f"{cal_res.after['nll']:.3f}, Brier {cal_res.before['brier']:.3f} -> {cal_res.after['brier']:.3f}.\n\n"
@@ -120,11 +150,12 @@ def main() -> int:
                           if comb_ci[0] <= msr_ci[1] and msr_ci[0] <= comb_ci[1] else
                           "; the 95 % intervals do not overlap."))
     cmd = (f".venv/bin/python benchmarks/failure_isic.py --mc {args.mc} --bootstrap {args.bootstrap} "
-           f"--seed {args.seed}")
+           f"--seed {args.seed} --members {args.members}")
     text = (
         "# Failure detection on ISIC 2017 and PH2\n\n"
         f"Command: `{cmd}` ({elapsed:.0f} s on the project's 2-core CPU machine). "
-        "Model: tests/realpreds.py `isic2017` run (small CNN, 64 px, dropout 0.2, 8 epochs, seed 0). "
+        "Model: tests/realpreds.py `isic2017` run (small CNN, 32 px, dropout 0.2, 24 epochs, seed 0); "
+        f"deep ensemble: that model plus {args.members - 1} more trained the same way with seeds 1..{args.members - 1}. "
         f"Calibration split: {preds['cal'].n_samples} held-out ISIC Training images. MC dropout: {args.mc} "
         "samples (seed +1); TTA: the default classification views of `medsure.predict`; CAM: Grad-CAM of the "
         f"predicted class at the last conv stage. Bootstrap: {args.bootstrap} paired resamples, seed {args.seed}; "

@@ -20,9 +20,9 @@ import numpy as np
 
 from medsure.artifact import Predictions, softmax
 from medsure.conformal.quantile import check_alpha, conformal_quantile, min_calibration_size
-from medsure.conformal.scores import (RAPS_LAMBDA_GRID, SAPS_DEFAULT_WEIGHT, check_method,
-                                      label_scores, prediction_sets, prediction_sets_per_sample,
-                                      true_label_rank)
+from medsure.conformal.scores import (CHUNK_ROWS, RAPS_LAMBDA_GRID, SAPS_DEFAULT_WEIGHT, _chunks,
+                                      _sorted_scores, check_method, label_scores, prediction_sets,
+                                      prediction_sets_per_sample, true_label_rank)
 from medsure.errors import MedsureInputError
 
 InputKind = Literal["logits", "probs"]
@@ -227,14 +227,25 @@ def tune_raps(probs: np.ndarray, labels: np.ndarray, alpha: float, *,
     """
     ranks = true_label_rank(probs, labels)
     k_reg = int(np.quantile(ranks, 1 - alpha, method="higher"))
-    best_lam, best_size = float(lambda_grid[0]), np.inf
-    for lam in lambda_grid:
-        scores = label_scores("raps", probs, labels, k_reg=k_reg, lam=lam)
-        q = conformal_quantile(scores, alpha, "RAPS tuning split")
-        size = prediction_sets("raps", probs, q, k_reg=k_reg, lam=lam).sum(axis=1).mean()
-        if size < best_size:
-            best_lam, best_size = float(lam), size
-    return k_reg, best_lam
+    grid = [float(lam) for lam in lambda_grid]
+    n = probs.shape[0]
+    # Every λ shares one sort per chunk: the scores in rank order give both the label scores and
+    # (prefix sets) the set sizes, exactly as label_scores / prediction_sets compute them.
+    label_sc = np.empty((len(grid), n))
+    for rows in _chunks(n, CHUNK_ROWS):
+        p = probs[rows].astype(np.float64)
+        sp = np.sort(p, axis=1)[:, ::-1]
+        at = (np.arange(sp.shape[0]), ranks[rows] - 1)
+        for g, lam in enumerate(grid):
+            label_sc[g, rows] = _sorted_scores("raps", sp, np.zeros(sp.shape[0]), {"k_reg": k_reg, "lam": lam})[at]
+    thresholds = [conformal_quantile(label_sc[g], alpha, "RAPS tuning split") for g in range(len(grid))]
+    set_sizes = np.zeros(len(grid))
+    for rows in _chunks(n, CHUNK_ROWS):
+        sp = np.sort(probs[rows].astype(np.float64), axis=1)[:, ::-1]
+        for g, lam in enumerate(grid):
+            scores = _sorted_scores("raps", sp, np.zeros(sp.shape[0]), {"k_reg": k_reg, "lam": lam})
+            set_sizes[g] += np.count_nonzero(scores <= thresholds[g])
+    return k_reg, grid[int(np.argmin(set_sizes))]  # first λ on ties
 
 
 # ---- the estimator ----------------------------------------------------------------------------

@@ -228,10 +228,10 @@ def candidate_scores(method: str, probs: np.ndarray, u: np.ndarray | None = None
     n, k = probs.shape
     u = _check_u(u, n)
     if method == "lac":
-        return 1.0 - probs.astype(np.float64)
+        return 1.0 - probs.astype(np.float64, copy=False)
     out = np.empty((n, k), dtype=np.float64)
     for rows in _chunks(n, chunk_rows):
-        order, sp = sort_descending(probs[rows].astype(np.float64))
+        order, sp = sort_descending(probs[rows].astype(np.float64, copy=False))
         np.put_along_axis(out[rows], order, _sorted_scores(method, sp, u[rows], params), axis=1)
     return out
 
@@ -263,11 +263,11 @@ def label_scores(method: str, probs: np.ndarray, labels: np.ndarray, u: np.ndarr
         raise MedsureInputError(f"labels span [{labels.min()}, {labels.max()}], expected [0, {k})")
     params = _check_params(method, params)
     if method == "lac":
-        return 1.0 - probs[np.arange(n), labels].astype(np.float64)
+        return 1.0 - probs[np.arange(n), labels].astype(np.float64, copy=False)
     u = _check_u(u, n)
     out = np.empty(n, dtype=np.float64)
     for rows in _chunks(n, chunk_rows):
-        p = probs[rows].astype(np.float64)
+        p = probs[rows].astype(np.float64, copy=False)
         if method == "topk":  # the score is the rank itself: counting beats sorting
             out[rows] = _rank_of(p, labels[rows])
             continue
@@ -281,9 +281,13 @@ def label_scores(method: str, probs: np.ndarray, labels: np.ndarray, u: np.ndarr
 def _rank_of(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """1-based rank of ``labels`` in each row of ``p`` (ties: lower class index first)."""
     p_y = p[np.arange(labels.size), labels][:, None]
-    ahead = (p > p_y).sum(axis=1)
-    tied_before = ((p == p_y) & (np.arange(p.shape[1])[None, :] < labels[:, None])).sum(axis=1)
-    return ahead + tied_before + 1
+    rank = (p > p_y).sum(axis=1) + 1
+    # exact ties with another label are rare with real probabilities: resolve only those rows
+    tied_rows = np.flatnonzero((p == p_y).sum(axis=1) > 1)
+    if tied_rows.size:
+        before = np.arange(p.shape[1])[None, :] < labels[tied_rows, None]
+        rank[tied_rows] += ((p[tied_rows] == p_y[tied_rows]) & before).sum(axis=1)
+    return rank
 
 
 def _prefix_sets(method: str, p: np.ndarray, threshold: np.ndarray, u: np.ndarray,
@@ -310,8 +314,14 @@ def _prefix_sets(method: str, p: np.ndarray, threshold: np.ndarray, u: np.ndarra
         cutoff = np.where(length > 0, sp[np.arange(n), np.maximum(length - 1, 0)], np.inf)[:, None]
     above = p > cutoff
     tied = p == cutoff
-    n_tied_in = (length - above.sum(axis=1))[:, None]
-    return above | (tied & (np.cumsum(tied, axis=1) <= n_tied_in))
+    n_tied_in = length - above.sum(axis=1)
+    sets = above | tied
+    # rows where more labels tie at the cutoff than fit: keep the lowest class indices only
+    split_rows = np.flatnonzero(tied.sum(axis=1) > n_tied_in)
+    if split_rows.size:
+        t = tied[split_rows]
+        sets[split_rows] = above[split_rows] | (t & (np.cumsum(t, axis=1) <= n_tied_in[split_rows, None]))
+    return sets
 
 
 def prediction_sets(method: str, probs: np.ndarray, threshold: float | np.ndarray,
@@ -345,9 +355,9 @@ def prediction_sets(method: str, probs: np.ndarray, threshold: float | np.ndarra
     out = np.empty((n, k), dtype=bool)
     for rows in _chunks(n, chunk_rows):
         if method == "lac":
-            np.less_equal(1.0 - probs[rows].astype(np.float64), threshold, out=out[rows])
+            np.less_equal(1.0 - probs[rows].astype(np.float64, copy=False), threshold, out=out[rows])
         elif threshold.ndim == 0:
-            out[rows] = _prefix_sets(method, probs[rows].astype(np.float64), threshold, u[rows], checked)
+            out[rows] = _prefix_sets(method, probs[rows].astype(np.float64, copy=False), threshold, u[rows], checked)
         else:  # per-label thresholds: sets are not prefixes of the ranking, score every label
             scores = candidate_scores(method, probs[rows], u[rows], chunk_rows=chunk_rows, **params)
             np.less_equal(scores, threshold, out=out[rows])
@@ -368,9 +378,9 @@ def prediction_sets_per_sample(method: str, probs: np.ndarray, threshold: np.nda
     out = np.empty((n, k), dtype=bool)
     for rows in _chunks(n, chunk_rows):
         if method == "lac":
-            np.less_equal(1.0 - probs[rows].astype(np.float64), threshold[rows, None], out=out[rows])
+            np.less_equal(1.0 - probs[rows].astype(np.float64, copy=False), threshold[rows, None], out=out[rows])
         else:
-            out[rows] = _prefix_sets(method, probs[rows].astype(np.float64), threshold[rows, None],
+            out[rows] = _prefix_sets(method, probs[rows].astype(np.float64, copy=False), threshold[rows, None],
                                      u[rows], checked)
     return out
 
