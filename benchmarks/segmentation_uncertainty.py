@@ -35,6 +35,7 @@ from medsure.segmentation.metrics import DicePredictor, dice_per_label, image_di
 from medsure.segmentation.shift import shift_auroc  # noqa: E402
 from medsure.segmentation.uncertainty import image_uncertainty, uncertainty_maps  # noqa: E402
 from medsure.utils.io import atomic_write_text, write_json  # noqa: E402
+from medsure.tta import views_for_training  # noqa: E402
 
 LOSSES = ("ce", "dice", "ce_dice")
 DATASETS = {
@@ -108,7 +109,9 @@ def phase_predict(args, name: str) -> None:
             jobs = {f"single{m}": (lambda m=m: predict(models[m], ds, seed=0)) for m in range(args.members)}
             jobs["ensemble"] = lambda: predict_ensemble(models, ds, seed=0)
             jobs["mc_dropout"] = lambda: predict(models[0], ds, mc_samples=args.mc_samples, seed=0)
-            jobs["tta"] = lambda: predict(models[0], ds, tta=True, seed=0)
+            # only views the members saw in training (JSRT is trained without flips: lateralised anatomy)
+            jobs["tta"] = lambda: predict(models[0], ds, tta=views_for_training("segmentation", **DATASETS[name]["train"]),
+                                          seed=0)
             for method, job in jobs.items():
                 path = _pred_path(args.work, name, loss, method, split)
                 if not path.is_file():
@@ -239,7 +242,8 @@ Settings recorded by the script (`settings.json` under `--work`):
   predicted by the Kvasir models.
 - Methods: *single* = each ensemble member alone, dropout off (mean ± sd over members, i.e. over
   training seeds 0..M-1); *ensemble* = softmax average of the M members; *mc_dropout* = member 0,
-  T passes with dropout on; *tta* = member 0 on identity, h-flip, v-flip, ±10° rotations, each
+  T passes with dropout on; *tta* = member 0 on identity, the flips used in training (Kvasir: h and
+  v; JSRT: none, its anatomy is lateralised), ±10° rotations, each
   mapped back before averaging.
 - Metrics on the test split: mean Dice over foreground labels; top-label pixel ECE / ACE (15
   bins); boundary ECE = ECE inside the band of ±2 px around GT and predicted contours; segment

@@ -153,3 +153,17 @@ def test_predict_refuses_mismatched_data(cls_run: Path) -> None:
         predict(model, synthetic(4, seg=True))
     with pytest.raises(MedsureInputError, match="choose one"):
         predict(model, synthetic(4), mc_samples=2, tta=True)
+
+
+@pytest.mark.parametrize("task,hflip,vflip,expected", [
+    ("classification", True, False, ("identity", "hflip")),
+    ("classification", True, True, ("identity", "hflip", "vflip", "hvflip")),
+    ("classification", False, False, ("identity",)),
+    ("segmentation", False, False, ("identity", "rot+10", "rot-10")),
+    ("segmentation", True, True, ("identity", "hflip", "vflip", "rot+10", "rot-10")),
+])
+def test_tta_views_follow_the_training_augmentation(task, hflip, vflip, expected):
+    from medsure.tta import check_views, views_for_training
+
+    views = views_for_training(task, hflip=hflip, vflip=vflip)
+    assert views == expected and check_views(views) == views

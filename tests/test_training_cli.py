@@ -33,7 +33,10 @@ def test_train_predict_cli_on_tiny_subset(tmp_path: Path, capsys: pytest.Capture
                  "--out", str(tmp_path / "mc.npz")]) == 0
     assert load_predictions(tmp_path / "mc.npz").logits.shape == (3, 48, 2)
     assert main(["predict", "--run", str(tmp_path / "a"), "--tta", "--out", str(tmp_path / "t.npz")]) == 0
-    assert load_predictions(tmp_path / "t.npz").sample_kind == "tta"
+    tta = load_predictions(tmp_path / "t.npz")
+    # the run trained with h-flips only: no v-flip view, which would be an unseen input
+    assert tta.sample_kind == "tta" and tta.provenance["tta_views"] == ["identity", "hflip"]
+    assert tta.logits.shape == (2, 48, 2)
     assert main(["predict", "--run", str(tmp_path / "a"), "--run", str(tmp_path / "b"),
                  "--out", str(tmp_path / "e.npz")]) == 0
     ens = load_predictions(tmp_path / "e.npz")

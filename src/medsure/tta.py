@@ -29,6 +29,22 @@ def default_views(task: str) -> tuple[str, ...]:
     return SEGMENTATION_VIEWS if task == "segmentation" else CLASSIFICATION_VIEWS
 
 
+def views_for_training(task: str, *, hflip: bool, vflip: bool) -> tuple[str, ...]:
+    """TTA views a model trained with these flips has seen: identity, the trained flips (and
+    their composition for classification) and, for segmentation, the ±10° rotations.
+
+    A flip never seen in training is a shifted input, not an augmentation: on lateralised
+    anatomy (chest X-rays trained without h-flip) it degrades the averaged prediction and its
+    calibration instead of improving them.
+    """
+    views = ["identity"] + (["hflip"] if hflip else []) + (["vflip"] if vflip else [])
+    if task == "segmentation":
+        views += ["rot+10", "rot-10"]
+    elif hflip and vflip:
+        views.append("hvflip")
+    return tuple(views)
+
+
 def check_views(views: Sequence[str]) -> tuple[str, ...]:
     views = tuple(views)
     if not views:

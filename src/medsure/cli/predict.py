@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="option for --dataset")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--mc-samples", type=int, default=0, help="T Monte-Carlo dropout passes")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation views")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: identity, the flips used in training, and ±10° rotations "
+                        "for segmentation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from medsure.artifact import save_predictions
     from medsure.predict import predict, predict_ensemble
     from medsure.training import load_run
+    from medsure.tta import views_for_training
     from medsure.training.datasets import dataset_record, load_splits, load_whole, parse_options
 
     runs = [load_run(r) for r in args.run]
@@ -62,8 +65,13 @@ def run(args: argparse.Namespace) -> int:
         pred = predict_ensemble([r.model for r in runs], dataset, batch_size=args.batch_size,
                                 seed=args.seed, device=args.device)
     else:
+        tta: bool | tuple[str, ...] = False
+        if args.tta:  # only views the model saw in training (see medsure.tta.views_for_training)
+            trained = first.config.get("train", {})
+            tta = views_for_training(first.task, hflip=bool(trained.get("augment", True) and trained.get("hflip")),
+                                     vflip=bool(trained.get("augment", True) and trained.get("vflip")))
         pred = predict(first.model, dataset, batch_size=args.batch_size,
-                       mc_samples=args.mc_samples, tta=args.tta, seed=args.seed,
+                       mc_samples=args.mc_samples, tta=tta, seed=args.seed,
                        device=args.device)
     pred = replace(pred, provenance={**pred.provenance, "split": split})
     save_predictions(args.out, pred)
