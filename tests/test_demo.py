@@ -57,3 +57,16 @@ def test_demo_report_is_self_contained_with_all_sections(demo_dir):
     # pictures are embedded, nothing is fetched
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 8
     assert not re.search(r'src="(https?:|/)', page)
+
+
+def test_lung_splits_keep_training_and_evaluation_patients_apart():
+    from medsure.data import load_dataset
+    from medsure.demo import patient_disjoint_lung_splits
+
+    lung = load_dataset("msd_lung")
+    splits = patient_disjoint_lung_splits(lung, seed=0)
+    assert sum(len(s) for s in splits.values()) == len(lung)
+    for name, source in (("train", "val"), ("val", "val"), ("cal", "test"), ("test", "test")):
+        assert set(np.asarray(splits[name].meta["source_split"])) == {source}, name
+    ids = {name: set(map(str, s.ids)) for name, s in splits.items()}
+    assert not (ids["train"] | ids["val"]) & (ids["cal"] | ids["test"])

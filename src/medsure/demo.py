@@ -75,6 +75,18 @@ def _cap(ds: ImageDataset, cap: int | None, seed: int) -> ImageDataset:
     return split_dataset(ds, seed=seed, fractions={"keep": cap / len(ds), "drop": 1 - cap / len(ds)})["keep"]
 
 
+def patient_disjoint_lung_splits(lung: ImageDataset, seed: int) -> dict[str, ImageDataset]:
+    """MSD lung patches carry no patient id, but their two source files hold disjoint patients:
+    train/val come from one file and cal/test from the other, so no patient is both learned
+    from and scored (a random patch split would let a tumour's neighbouring slices leak)."""
+    source = np.asarray(lung.meta["source_split"])
+    fit = split_dataset(lung.subset(np.flatnonzero(source == "val")), seed=seed,
+                        fractions={"train": 0.85, "val": 0.15})
+    held_out = split_dataset(lung.subset(np.flatnonzero(source == "test")), seed=seed,
+                             fractions={"cal": 0.5, "test": 0.5})
+    return {**fit, **held_out}
+
+
 def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callable[[str], None]) -> None:
     out = outputs.out_dir
     seed = settings.seed
@@ -105,12 +117,13 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
 
     t0 = time.perf_counter()
     lung = _cap(load_dataset("msd_lung"), settings.subset, seed)
-    outputs.seg_splits = split_dataset(lung, seed=seed, fractions=SPLIT_FRACTIONS)
+    outputs.seg_splits = patient_disjoint_lung_splits(lung, seed)
     log(f"MSD lung: {len(lung)} patches {lung.image_size}, splits "
         + ", ".join(f"{k} {len(v)}" for k, v in outputs.seg_splits.items()))
     seg_config = TrainConfig(model="unet", epochs=settings.seg_epochs, seed=seed, dropout=0.1, loss="ce_dice",
                              patience=20, batch_size=16, lr=3e-3,
-                             dataset={"name": "msd_lung", "split_seed": seed, "fractions": SPLIT_FRACTIONS})
+                             dataset={"name": "msd_lung", "split_seed": seed,
+                                      "split": "train/val from val_patches, cal/test from test_patches"})
     seg_result = train(seg_config, {"train": outputs.seg_splits["train"], "val": outputs.seg_splits["val"]},
                        out / "runs" / "msd_lung_unet")
     outputs.seg_model = seg_result.model
