@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from medsure.calibration import calibrate_and_evaluate  # noqa: E402
 from medsure.explain.report import explain_cases  # noqa: E402
 from medsure.failure import SelectiveRiskThreshold, compute_csfs, evaluate_failure, prediction_errors  # noqa: E402
+from medsure.failure.report import most_confident_errors  # noqa: E402
 from medsure.predict import predict, predict_ensemble  # noqa: E402
 from medsure.utils.io import atomic_write_text  # noqa: E402
 
@@ -48,6 +49,38 @@ def _member(seed: int, splits: dict, work: Path):
                              dataset={"name": "isic2017", "options": spec["load"], "split_seed": realpreds.SEED})
         train(config, {"train": splits["train"], "val": splits["val"]}, out, resume=(out / "checkpoint.pt").is_file())
     return load_run(out)
+
+
+def _silent_failure_figure(silent: dict, preds: dict, data: dict, cams: dict, split_of: dict) -> None:
+    """One row pair per test set: the most confident wrong cases and their Grad-CAM overlays."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medsure.explain.overlay import overlay_cam, to_rgb
+
+    names = ["not melanoma", "melanoma"]
+    n_cols = max(len(v) for v in silent.values())
+    fig, axes = plt.subplots(2 * len(silent), n_cols, figsize=(1.6 * n_cols, 3.6 * len(silent)), squeeze=False)
+    for r, (label, rows) in enumerate(silent.items()):
+        split = split_of[label]
+        probs = preds[split].probabilities()
+        for c in range(n_cols):
+            for k, ax in enumerate((axes[2 * r, c], axes[2 * r + 1, c])):
+                ax.axis("off")
+                if c >= len(rows):
+                    continue
+                i = rows[c]
+                image = data[split].images[i]
+                ax.imshow(to_rgb(image) if k == 0 else overlay_cam(image, cams[split][i]))
+                if k == 0:
+                    ax.set_title(f"pred {names[int(probs[i].argmax())]}\np={probs[i].max():.2f}", fontsize=7)
+        axes[2 * r, 0].text(-0.15, 0.0, label.split(" (")[0], transform=axes[2 * r, 0].transAxes, rotation=90,
+                            fontsize=8, ha="right", va="center")
+    fig.suptitle("Silent failures: most confident wrong predictions (top) and Grad-CAM (bottom)", fontsize=9)
+    fig.savefig(ROOT / "benchmarks" / "failure_isic_silent.png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _table(result: dict, msr_aurc: float) -> str:
@@ -98,7 +131,7 @@ def main() -> int:
     def merged(split: str) -> dict:
         return {"samples": mc[split], "cams": cams[split]}
 
-    sections, summary = [], []
+    sections, summary, silent = [], [], {}
     for split, label in (("test", "ISIC 2017 Validation (in distribution)"), ("ph2", "PH2 (shift: other hospital and device)")):
         result = evaluate_failure(preds["cal"], preds[split], cal_samples=mc["cal"], test_samples=mc[split],
                                   cal_cams=cams["cal"], test_cams=cams[split], n_boot=args.bootstrap, seed=args.seed)
@@ -138,6 +171,11 @@ def main() -> int:
             + _table(result, msr) + "\n")
         summary.append((label, errors.mean(), msr, comb.get("value"), comb.get("ci"),
                         result["csfs"]["msr"]["aurc"]["ci"]))
+        silent[label] = most_confident_errors(preds[split], compute_csfs(preds[split])["msr"], n=8)
+        sections[-1] += (f"\nSilent failures (the 8 most confident wrong predictions, image and Grad-CAM of the "
+                         f"predicted class): see `failure_isic_silent.png`, row \"{label}\".\n")
+    _silent_failure_figure(silent, preds, data, cams, split_of={
+        "ISIC 2017 Validation (in distribution)": "test", "PH2 (shift: other hospital and device)": "ph2"})
     elapsed = time.perf_counter() - t0
 
     verdict = []
