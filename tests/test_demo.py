@@ -59,14 +59,17 @@ def test_demo_report_is_self_contained_with_all_sections(demo_dir):
     assert not re.search(r'src="(https?:|/)', page)
 
 
-def test_lung_splits_keep_training_and_evaluation_patients_apart():
-    from medsure.data import load_dataset
-    from medsure.demo import patient_disjoint_lung_splits
+def test_demo_runs_rebuild_the_demo_splits_and_lung_patients_stay_apart(demo_dir):
+    # `medsure predict --run demo_output/runs/...` must see the very cal/test images the demo scored
+    from medsure.training import load_run
+    from medsure.training.datasets import load_splits
 
-    lung = load_dataset("msd_lung")
-    splits = patient_disjoint_lung_splits(lung, seed=0)
-    assert sum(len(s) for s in splits.values()) == len(lung)
-    for name, source in (("train", "val"), ("val", "val"), ("cal", "test"), ("test", "test")):
-        assert set(np.asarray(splits[name].meta["source_split"])) == {source}, name
-    ids = {name: set(map(str, s.ids)) for name, s in splits.items()}
-    assert not (ids["train"] | ids["val"]) & (ids["cal"] | ids["test"])
+    for run_name, prefix in (("busi_small_cnn", "busi"), ("msd_lung_unet", "msd_lung")):
+        splits = load_splits(load_run(demo_dir / "runs" / run_name).config["train"]["dataset"])
+        for split in ("cal", "test"):
+            saved = load_predictions(demo_dir / "predictions" / f"{prefix}_{split}.npz")
+            assert list(map(str, saved.ids)) == list(map(str, splits[split].ids)), (run_name, split)
+        if prefix == "msd_lung":  # patient-disjoint source files: fitted on one, scored on the other
+            fitted = {str(v) for k in ("train", "val") for v in splits[k].meta["source_split"]}
+            scored = {str(v) for k in ("cal", "test") for v in splits[k].meta["source_split"]}
+            assert fitted == {"val"} and scored == {"test"}

@@ -15,16 +15,13 @@ from typing import Any, Callable
 import numpy as np
 
 from medsure.artifact import Predictions, save_predictions
-from medsure.data import load_dataset, split_dataset
 from medsure.data.base import ImageDataset
 from medsure.predict import predict
 from medsure.report import Report, Section
 from medsure.report.core import classification_section, segmentation_section
 from medsure.training import TrainConfig, train
+from medsure.training.datasets import dataset_record, load_splits
 from medsure.utils.io import write_json
-
-SPLIT_FRACTIONS = {"train": 0.55, "val": 0.1, "cal": 0.175, "test": 0.175}
-
 
 @dataclass
 class DemoSettings:
@@ -39,14 +36,14 @@ class DemoSettings:
     mc_samples: int = 20
     alpha: float = 0.1
     quick: bool = False
-    subset: int | None = None  # cap on images per dataset (quick mode)
+    max_samples: int | None = None  # cap on images per split (quick mode)
 
     def __post_init__(self) -> None:
         if self.quick:
             self.cls_epochs = min(self.cls_epochs, 2)
             self.seg_epochs = min(self.seg_epochs, 2)
             self.mc_samples = min(self.mc_samples, 4)
-            self.subset = self.subset or 240
+            self.max_samples = self.max_samples or 64
 
 
 @dataclass
@@ -68,23 +65,14 @@ class DemoOutputs:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _cap(ds: ImageDataset, cap: int | None, seed: int) -> ImageDataset:
-    if cap is None or len(ds) <= cap:
-        return ds
-    # a stratified subset through the same splitter keeps classes and duplicate groups intact
-    return split_dataset(ds, seed=seed, fractions={"keep": cap / len(ds), "drop": 1 - cap / len(ds)})["keep"]
-
-
-def patient_disjoint_lung_splits(lung: ImageDataset, seed: int) -> dict[str, ImageDataset]:
-    """MSD lung patches carry no patient id, but their two source files hold disjoint patients:
-    train/val come from one file and cal/test from the other, so no patient is both learned
-    from and scored (a random patch split would let a tumour's neighbouring slices leak)."""
-    source = np.asarray(lung.meta["source_split"])
-    fit = split_dataset(lung.subset(np.flatnonzero(source == "val")), seed=seed,
-                        fractions={"train": 0.85, "val": 0.15})
-    held_out = split_dataset(lung.subset(np.flatnonzero(source == "test")), seed=seed,
-                             fractions={"cal": 0.5, "test": 0.5})
-    return {**fit, **held_out}
+def _splits(name: str, settings: DemoSettings) -> tuple[dict[str, Any], dict[str, ImageDataset]]:
+    """The run's dataset record and the project's standard splits (``medsure.training.splits``:
+    stratified, near-duplicates grouped, MSD lung split by its patient-disjoint source files).
+    Going through the record means ``medsure predict --run`` on a demo run rebuilds these very
+    splits."""
+    record = dataset_record(name, root=None, image_size=None, options={}, split_seed=settings.seed,
+                            max_samples=settings.max_samples)
+    return record, load_splits(record)
 
 
 def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callable[[str], None]) -> None:
@@ -92,13 +80,12 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     seed = settings.seed
 
     t0 = time.perf_counter()
-    busi = _cap(load_dataset("busi"), settings.subset, seed)
-    outputs.cls_splits = split_dataset(busi, seed=seed, fractions=SPLIT_FRACTIONS)
-    log(f"BUSI: {len(busi)} images, classes {[str(c) for c in busi.class_names]}, splits "
+    busi_record, outputs.cls_splits = _splits("busi", settings)
+    class_names = [str(c) for c in outputs.cls_splits["train"].class_names]
+    log(f"BUSI: classes {class_names}, splits "
         + ", ".join(f"{k} {len(v)}" for k, v in outputs.cls_splits.items()))
     cls_config = TrainConfig(model="small_cnn", epochs=settings.cls_epochs, seed=seed, dropout=0.2,
-                             patience=8, dataset={"name": "busi", "split_seed": seed,
-                                                  "fractions": SPLIT_FRACTIONS})
+                             patience=8, dataset=busi_record)
     result = train(cls_config, {"train": outputs.cls_splits["train"], "val": outputs.cls_splits["val"]},
                    out / "runs" / "busi_small_cnn")
     outputs.cls_model = result.model
@@ -116,14 +103,11 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     outputs.timings["predict_classifier_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    lung = _cap(load_dataset("msd_lung"), settings.subset, seed)
-    outputs.seg_splits = patient_disjoint_lung_splits(lung, seed)
-    log(f"MSD lung: {len(lung)} patches {lung.image_size}, splits "
+    lung_record, outputs.seg_splits = _splits("msd_lung", settings)
+    log(f"MSD lung: patches {outputs.seg_splits['train'].image_size}, splits "
         + ", ".join(f"{k} {len(v)}" for k, v in outputs.seg_splits.items()))
     seg_config = TrainConfig(model="unet", epochs=settings.seg_epochs, seed=seed, dropout=0.1, loss="ce_dice",
-                             patience=20, batch_size=16, lr=3e-3,
-                             dataset={"name": "msd_lung", "split_seed": seed,
-                                      "split": "train/val from val_patches, cal/test from test_patches"})
+                             patience=20, batch_size=16, lr=3e-3, dataset=lung_record)
     seg_result = train(seg_config, {"train": outputs.seg_splits["train"], "val": outputs.seg_splits["val"]},
                        out / "runs" / "msd_lung_unet")
     outputs.seg_model = seg_result.model
