@@ -227,3 +227,17 @@ def test_temperature_with_sample_axis_and_errors():
         TemperatureScaling().transform(z)
     with pytest.raises(MedsureInputError, match="method"):
         make_calibrator("platt")
+
+
+def test_vector_scaling_applies_to_samples_as_it_was_fitted():
+    # fitted on the sample-mean logits: transforming samples must equal transforming their mean
+    rng = np.random.default_rng(13)
+    z = rng.normal(size=(6, 200, 3)) * 3
+    y = rng.integers(0, 3, 200)
+    vs = VectorScaling().fit(z, y)
+    np.testing.assert_allclose(vs.transform(z), vs.transform(z.mean(axis=0)), rtol=1e-12)
+
+
+def test_calibrators_refuse_an_empty_calibration_set():
+    with pytest.raises(MedsureInputError, match="N=0"):
+        TemperatureScaling().fit(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))

@@ -256,3 +256,32 @@ def test_review_threshold_reports_share_and_rejects_all_when_impossible():
     assert report["coverage"] == 0.0 and report["threshold"] is None
     with pytest.raises(MedsureInputError, match="target_risk"):
         SelectiveRiskThreshold(1.5).fit(conf, err)
+
+
+def test_topk_margin_is_exact_for_large_k():
+    from medsure.failure.csf import topk_margin
+
+    rng = np.random.default_rng(21)
+    logits = rng.normal(size=(50, 1000)) * 3
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    ordered = -np.sort(-p, axis=1)
+    for k in (2, 3, 200, 600):
+        np.testing.assert_allclose(topk_margin(logits, k=k), ordered[:, 0] - ordered[:, k - 1], atol=1e-12)
+
+
+def test_sample_artifact_csfs_score_the_predicted_class():
+    # with samples, MSR must be the top probability of the mean softmax, whose argmax is the prediction
+    rng = np.random.default_rng(22)
+    samples = rng.normal(size=(7, 300, 4)) * 4
+    pred = make_predictions(samples.astype(np.float32), labels=rng.integers(0, 4, 300), sample_kind="mc_dropout")
+    csfs = compute_csfs(pred)
+    np.testing.assert_allclose(csfs["msr"], pred.probabilities().max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(csfs["msr"], csfs["mc_dropout_msr"], rtol=1e-5)
+
+
+def test_unknown_combined_csf_is_one_clear_error():
+    rng = np.random.default_rng(23)
+    cal = make_predictions(rng.normal(size=(60, 3)).astype(np.float32), labels=rng.integers(0, 3, 60))
+    with pytest.raises(MedsureInputError, match="nope"):
+        evaluate_failure(cal, cal, combine=["msr", "nope"], n_boot=0)

@@ -38,7 +38,9 @@ def _check_labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
         raise MedsureInputError(f"labels: shape {labels.shape} dtype {labels.dtype}, expected int ({n},)")
-    if n and (labels.min() < 0 or labels.max() >= k):
+    if n == 0:
+        raise MedsureInputError("labels: no calibration samples (N=0); a calibrator needs labelled data")
+    if labels.min() < 0 or labels.max() >= k:
         raise MedsureInputError(f"labels: values span [{labels.min()}, {labels.max()}], expected [0, {k})")
     return labels.astype(np.int64)
 
@@ -162,7 +164,8 @@ class VectorScaling(Calibrator):
         return z * self.weights_ + self.bias_
 
     def transform(self, logits: np.ndarray) -> np.ndarray:
-        z = _as_sample_logits(logits)
+        # fitted on the logits averaged over samples, so applied to that average too
+        z = _as_sample_logits(logits).mean(axis=0, keepdims=True)
         self._check_fitted()
         self._check_k(z.shape[2])
         return _mean_probs(z * self.weights_ + self.bias_)

@@ -56,7 +56,12 @@ def run_failure(args: argparse.Namespace) -> int:
         from medsure.report.html import Report
 
         report = Report(title="medsure failure detection")
-        for section in build_sections(cal, test):
+        if test_samples is not None:
+            report.notes.append("The sections below rank the CSFs of the single-model predictions; the "
+                                "sample-based CSFs (--samples) are in the JSON result.")
+        for section in build_sections(cal, test, n_boot=args.bootstrap, seed=args.seed,
+                                      target_risk=0.1 if args.target_risk is None else args.target_risk,
+                                      delta=args.delta, review_csf=args.csf):
             report.add(section)
         report.write(args.report)
     ranked = sorted(result["csfs"].items(), key=lambda kv: kv[1]["aurc"]["value"])

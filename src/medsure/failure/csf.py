@@ -77,8 +77,8 @@ def topk_margin(logits: np.ndarray, k: int = 3) -> np.ndarray:
     if k < 2:
         raise MedsureInputError(f"k: got {k}, expected k >= 2")
     k = min(int(k), p.shape[1])
-    part = -np.partition(-p, k - 1, axis=1)  # descending up to position k-1
-    return part[:, 0] - part[:, k - 1]
+    kth = -np.partition(-p, k - 1, axis=1)[:, k - 1]  # partition fixes only position k-1
+    return p.max(axis=1) - kth
 
 
 def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -9,10 +9,13 @@ import numpy as np
 from medsure.artifact import Predictions, check_compatible
 from medsure.errors import MedsureInputError
 from medsure.failure.combine import CombinedCSF
-from medsure.failure.csf import cam_concentration, logit_csfs, sample_csfs
+from medsure.failure.csf import LOGIT_CSFS, cam_concentration, confidence, logit_csfs, sample_csfs
 from medsure.failure.metrics import bootstrap_counts, failure_metrics
 
 __all__ = ["prediction_errors", "compute_csfs", "evaluate_failure", "COMBINED"]
+
+#: single-output CSFs that depend on the logits only through the softmax probabilities
+PROBABILITY_CSFS = ("msr", "predictive_entropy", "margin", "topk_margin", "doctor")
 
 COMBINED = "combined"
 
@@ -30,12 +33,21 @@ def compute_csfs(pred: Predictions, *, samples: Predictions | None = None,
                  cams: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every CSF available for ``pred``, oriented higher = confident.
 
-    Single-output CSFs use the mean logits. The sample family is computed from ``pred`` itself
+    Single-output CSFs use the mean logits; with a T axis the probability-based ones (MSR,
+    entropy, margins, DOCTOR) use the mean softmax instead, the distribution whose argmax
+    :func:`prediction_errors` counts as the prediction. The sample family is computed from ``pred`` itself
     when it has a T axis, and from ``samples`` (same ids, with a T axis) when given; names are
     prefixed with the sample kind (``mc_dropout_msr``...). ``cams (N, H, W)`` adds
     ``cam_concentration``.
     """
     out = logit_csfs(pred.mean_logits())
+    if pred.has_samples:
+        # with samples the prediction is the argmax of the mean softmax (prediction_errors): the
+        # probability-based CSFs must score that same distribution, not the softmax of the mean
+        # logits; max_logit and energy are defined on logits and keep the mean logits
+        log_probs = np.log(np.maximum(pred.probabilities().astype(np.float64), 1e-300))
+        for name in PROBABILITY_CSFS:
+            out[name] = confidence(LOGIT_CSFS[name], log_probs)
     for source in (pred, samples):
         if source is None:
             continue
@@ -75,6 +87,10 @@ def evaluate_failure(cal: Predictions, test: Predictions, *, cal_samples: Predic
         "error_rate": float(test_errors.mean()), "n_boot": n_boot, "seed": seed,
     }
     names = list(combine) if combine is not None else shared
+    unknown = sorted(set(names) - set(shared))
+    if unknown:
+        raise MedsureInputError(f"combine: CSF(s) {unknown} are not available on both cal and test; "
+                                f"available: {shared}")
     try:
         combined = CombinedCSF(names).fit({k: cal_csfs[k] for k in names}, cal_errors)
         test_csfs[COMBINED] = combined.score(test_csfs)

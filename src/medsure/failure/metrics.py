@@ -291,7 +291,9 @@ def failure_metrics(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int =
     if n_boot > 0 or counts is not None:
         if counts is None:
             counts = bootstrap_counts(confidence.shape[0], n_boot, seed)
-        parts = _weighted_metrics(confidence, errors, counts)
+        chunk = 250  # resamples scored at once: memory stays O(chunk x N), as in bootstrap_ci
+        pieces = [_weighted_metrics(confidence, errors, counts[i:i + chunk]) for i in range(0, counts.shape[0], chunk)]
+        parts = {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
         alpha = (1.0 - level) / 2.0
         for name, values in parts.items():
             values = values[np.isfinite(values)]
