@@ -229,3 +229,63 @@ def test_cli_study_and_report_sections(files):
     # every section carries its analysis' JSON result (what results.json of the demo holds)
     assert all(s.summary for s in sections)
     json.dumps([s.summary for s in sections])
+
+
+def _dirichlet_data(rng, n, k, conc=0.5):
+    probs = rng.dirichlet(np.full(k, conc), size=n)
+    labels = (rng.random(n)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1).clip(0, k - 1)
+    return probs, labels
+
+
+def test_u_for_a_deterministic_score_is_an_error():
+    rng = np.random.default_rng(31)
+    p, y = _dirichlet_data(rng, 200, 4)
+    with pytest.raises(MedsureInputError, match="deterministic"):
+        SplitConformalClassifier("aps", 0.1, input="probs", randomized=False).calibrate(p, y, u=rng.random(200))
+    clf = SplitConformalClassifier("aps", 0.1, input="probs", randomized=False).calibrate(p, y)
+    with pytest.raises(MedsureInputError, match="deterministic"):
+        clf.predict_set(p, u=rng.random(200))
+
+
+def test_raps_keeps_a_given_parameter_and_tunes_only_the_other():
+    rng = np.random.default_rng(32)
+    p, y = _dirichlet_data(rng, 400, 6)
+    assert SplitConformalClassifier("raps", 0.1, input="probs", lam=0.5).calibrate(p, y).params_["lam"] == 0.5
+    assert SplitConformalClassifier("raps", 0.1, input="probs", k_reg=0).calibrate(p, y).params_["k_reg"] == 0
+
+
+def test_raps_calibrates_on_a_small_set_whose_tuning_part_is_tiny():
+    # 20 points: the 30 % tuning part (6) is too small for the corrected quantile at alpha 0.1,
+    # but the remaining 14 suffice for the guarantee
+    rng = np.random.default_rng(33)
+    p, y = _dirichlet_data(rng, 20, 4)
+    clf = SplitConformalClassifier("raps", 0.1, input="probs").calibrate(p, y)
+    assert clf.n_tune_ == 6 and clf.n_cal_ == 14
+
+
+def test_saturated_lac_scores_are_not_treated_as_tie_free():
+    # float softmax saturates at p = 1.0: many calibration scores tie at 0, LAC over-covers, and
+    # that must not be flagged as a broken pipeline
+    from medsure.conformal.analysis import is_exact
+
+    rng = np.random.default_rng(34)
+    logits = rng.normal(size=(1000, 3)).astype(np.float32)
+    easy = rng.random(1000) < 0.96
+    labels = rng.integers(0, 3, 1000)
+    logits[easy, labels[easy]] += 40.0
+    cal, test = make_predictions(logits[:500], labels=labels[:500]), make_predictions(logits[500:], labels=labels[500:])
+    clf = SplitConformalClassifier("lac", 0.1).calibrate(cal)
+    assert not is_exact(clf)
+    result = evaluate(clf, clf.predict_set(test), test.labels)
+    assert result["valid"] and result["band_status"] in ("inside", "above")
+
+
+def test_class_conditional_flag_controls_false_alarms_across_many_strata():
+    # K = 20 strata each tested at delta/20: correct runs are rarely flagged
+    rng = np.random.default_rng(35)
+    flagged = 0
+    for _ in range(40):
+        p, y = _dirichlet_data(rng, 4000, 20, conc=0.3)
+        clf = SplitConformalClassifier("lac", 0.1, input="probs", conditional="class").calibrate(p[:2000], y[:2000])
+        flagged += not evaluate(clf, clf.predict_set(p[2000:]), y[2000:])["valid"]
+    assert flagged <= 3  # about delta * 40 = 0.4 expected; 13 % of runs were flagged before Bonferroni

@@ -166,3 +166,10 @@ def test_band_holds_for_simulated_split_conformal():
     low, high = coverage_band(n, alpha, m, delta)
     assert np.mean((cov < low) | (cov > high)) <= delta + 3 * math.sqrt(delta * (1 - delta) / reps)
     assert abs(cov.mean() - expected_coverage(n, alpha)) < 4 * cov.std() / math.sqrt(reps)
+
+
+def test_set_builders_reject_unknown_methods():
+    p = np.full((2, 3), 1 / 3)
+    for build in (lambda: S.prediction_sets("APS", p, 0.5), lambda: S.prediction_sets_per_sample("typo", p, np.ones(2))):
+        with pytest.raises(MedsureInputError):
+            build()

@@ -24,9 +24,18 @@ DEFAULT_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
 
 
 def is_exact(clf: SplitConformalClassifier) -> bool:
-    """Whether the calibrated score is tie-free, so the band's upper end applies too (LAC and
-    randomized scores; Top-K and deterministic APS/RAPS/SAPS over-cover by design)."""
-    return clf.method == "lac" or bool(clf.randomized_)
+    """Whether the calibrated score is tie-free, so the band's upper end applies too.
+
+    Randomized scores are; Top-K and deterministic APS/RAPS/SAPS over-cover by design. LAC is
+    tie-free in theory, but saturated float softmax outputs (p = 1.0) tie in practice: it counts
+    as exact only when no two calibration scores tie at a threshold.
+    """
+    if clf.randomized_:
+        return True
+    if clf.method != "lac":
+        return False
+    finite = clf.thresholds_[np.isfinite(clf.thresholds_)]
+    return all(np.count_nonzero(clf.cal_scores_ == t) <= 1 for t in finite)
 
 
 def evaluate(clf: SplitConformalClassifier, sets: np.ndarray, labels: np.ndarray, *,
@@ -77,6 +86,11 @@ def evaluate(clf: SplitConformalClassifier, sets: np.ndarray, labels: np.ndarray
     fallback_of = {f["stratum"]: f["fallback"] for f in clf.fallbacks_}
     cal_count = dict(zip(clf.strata_, (int(c) for c in clf.stratum_counts_)))
     rows, band_cal, band_test, always = [], [], [], 0
+    # each stratum is tested at delta / (number tested) (Bonferroni), so a correct run is
+    # flagged with probability <= delta however many strata there are
+    n_tested = sum(1 for s, name in enumerate(names) if np.any(test_strata == s)
+                   and fallback_of.get(name, None if name in cal_count else clf.fallback) is None)
+    stratum_delta = delta / max(n_tested, 1)
     for s, name in enumerate(names):
         mask = test_strata == s
         m = int(mask.sum())
@@ -85,7 +99,7 @@ def evaluate(clf: SplitConformalClassifier, sets: np.ndarray, labels: np.ndarray
         row: dict[str, Any] = {"stratum": name, "n_cal": n_c, "n_test": m, "fallback": mode,
                                "coverage": float(hit[mask].mean()) if m else None}
         if m and mode is None:
-            row.update(validity(row["coverage"], alpha, n_c, m, exact=exact, delta=delta))
+            row.update(validity(row["coverage"], alpha, n_c, m, exact=exact, delta=stratum_delta))
             band_cal.append(n_c)
             band_test.append(m)
         elif m and mode == "marginal":
@@ -113,7 +127,7 @@ def evaluate(clf: SplitConformalClassifier, sets: np.ndarray, labels: np.ndarray
         "band_note": (f"overall coverage {cov:.4f} vs band [{low:.4f}, {high:.4f}] "
                       f"(convolution of the per-{clf.conditional} beta-binomial laws); "
                       f"{sum(1 for r in rows if r.get('valid') is False)} stratum/strata outside "
-                      "their own band"),
+                      f"their own band (each at delta/{max(n_tested, 1)}, Bonferroni)"),
     })
     return result
 

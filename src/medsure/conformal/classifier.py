@@ -205,12 +205,12 @@ def random_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
-def tune_raps(probs: np.ndarray, labels: np.ndarray, alpha: float, *,
+def tune_raps(probs: np.ndarray, labels: np.ndarray, alpha: float, *, k_reg: int | None = None,
               lambda_grid: Sequence[float] = RAPS_LAMBDA_GRID) -> tuple[int, float]:
     """Choose RAPS ``(k_reg, lam)`` on held-out tuning data, as the RAPS paper's procedure.
 
-    ``k_reg`` is the ``(1 - alpha)`` empirical quantile (numpy ``method="higher"``) of the true
-    label's 1-based rank; ``lam`` is the grid value whose conformal sets — calibrated and measured
+    ``k_reg`` (unless given) is the ``(1 - alpha)`` empirical quantile (numpy ``method="higher"``)
+    of the true label's 1-based rank; ``lam`` is the grid value whose conformal sets — calibrated and measured
     on the tuning data, deterministic scores — have the smallest mean size (first on ties).
     (Angelopoulos et al. 2021, Sec. 2 and their reference code ``pick_kreg``/``pick_lamda_size``.)
 
@@ -226,7 +226,8 @@ def tune_raps(probs: np.ndarray, labels: np.ndarray, alpha: float, *,
     (k_reg, lam)
     """
     ranks = true_label_rank(probs, labels)
-    k_reg = int(np.quantile(ranks, 1 - alpha, method="higher"))
+    if k_reg is None:
+        k_reg = int(np.quantile(ranks, 1 - alpha, method="higher"))
     grid = [float(lam) for lam in lambda_grid]
     n = probs.shape[0]
     # Every λ shares one sort per chunk: the scores in rank order give both the label scores and
@@ -238,7 +239,12 @@ def tune_raps(probs: np.ndarray, labels: np.ndarray, alpha: float, *,
         at = (np.arange(sp.shape[0]), ranks[rows] - 1)
         for g, lam in enumerate(grid):
             label_sc[g, rows] = _sorted_scores("raps", sp, np.zeros(sp.shape[0]), {"k_reg": k_reg, "lam": lam})[at]
-    thresholds = [conformal_quantile(label_sc[g], alpha, "RAPS tuning split") for g in range(len(grid))]
+    # The tuning part only ranks λ values (coverage comes from the other calibration points), so
+    # a split too small for the (n+1)-corrected quantile falls back to the empirical one.
+    if alpha >= 1.0 / (n + 1):
+        thresholds = [conformal_quantile(label_sc[g], alpha, "RAPS tuning split") for g in range(len(grid))]
+    else:
+        thresholds = [float(np.quantile(label_sc[g], 1 - alpha, method="higher")) for g in range(len(grid))]
     set_sizes = np.zeros(len(grid))
     for rows in _chunks(n, CHUNK_ROWS):
         sp = np.sort(probs[rows].astype(np.float64), axis=1)[:, ::-1]
@@ -370,6 +376,9 @@ class SplitConformalClassifier:
         if u is None:
             u_all = _stream(self.seed, 2).random(n) if self.randomized_ else None
         else:
+            if not self.randomized_:
+                raise MedsureInputError(f"u given but the {self.method} score is deterministic here "
+                                        f"(randomized={self.randomized}); pass u only to randomized scores")
             u_all = np.asarray(u, dtype=np.float64)
             if u_all.shape != (n,):
                 raise MedsureInputError(f"u has shape {u_all.shape}, expected ({n},)")
@@ -381,7 +390,9 @@ class SplitConformalClassifier:
                 if not 0 < self.tune_fraction < 1:
                     raise MedsureInputError(f"tune_fraction={self.tune_fraction}, expected 0 < f < 1")
                 tune, keep = random_split(n, self.tune_fraction, _stream(self.seed, 1))
-                k_reg, lam = tune_raps(probs[tune], y[tune], alpha, lambda_grid=self.lambda_grid)
+                # a parameter the user gave is kept; only the missing one is chosen on the tuning part
+                k_reg, lam = tune_raps(probs[tune], y[tune], alpha, k_reg=self.k_reg,
+                                       lambda_grid=self.lambda_grid if self.lam is None else (self.lam,))
                 self.n_tune_ = int(tune.size)
             else:
                 k_reg, lam = self.k_reg, self.lam
@@ -452,6 +463,9 @@ class SplitConformalClassifier:
                 "both must come from the same model")
         if u is None:
             u = _stream(self.seed, 3).random(n) if self.randomized_ else None
+        elif not self.randomized_:
+            raise MedsureInputError(f"u given but the {self.method} score is deterministic here "
+                                    f"(randomized={self.randomized}); pass u only to randomized scores")
         if self.conditional == "marginal":
             return prediction_sets(self.method, probs, self.thresholds_[0], u, **self.params_)
         if self.conditional == "class":

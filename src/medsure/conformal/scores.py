@@ -343,6 +343,7 @@ def prediction_sets(method: str, probs: np.ndarray, threshold: float | np.ndarra
     -------
     ndarray of bool (N, K)
     """
+    check_method(method)
     probs = _check_probs(probs)
     n, k = probs.shape
     threshold = np.asarray(threshold, dtype=np.float64)
@@ -368,6 +369,7 @@ def prediction_sets_per_sample(method: str, probs: np.ndarray, threshold: np.nda
                                u: np.ndarray | None = None, *, chunk_rows: int = CHUNK_ROWS,
                                **params) -> np.ndarray:
     """Like :func:`prediction_sets` with one threshold per sample, shape (N,) (group-conditional)."""
+    check_method(method)
     probs = _check_probs(probs)
     n, k = probs.shape
     threshold = np.asarray(threshold, dtype=np.float64)
