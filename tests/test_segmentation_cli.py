@@ -128,3 +128,35 @@ def test_report_sections_render(tmp_path):
     report = Report(sections=sections)
     report.write(tmp_path / "r.html")
     assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def test_shift_file_of_another_kind_is_refused(tmp_path, capsys):
+    # an MC-dropout mean is smoother than a single pass: comparing them would fake a shift
+    pred = save_predictions(tmp_path / "p.npz", _artifact(samples=4))
+    shift = save_predictions(tmp_path / "s.npz", _artifact(seed=1))
+    assert main(["segment-eval", "--pred", str(pred), "--shift", str(shift), "--out", str(tmp_path / "r.json")]) == 2
+    assert "same method" in capsys.readouterr().err
+
+
+def test_conformal_mask_exclude_counts_only_images_showing_the_label(tmp_path, capsys):
+    cal = _artifact(n=12)
+    masks = cal.masks.copy()
+    masks[4:] = 0  # only 4 of 12 calibration images contain the structure
+    from dataclasses import replace
+
+    cal = save_predictions(tmp_path / "c.npz", replace(cal, masks=masks))
+    test = save_predictions(tmp_path / "t.npz", _artifact(seed=2))
+    args = ["conformal-mask", "--cal", str(cal), "--test", str(test), "--alpha", "0.1", "--out", str(tmp_path / "m.json")]
+    assert main(args + ["--empty-gt", "exclude"]) == 2
+    assert "4 calibration images contain it" in capsys.readouterr().err
+    assert main(args) == 0  # counting empty images as FNR 0, all 12 are usable
+
+
+def test_crc_threshold_at_alpha_one_over_n_plus_one_is_not_the_whole_image():
+    from medsure.segmentation.conformal_mask import crc_threshold
+
+    rng = np.random.default_rng(4)
+    probs = rng.random((48, 8, 8))
+    gt = probs > 0.5
+    # alpha = 1/(n+1): the target risk is exactly 0, so lambda is the lowest probability on a GT pixel
+    assert crc_threshold(probs, gt, 1 / 49) == pytest.approx(probs[gt].min())

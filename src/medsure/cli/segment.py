@@ -80,8 +80,14 @@ def run_conformal_mask(args: argparse.Namespace) -> int:
             f"--cal has {cal.n_samples} images; alpha={args.alpha} needs at least "
             f"{math.ceil(1.0 / args.alpha) - 1} (otherwise the guarantee forces the whole image into the mask)")
     cm = ConformalMask(alpha=args.alpha, empty_gt=args.empty_gt).calibrate(cal)
-    test_fnr = cm.fnr(test)
     names = [str(c) for c in cm.class_names_]
+    needed = math.ceil(1.0 / args.alpha) - 1
+    for name, n_used in zip(names, np.atleast_1d(cm.n_cal_)):
+        if n_used < needed:  # with --empty-gt exclude only images showing the label count
+            raise MedsureInputError(
+                f"label {name!r}: {int(n_used)} calibration images contain it; alpha={args.alpha} needs at least "
+                f"{needed} (otherwise the guarantee forces the whole image into the mask)")
+    test_fnr = cm.fnr(test)
     if args.empty_gt == "exclude":
         present = np.stack([(test.masks == j).reshape(test.n_samples, -1).any(axis=1)
                             for j in range(1, test.n_classes)], axis=1)

@@ -66,8 +66,9 @@ def crc_threshold(probs: np.ndarray, gt: np.ndarray, alpha: float, *,
                                 "(with a non-empty ground truth when empty_gt='exclude')")
     # R̂(λ) <= target  ⇔  n/(n+1) R̂ + 1/(n+1) <= α  (B = 1).
     target = ((n + 1) * alpha - 1.0) / n
-    if target < 0:
+    if target < -1e-12:  # alpha < 1/(n+1): only the whole image is safe
         return 0.0
+    target = max(target, 0.0)  # alpha = 1/(n+1) up to rounding
     # Every GT pixel j of image i weighs 1 / (n |GT_i|); R̂(λ) = total weight of GT pixels with p < λ.
     image_index, _, _ = np.nonzero(gt)
     values = probs[gt]

@@ -26,6 +26,8 @@ def require_segmentation(pred: Predictions, role: str, *, need_masks: bool = Tru
         raise MedsureInputError(f"{role}: expected segmentation predictions (N, K, H, W), got task {pred.task!r}")
     if need_masks and pred.masks is None:
         raise MedsureInputError(f"{role}: has no 'masks' (N, H, W); this analysis needs ground-truth masks")
+    if pred.n_samples == 0:
+        raise MedsureInputError(f"{role}: holds no images (N=0)")
 
 
 def image_scores(pred: Predictions, *, uncertainty: str = "entropy",
@@ -66,6 +68,13 @@ def evaluate_segmentation(pred: Predictions, *, shift: Predictions | None = None
     if shift is not None:
         require_segmentation(shift, "shift predictions", need_masks=False)
         check_compatible(pred, shift, ("predictions", "shift predictions"))
+        # image uncertainties are comparable only between outputs of the same kind: a sample
+        # mean is smoother than a single pass, which alone would "detect" a shift
+        t_pred, t_shift = pred.sample_logits().shape[0], shift.sample_logits().shape[0]
+        if (t_pred, pred.sample_kind) != (t_shift, shift.sample_kind):
+            raise MedsureInputError(
+                f"shift predictions have {t_shift} sample(s) of kind {shift.sample_kind!r} but predictions have "
+                f"{t_pred} of kind {pred.sample_kind!r}; shift detection needs both from the same method")
     maps = uncertainty_maps(pred)
     if uncertainty == "mutual_information" and not pred.has_samples:
         raise MedsureInputError("uncertainty 'mutual_information' needs predictions with a sample axis")
