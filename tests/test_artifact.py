@@ -68,3 +68,18 @@ def test_subset_and_inputs_not_modified():
     assert sub.n_samples == 2 and sub.meta["sex"].tolist() == ["f", "f"]
     pred.probabilities()
     np.testing.assert_array_equal(pred.logits, before)
+
+
+@pytest.mark.parametrize("extra,key", [
+    ({"format_version": np.array("v1")}, "format_version"),
+    ({"format_version": np.array(1.5)}, "format_version"),
+    ({"provenance": np.array("{not json")}, "provenance"),
+    ({"provenance": np.array("[1, 2]")}, "provenance"),
+    ({"ids": np.array(["a", None, "c"], dtype=object)}, "ids"),
+])
+def test_malformed_metadata_names_the_key(tmp_path, extra, key):
+    path = tmp_path / "bad.npz"
+    arrays = {"logits": np.zeros((3, 2), np.float32), **extra}
+    np.savez(path, **arrays)
+    with pytest.raises(MedsureInputError, match=key):
+        load_predictions(path)

@@ -41,3 +41,15 @@ def test_datasets_download(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "c" / "retinamnist.npz").is_file()
     assert main(["datasets", "--download", "nosuchmnist"]) == 2
     assert "nosuchmnist" in capsys.readouterr().err
+
+
+def test_datasets_download_no_verify_accepts_a_local_file_and_says_so(tmp_path, capsys):
+    root = tmp_path / "c"
+    root.mkdir()
+    arrays = {f"{s}_{k}": np.zeros((2, 28, 28) if k == "images" else (2, 1), np.uint8)
+              for s in ("train", "val", "test") for k in ("images", "labels")}
+    np.savez(root / "retinamnist.npz", **arrays)  # not the official file
+    assert main(["datasets", "--download", "retinamnist", "--root", str(root)]) == 2
+    assert "--no-verify" in capsys.readouterr().err
+    assert main(["datasets", "--download", "retinamnist", "--root", str(root), "--no-verify"]) == 0
+    assert "NOT verified" in capsys.readouterr().out

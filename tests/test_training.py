@@ -217,3 +217,21 @@ def test_standard_splits_hold_out_cal_and_test(sources, test_from) -> None:
             assert abs(len(parts["cal"]) - len(parts["test"])) <= 1
     again = standard_splits(data, seed=0)
     assert all(np.array_equal(again[k].ids, parts[k].ids) for k in parts)
+
+
+def test_max_samples_keeps_every_class_in_every_split():
+    # stored samples are class-sorted: a plain "first N" cap gave single-class splits
+    from medsure.training.datasets import load_splits
+
+    splits = load_splits({"name": "busi", "split_seed": 0, "max_samples": 64})
+    for name, part in splits.items():
+        assert 50 <= len(part) <= 80, name
+        assert np.all(np.bincount(part.targets, minlength=3) > 0), name
+
+
+@pytest.mark.parametrize("content", [b"not a torch file at all", b"\x80\x04K\x01."])
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "best.pt"
+    path.write_bytes(content)
+    with pytest.raises(MedsureInputError, match="best.pt"):
+        load_checkpoint(path)

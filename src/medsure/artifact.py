@@ -297,10 +297,17 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
     if not path.is_file():
         raise MedsureInputError(f"prediction file '{path}' does not exist")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        data = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise MedsureInputError(f"prediction file '{path}' is not a readable .npz archive: {exc}") from exc
+    arrays = {}
+    with data:
+        for key in data.files:  # one key at a time, so an unreadable one is named
+            try:
+                arrays[key] = data[key]
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                raise MedsureInputError(f"prediction file '{path}': key '{key}' cannot be read without "
+                                        f"unpickling (object arrays are refused): {exc}") from exc
     try:
         return _from_arrays(arrays)
     except MedsureInputError as exc:
@@ -310,11 +317,21 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
 def _from_arrays(arrays: dict[str, np.ndarray]) -> Predictions:
     if "logits" not in arrays:
         raise MedsureInputError(f"missing key 'logits' (found keys: {sorted(arrays)})")
-    version = int(arrays.get("format_version", np.array(FORMAT_VERSION)))
+    raw_version = arrays.get("format_version", np.array(FORMAT_VERSION))
+    if raw_version.shape != () or not np.issubdtype(raw_version.dtype, np.integer):
+        _fail("format_version", f"is {raw_version!r}, expected an integer scalar")
+    version = int(raw_version)
     if version > FORMAT_VERSION:
         _fail("format_version", f"is {version}, this medsure reads versions up to {FORMAT_VERSION}")
     task = str(arrays["task"]) if "task" in arrays else None
-    provenance = json.loads(str(arrays["provenance"])) if "provenance" in arrays else {}
+    provenance: Any = {}
+    if "provenance" in arrays:
+        try:
+            provenance = json.loads(str(arrays["provenance"]))
+        except json.JSONDecodeError as exc:
+            _fail("provenance", f"is not valid JSON ({exc})")
+        if not isinstance(provenance, dict):
+            _fail("provenance", f"is a JSON {type(provenance).__name__}, expected an object")
     meta = {k[len(_META_PREFIX):]: v for k, v in arrays.items() if k.startswith(_META_PREFIX)}
     return make_predictions(
         arrays["logits"],

@@ -139,6 +139,10 @@ def _check_model_fits(model: nn.Module, dataset: ImageDataset) -> None:
     if len(dataset.class_names) != spec["num_classes"]:
         raise MedsureInputError(f"dataset has {len(dataset.class_names)} classes, the model "
                                 f"{spec['num_classes']}")
+    trained_names = record.get("class_names")
+    if trained_names is not None and list(map(str, dataset.class_names)) != list(map(str, trained_names)):
+        raise MedsureInputError(f"dataset classes {list(map(str, dataset.class_names))} differ from the model's "
+                                f"{list(map(str, trained_names))} (names and order must match)")
 
 
 def _dropout_modules(model: nn.Module) -> list[nn.Module]:

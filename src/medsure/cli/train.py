@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="dropout (> 0 enables MC dropout)")
     p.add_argument("--vflip", action="store_true", help="also augment with up-down flips")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-verify", action="store_true",
+                   help="MedMNIST: load a local file whose MD5 differs from the official one (recorded as unverified)")
     p.add_argument("--max-samples", type=int, default=None,
                    help="keep only the first N samples of each split (quick trials)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -47,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_samples is not None and args.max_samples < 2:
         raise MedsureInputError(f"--max-samples {args.max_samples}, expected at least 2")
+    options = parse_options(args.option)
+    if args.no_verify:
+        options["verify"] = False
     record = dataset_record(args.dataset, root=args.root, image_size=args.image_size,
-                            options=parse_options(args.option), split_seed=args.split_seed,
-                            max_samples=args.max_samples)
+                            options=options, split_seed=args.split_seed, max_samples=args.max_samples)
     splits = load_splits(record)
     task = splits["train"].task
     model = args.model or ("unet" if task == "segmentation" else "resnet18")

@@ -208,7 +208,7 @@ def fetch_medmnist(flag: str, size: int = 28, *, root: str | os.PathLike | None 
     found = md5sum(path)
     if found != expected and verify:
         raise ChecksumError(f"{path}: MD5 {found}, expected the official {expected}; replace the file "
-                            f"(from {info.url(size)}) or pass verify=False to use it anyway")
+                            f"(from {info.url(size)}) or pass verify=False (--no-verify on the command line) to use it anyway")
     provenance = {"source": "medmnist", "flag": info.flag, "size": size, "file": str(path),
                   "url": info.url(size), "md5": found, "expected_md5": expected,
                   "verified": found == expected, "license": info.license, "citation": CITATION}

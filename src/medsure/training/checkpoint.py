@@ -52,8 +52,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint '{path}' contains pickled Python objects other than tensors and plain "
             f"types; refusing to load it because unpickling can run arbitrary code "
             f"(torch.load weights_only=True: {_reason(exc)})") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise MedsureInputError(f"checkpoint '{path}' is not a readable torch file: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 — any other failure means the file is not a torch checkpoint
+        raise MedsureInputError(f"checkpoint '{path}' is not a readable torch file: "
+                                f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict):
         raise MedsureInputError(f"checkpoint '{path}' holds a {type(state).__name__}, expected a dict")
     return state

@@ -53,5 +53,17 @@ def load_splits(record: dict[str, Any]) -> dict[str, ImageDataset]:
     splits = standard_splits(load_whole(record), seed=int(record.get("split_seed", 0)))
     cap = record.get("max_samples")
     if cap:
-        splits = {k: v.subset(np.arange(min(int(cap), len(v)))) for k, v in splits.items()}
+        splits = {k: _stratified_subset(v, int(cap), int(record.get("split_seed", 0))) for k, v in splits.items()}
     return splits
+
+
+def _stratified_subset(ds: ImageDataset, cap: int, seed: int) -> ImageDataset:
+    """About ``cap`` samples (near-duplicate groups stay whole), seeded and stratified (samples are stored class-sorted, so the
+    first ``cap`` would often be a single class)."""
+    from medsure.data import split_dataset
+
+    if cap < 1:
+        raise MedsureInputError(f"max_samples={cap}, expected a positive number of samples per split")
+    if cap >= 0.9 * len(ds):  # too little left over to stratify a remainder: keep everything
+        return ds
+    return split_dataset(ds, seed=seed, fractions={"keep": cap / len(ds), "rest": 1 - cap / len(ds)})["keep"]

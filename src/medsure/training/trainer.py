@@ -464,6 +464,8 @@ def train(config: TrainConfig, datasets: dict[str, ImageDataset], out_dir: str |
             write_json(out_dir / "history.json", history)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, entry)
+    # a run killed after its last checkpoint but before history.json resumes straight here
+    write_json(out_dir / "history.json", history)
     if best_epoch == 0:
         raise MedsureInputError(
             f"validation {monitor} was never finite during training; check the val split")
