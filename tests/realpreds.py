@@ -30,7 +30,7 @@ from medsure.artifact import Predictions, load_predictions, save_predictions
 from medsure.data.base import ImageDataset
 from medsure.errors import DataUnavailableError
 
-VERSION = "1"
+VERSION = "2"  # 2: MSD lung splits keep stored-twice patches together
 CACHE_DIR = Path(os.environ.get("MEDSURE_TEST_CACHE", REPO_ROOT / ".cache" / "medsure-tests"))
 SEED = 0
 

@@ -124,3 +124,25 @@ def test_busi_split_keeps_duplicates_together_and_near_stratified():
         for name, part in parts.items():
             got = np.bincount(part.targets, minlength=3)
             assert np.all(np.abs(got - FRACTIONS[name] * counts) <= slack + 1), (name, got)
+
+
+def test_exact_duplicate_groups_hand_case():
+    from medsure.data.dedup import exact_duplicate_groups
+
+    a, b = np.zeros((4, 4)), np.ones((4, 4))
+    images = np.stack([b, a, b, a.copy(), b + 1])
+    np.testing.assert_array_equal(exact_duplicate_groups(images), [0, 1, 0, 1, 2])
+
+
+def test_msd_lung_duplicate_patches_never_straddle_splits():
+    from medsure.data import load_dataset
+    from medsure.training.splits import standard_splits
+
+    lung = load_dataset("msd_lung")
+    groups = lung.meta["dup_group"]
+    assert len(np.unique(groups)) < len(groups)  # the embedded copy holds stored-twice patches
+    splits = standard_splits(lung, seed=0)
+    seen = {}
+    for name, part in splits.items():
+        for g in set(part.meta["dup_group"].tolist()):
+            assert seen.setdefault(g, name) == name, (g, seen[g], name)

@@ -126,6 +126,17 @@ def near_duplicate_groups(images: np.ndarray, *, hash_size: int = 8, max_distanc
     return duplicate_groups(difference_hash(images, hash_size), max_distance)
 
 
+def exact_duplicate_groups(images: np.ndarray) -> np.ndarray:
+    """Group ids (N,) int64 shared by pixel-identical images (e.g. patches cut twice from one
+    scan), numbered by first appearance."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    remap = np.empty_like(order)
+    remap[order] = np.arange(len(order))
+    return remap[inverse.ravel()].astype(np.int64)
+
+
 def group_label_conflict(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """True for samples whose near-duplicate group holds more than one distinct label.
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from medsure.data.base import ImageDataset
-from medsure.data.dedup import group_label_conflict, near_duplicate_groups
+from medsure.data.dedup import exact_duplicate_groups, group_label_conflict, near_duplicate_groups
 from medsure.data.medmnist import FLAGS, fetch_medmnist, get_flag, load_medmnist_npz, md5sum
 from medsure.data.readers import (
     read_csv_labelled, read_csv_table, read_folder_per_class, read_hdf5_patches, read_image_mask_pairs,
@@ -284,6 +284,8 @@ def _load_msd_lung(name: str, root, image_size, **options) -> ImageDataset:
                           ids=np.concatenate(ids), class_names=np.asarray(("background", "tumour")),
                           task="segmentation", meta={"source_split": np.concatenate(source)},
                           provenance={"source": str(folder), "dataset": "msd_lung"})
+    # a few patches are stored twice: keep each copy in the same split
+    ds = replace(ds, meta={**ds.meta, "dup_group": exact_duplicate_groups(ds.images)})
     return _resize_dataset(ds, image_size)
 
 
