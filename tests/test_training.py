@@ -229,6 +229,7 @@ def test_max_samples_keeps_every_class_in_every_split():
         assert np.all(np.bincount(part.targets, minlength=3) > 0), name
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("content", [b"not a torch file at all", b"\x80\x04K\x01."])
 def test_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
     path = tmp_path / "best.pt"
