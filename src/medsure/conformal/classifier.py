@@ -376,9 +376,7 @@ class SplitConformalClassifier:
         if u is None:
             u_all = _stream(self.seed, 2).random(n) if self.randomized_ else None
         else:
-            if not self.randomized_:
-                raise MedsureInputError(f"u given but the {self.method} score is deterministic here "
-                                        f"(randomized={self.randomized}); pass u only to randomized scores")
+            self._check_u_allowed()
             u_all = np.asarray(u, dtype=np.float64)
             if u_all.shape != (n,):
                 raise MedsureInputError(f"u has shape {u_all.shape}, expected ({n},)")
@@ -432,6 +430,12 @@ class SplitConformalClassifier:
         return self
 
     # ---- prediction -------------------------------------------------------------------------
+    def _check_u_allowed(self) -> None:
+        # a deterministic score with a randomization on one side only would break the guarantee
+        if not self.randomized_:
+            raise MedsureInputError(f"u given but the {self.method} score is deterministic here "
+                                    f"(randomized={self.randomized}); pass u only to randomized scores")
+
     def _check_calibrated(self) -> None:
         if not hasattr(self, "thresholds_"):
             raise MedsureInputError("call calibrate(cal) before predict_set(test)")
@@ -463,9 +467,8 @@ class SplitConformalClassifier:
                 "both must come from the same model")
         if u is None:
             u = _stream(self.seed, 3).random(n) if self.randomized_ else None
-        elif not self.randomized_:
-            raise MedsureInputError(f"u given but the {self.method} score is deterministic here "
-                                    f"(randomized={self.randomized}); pass u only to randomized scores")
+        else:
+            self._check_u_allowed()
         if self.conditional == "marginal":
             return prediction_sets(self.method, probs, self.thresholds_[0], u, **self.params_)
         if self.conditional == "class":

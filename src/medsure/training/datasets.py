@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 
 from medsure.data.base import ImageDataset
 from medsure.errors import MedsureInputError
