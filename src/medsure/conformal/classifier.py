@@ -79,11 +79,12 @@ def _validated_probs(values: np.ndarray, what: str) -> np.ndarray:
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         raise MedsureInputError(f"{what}: {bad} NaN or infinite probabilities; all values must be finite")
     lo = float(values.min())
-    if lo < 0 or float(values.max()) > 1 + PROB_SUM_TOLERANCE:
+    worst = np.unravel_index(np.argmax(np.abs(sums - 1)), sums.shape)
+    # non-negative rows summing to 1 cannot exceed 1, so the max is needed only for the message
+    if lo < 0 or (abs(sums[worst] - 1) > PROB_SUM_TOLERANCE and float(values.max()) > 1 + PROB_SUM_TOLERANCE):
         raise MedsureInputError(
             f"{what}: values span [{lo:.4g}, {float(values.max()):.4g}], not probabilities in [0, 1] "
             "(drop input='probs' / --input probs if these are logits)")
-    worst = np.unravel_index(np.argmax(np.abs(sums - 1)), sums.shape)
     if abs(sums[worst] - 1) > PROB_SUM_TOLERANCE:
         raise MedsureInputError(
             f"{what}: probabilities do not sum to 1 (row {int(worst[-1])} sums to {sums[worst]:.6g}; "

@@ -312,15 +312,14 @@ def _prefix_sets(method: str, p: np.ndarray, threshold: np.ndarray, u: np.ndarra
         sp = np.sort(p, axis=1)[:, ::-1]
         length = (_sorted_scores(method, sp, u, params) <= threshold).sum(axis=1)
         cutoff = np.where(length > 0, sp[np.arange(n), np.maximum(length - 1, 0)], np.inf)[:, None]
-    above = p > cutoff
-    tied = p == cutoff
-    n_tied_in = length - above.sum(axis=1)
-    sets = above | tied
-    # rows where more labels tie at the cutoff than fit: keep the lowest class indices only
-    split_rows = np.flatnonzero(tied.sum(axis=1) > n_tied_in)
+    sets = p >= cutoff
+    # rows where more labels tie at the cutoff than fit (rare): keep the lowest class indices only
+    split_rows = np.flatnonzero(np.count_nonzero(sets, axis=1) > length)
     if split_rows.size:
-        t = tied[split_rows]
-        sets[split_rows] = above[split_rows] | (t & (np.cumsum(t, axis=1) <= n_tied_in[split_rows, None]))
+        sub, c = p[split_rows], cutoff[split_rows]
+        above, tied = sub > c, sub == c
+        n_tied_in = (length[split_rows] - above.sum(axis=1))[:, None]
+        sets[split_rows] = above | (tied & (np.cumsum(tied, axis=1) <= n_tied_in))
     return sets
 
 
