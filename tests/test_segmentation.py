@@ -334,3 +334,23 @@ def test_pixel_ece_equals_classifier_ece_on_pixels_as_samples():
     ours = pixel_calibration(probs, masks, n_bins=10)
     assert ours["ece"] == pytest.approx(expected_calibration_error(flat_probs, masks.ravel(), n_bins=10), abs=1e-7)
     assert ours["mce"] == pytest.approx(maximum_calibration_error(flat_probs, masks.ravel(), n_bins=10), abs=1e-7)
+
+
+def test_image_uncertainty_foreground_weighted_keeps_a_half_seen_miss_visible():
+    # image 0: a structure predicted as background with p_fg = 0.4 and high entropy inside it;
+    # foreground_mean falls back to the whole-image mean (diluted), the weighted mean does not
+    umap = np.zeros((2, 4, 4))
+    umap[0, :2, :2] = 0.9
+    umap[1] = 0.2
+    predicted = np.zeros((2, 4, 4), int)
+    fg = np.full((2, 4, 4), 0.0)
+    fg[0, :2, :2] = 0.4
+    fg[1] = 0.1
+    weighted = image_uncertainty(umap, predicted, reduce="foreground_weighted", foreground_prob=fg)
+    np.testing.assert_allclose(weighted, [0.9, 0.2])
+    np.testing.assert_allclose(image_uncertainty(umap, predicted, reduce="foreground_mean"), [0.9 * 4 / 16, 0.2])
+    # no foreground belief anywhere: the plain mean
+    np.testing.assert_allclose(image_uncertainty(umap, predicted, reduce="foreground_weighted",
+                                                 foreground_prob=np.zeros_like(fg)), [0.9 * 4 / 16, 0.2])
+    with pytest.raises(MedsureInputError, match="foreground probabilities"):
+        image_uncertainty(umap, predicted, reduce="foreground_weighted")

@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--uncertainty", default="entropy",
                    choices=["entropy", "expected_entropy", "mutual_information", "one_minus_max_prob"],
                    help="per-pixel uncertainty map (default: predictive entropy)")
-    p.add_argument("--reduce", default="foreground_mean", choices=["mean", "foreground_mean"],
-                   help="image-level aggregate of the uncertainty map (default: foreground_mean)")
+    p.add_argument("--reduce", default="foreground_mean", choices=["mean", "foreground_mean", "foreground_weighted"],
+                   help="image-level aggregate of the uncertainty map (default: foreground_mean; "
+                        "foreground_weighted weights pixels by 1 - p(background), so half-seen misses count)")
     p.add_argument("--bins", type=int, default=15, help="calibration bins (default 15)")
     p.add_argument("--band-width", type=int, default=2, help="boundary band half-width in pixels (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-fitted Dice predictor")

@@ -36,7 +36,8 @@ def image_scores(pred: Predictions, *, uncertainty: str = "entropy",
     maps = uncertainty_maps(pred)
     if uncertainty not in UNCERTAINTY_KINDS:
         raise MedsureInputError(f"uncertainty {uncertainty!r} unknown, expected one of {UNCERTAINTY_KINDS}")
-    return image_uncertainty(maps[uncertainty], maps["predicted"], reduce=reduce)  # type: ignore[arg-type]
+    return image_uncertainty(maps[uncertainty], maps["predicted"], reduce=reduce,  # type: ignore[arg-type]
+                             foreground_prob=1.0 - maps["probabilities"][:, 0])
 
 
 def evaluate_segmentation(pred: Predictions, *, shift: Predictions | None = None,
@@ -50,7 +51,8 @@ def evaluate_segmentation(pred: Predictions, *, shift: Predictions | None = None
     pred : labelled segmentation predictions
     shift : optional predictions of the same model on shifted images (masks not needed)
     uncertainty : per-pixel map for UEO, Dice prediction and shift detection
-    reduce : image-level aggregate (``"mean"`` or ``"foreground_mean"``)
+    reduce : image-level aggregate (``"mean"``, ``"foreground_mean"`` or ``"foreground_weighted"``,
+        see :func:`medsure.segmentation.uncertainty.image_uncertainty`)
     n_bins : calibration bins; band_width : boundary band half-width in pixels
     ueo_thresholds : number of UEO thresholds
     seed : seeds the 2-fold cross-fitting of the Dice predictor
@@ -90,7 +92,8 @@ def evaluate_segmentation(pred: Predictions, *, shift: Predictions | None = None
     segments = segment_calibration(probs, masks)
     umap = maps[uncertainty]
     ueo = uncertainty_error_overlap(umap, predicted != masks, thresholds=ueo_thresholds)
-    scores = image_uncertainty(umap, predicted, reduce=reduce)  # type: ignore[arg-type]
+    scores = image_uncertainty(umap, predicted, reduce=reduce,  # type: ignore[arg-type]
+                               foreground_prob=1.0 - probs[:, 0])
     per_image = image_dice(dice)
     association = uncertainty_dice_association(scores, per_image)
 

@@ -19,7 +19,7 @@ from medsure.artifact import Predictions, softmax
 from medsure.errors import MedsureInputError
 
 UNCERTAINTY_KINDS = ("entropy", "expected_entropy", "mutual_information", "one_minus_max_prob")
-Reduction = Literal["mean", "foreground_mean"]
+Reduction = Literal["mean", "foreground_mean", "foreground_weighted"]
 
 # Keeps 0 * log 0 = 0 without warnings; probabilities below this contribute < 1e-11 nats.
 _TINY = 1e-12
@@ -137,7 +137,7 @@ def uncertainty_map(pred: Predictions, kind: str = "entropy") -> np.ndarray:
 
 
 def image_uncertainty(umap: np.ndarray, predicted: np.ndarray | None = None, *,
-                      reduce: Reduction = "mean") -> np.ndarray:
+                      reduce: Reduction = "mean", foreground_prob: np.ndarray | None = None) -> np.ndarray:
     """Aggregate a per-pixel map to one score per image.
 
     Parameters
@@ -147,7 +147,11 @@ def image_uncertainty(umap: np.ndarray, predicted: np.ndarray | None = None, *,
     reduce : ``"mean"`` over all pixels, or ``"foreground_mean"`` over the pixels predicted as
         any foreground label (label > 0). An image with no predicted foreground falls back to
         its mean over all pixels (there is no structure to be unsure about, but the model may
-        have missed one, which shows up as background uncertainty).
+        have missed one, which shows up as background uncertainty); or ``"foreground_weighted"``:
+        the mean weighted by each pixel's foreground probability ``1 - p(background)``, so a
+        structure the model half-sees but does not predict (a likely miss) still dominates the
+        score instead of being diluted by confident background.
+    foreground_prob : ndarray (N, H, W), ``1 - p(background)``; needed for ``"foreground_weighted"``
 
     Returns
     -------
@@ -160,8 +164,17 @@ def image_uncertainty(umap: np.ndarray, predicted: np.ndarray | None = None, *,
     overall = flat.mean(axis=1)
     if reduce == "mean":
         return overall
+    if reduce == "foreground_weighted":
+        if foreground_prob is None or np.shape(foreground_prob) != umap.shape:
+            raise MedsureInputError(
+                f"reduce='foreground_weighted' needs foreground probabilities of shape {umap.shape}, "
+                f"got {None if foreground_prob is None else np.shape(foreground_prob)}")
+        weight = np.asarray(foreground_prob, dtype=np.float64).reshape(flat.shape)
+        total = weight.sum(axis=1)
+        weighted = (flat * weight).sum(axis=1) / np.where(total > 0, total, 1.0)
+        return np.where(total > 0, weighted, overall)  # no foreground belief at all: plain mean
     if reduce != "foreground_mean":
-        raise MedsureInputError(f"reduce={reduce!r}, expected 'mean' or 'foreground_mean'")
+        raise MedsureInputError(f"reduce={reduce!r}, expected 'mean', 'foreground_mean' or 'foreground_weighted'")
     if predicted is None or np.shape(predicted) != umap.shape:
         raise MedsureInputError(
             f"reduce='foreground_mean' needs predicted labels of shape {umap.shape}, "
