@@ -175,7 +175,9 @@ def test_cli_contract(files):
 
 @pytest.mark.parametrize("case,message", [
     ("nan", "NaN or infinite"), ("labels", "expected labels in [0, 4)"), ("k", "K=3 classes"),
-    ("alpha", "outside (0, 1)"), ("few", "too few"), ("probs", "do not sum to 1")])
+    ("alpha", "outside (0, 1)"), ("few", "too few"), ("probs", "do not sum to 1"),
+    ("k_reg", "--k-reg 2 applies only with --method raps"), ("fallback", "--fallback marginal applies only"),
+    ("delta", "--delta 1.5")])
 def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, message):
     tmp, cal, test = files
     logits, labels, _ = synthetic()
@@ -197,6 +199,12 @@ def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, messa
         alpha = "1.0"
     elif case == "few":
         alpha = "0.001"
+    elif case == "k_reg":
+        extra = ["--k-reg", "2"]
+    elif case == "fallback":
+        extra = ["--fallback", "marginal"]
+    elif case == "delta":
+        extra = ["--delta", "1.5"]
     elif case == "probs":
         extra = ["--input", "probs"]
         p = to_probabilities(logits[:600]) * 0.9  # in [0, 1] but rows sum to 0.9

@@ -93,6 +93,16 @@ def run_conformal(args: argparse.Namespace) -> int:
     if args.class_conditional and args.group_key:
         raise MedsureInputError("choose either --class-conditional or --group-key, not both")
     conditional = "class" if args.class_conditional else "group" if args.group_key else "marginal"
+    # an option that does not apply is an error, not silently dropped
+    for option, value, applies, where in (("--k-reg", args.k_reg, args.method == "raps", "--method raps"),
+                                          ("--lam", args.lam, args.method == "raps", "--method raps"),
+                                          ("--weight", args.weight, args.method == "saps", "--method saps"),
+                                          ("--fallback", args.fallback, conditional != "marginal",
+                                           "--class-conditional or --group-key")):
+        if value is not None and not applies:
+            raise MedsureInputError(f"{option} {value} applies only with {where}")
+    if not 0 < args.delta < 1:
+        raise MedsureInputError(f"--delta {args.delta}, expected a number in (0, 1)")
     clf = SplitConformalClassifier(
         args.method, args.alpha, conditional=conditional, group_key=args.group_key,
         randomized=args.randomized, fallback=args.fallback, k_reg=args.k_reg, lam=args.lam,
