@@ -194,3 +194,21 @@ def test_busi_label_conflicts_are_flagged():
     assert 0 < conflict.sum() < 0.1 * len(ds)
     for group in np.unique(ds.meta["dup_group"][conflict]):
         assert len(np.unique(ds.targets[ds.meta["dup_group"] == group])) > 1
+
+
+def test_busi_original_release_with_mixed_image_sizes(tmp_path):
+    # the published BUSI folders hold images of many sizes (and *_mask.png files to skip)
+    from PIL import Image
+
+    from medsure.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    sizes = {"benign": [(500, 400), (560, 450)], "malignant": [(300, 300)], "normal": [(610, 470)]}
+    for cls, shapes in sizes.items():
+        (tmp_path / cls).mkdir()
+        for i, (w, h) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(tmp_path / cls / f"{cls} ({i + 1}).png")
+            Image.fromarray(np.zeros((h, w), np.uint8)).save(tmp_path / cls / f"{cls} ({i + 1})_mask.png")
+    ds = load_dataset("busi", root=tmp_path, image_size=64)
+    assert len(ds) == 4 and ds.images.shape[1:3] == (64, 64)
+    assert np.bincount(ds.targets).tolist() == [2, 1, 1]

@@ -31,6 +31,7 @@ DEFAULT_IMAGE_SIZE = 64
 BUSI_HASH_SIZE = 8
 BUSI_MAX_DISTANCE = 6
 BUSI_CLASSES = ("benign", "malignant", "normal")
+BUSI_READ_SIZE = 256  # size of the shared BUSI copy; the original release varies per image
 MELANOMA_CLASSES = ("non-melanoma", "melanoma")
 JSRT_VALUE_MAP = {0: 0, 150: 1, 200: 2, 250: 3}
 JSRT_CLASSES = ("background", "right lung", "left lung", "heart")
@@ -142,7 +143,9 @@ def _load_busi(name: str, root, image_size, **options) -> ImageDataset:
                                hint="pass root=<BUSI folder with benign/, malignant/, normal/>")
     folder = _find_dir(name, root, ("busi",), "benign")
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    full = read_folder_per_class(folder, class_names=BUSI_CLASSES, mode="L",
+    # the original release mixes image sizes; reading at the shared copy's 256x256 makes them
+    # stackable and keeps the near-duplicate hashes (and so the groups) identical for both
+    full = read_folder_per_class(folder, class_names=BUSI_CLASSES, mode="L", image_size=BUSI_READ_SIZE,
                                  exclude=lambda n: "_mask" in n)
     meta = dict(full.meta)
     if opts["dedup"]:
