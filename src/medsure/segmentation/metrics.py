@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 from scipy import stats
 
+from medsure.calibration.metrics import binned_calibration
 from medsure.errors import MedsureInputError
 
 
@@ -160,12 +161,9 @@ def segment_calibration(probs: np.ndarray, masks: np.ndarray, *, n_bins: int = 1
     if image.size == 0:
         result["ece"] = float("nan")
         return result
-    index = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
-    count = np.bincount(index, minlength=n_bins)
-    filled = count > 0
-    mean_conf = np.bincount(index, weights=confidence, minlength=n_bins)[filled] / count[filled]
-    mean_dice = np.bincount(index, weights=seg_dice, minlength=n_bins)[filled] / count[filled]
-    result["ece"] = float(np.sum(count[filled] * np.abs(mean_dice - mean_conf)) / image.size)
+    # the classifier ECE's bins ((lo, hi], medsure.calibration.metrics), with Dice as the outcome
+    bins = binned_calibration(confidence.astype(np.float64), seg_dice, n_bins=n_bins)
+    result["ece"] = float(np.sum(bins.count * bins.gaps) / image.size)
     return result
 
 
