@@ -5,7 +5,8 @@ correct when the arg-max label equals the ground-truth label.
 
 ECE
     ``sum_b (n_b / n) |acc_b - conf_b|`` over ``n_bins`` equal-width confidence bins
-    ``[0, 1/B), [1/B, 2/B), ..., [(B-1)/B, 1]`` (Naeini et al. 2015, Guo et al. 2017).
+    ``[0, 1/B], (1/B, 2/B], ..., ((B-1)/B, 1]`` (Naeini et al. 2015, Guo et al. 2017), the
+    same bins as the classifier ECE of :mod:`medsure.calibration.metrics`.
 ACE
     The same sum over equal-mass bins (each holds ``n / B`` pixels after sorting by
     confidence; Nixon et al. 2019 use equal-mass bins, here on the top label only).
