@@ -158,3 +158,16 @@ def test_rgb_medmnist_layout(tmp_path):
     write_medmnist_npz(path, channels=3)
     ds = load_medmnist_npz(path, class_names=["a", "b"])
     assert ds.images.shape == (11, 28, 28, 3) and ds.in_channels == 3
+
+
+def test_embedded_copy_says_what_its_md5_was_checked_against(tmp_path, monkeypatch):
+    from medsure.data import load_dataset
+
+    ds = load_dataset("pneumoniamnist")
+    assert ds.provenance["verified"] is True
+    assert ds.provenance["verified_against"] == "medsure embedded manifest"
+    # asking for the official file is honoured, not answered with the embedded re-save
+    monkeypatch.setenv("MEDSURE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(mm, "ZENODO_RECORD", (tmp_path / "offline").as_uri())
+    with pytest.raises(DataUnavailableError):
+        load_dataset("pneumoniamnist", download=True)

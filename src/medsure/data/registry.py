@@ -76,6 +76,8 @@ def _embedded_file(name: str, verify: bool = True) -> tuple[Path, dict[str, Any]
         raise MedsureInputError(f"embedded file {path}: MD5 {found}, expected {entry['md5']}; reinstall medsure")
     provenance = {"source": "embedded", "dataset": name, "file": str(path), "md5": found,
                   "expected_md5": entry["md5"], "verified": found == entry["md5"],
+                  # the embedded file is a re-save: its MD5 is medsure's manifest's, not the source's
+                  "verified_against": "medsure embedded manifest",
                   "license": entry.get("license"), "citation": entry.get("citation"),
                   "note": entry.get("note", "")}
     return path, provenance
@@ -112,7 +114,7 @@ def _load_medmnist(name: str, root, image_size, **options) -> ImageDataset:
     opts = _options(name, options, {"download": False, "verify": True})
     info = get_flag(name)
     size = 28 if image_size is None else int(image_size)
-    if root is None and size == 28 and name in embedded_manifest():
+    if root is None and size == 28 and name in embedded_manifest() and not opts["download"]:
         path, provenance = _embedded_file(name)
         return load_medmnist_npz(path, class_names=info.labels, provenance=provenance)
     if root is None and not opts["download"]:
