@@ -146,3 +146,27 @@ def test_msd_lung_duplicate_patches_never_straddle_splits():
     for name, part in splits.items():
         for g in set(part.meta["dup_group"].tolist()):
             assert seen.setdefault(g, name) == name, (g, seen[g], name)
+
+
+def test_near_duplicates_of_by_pixel_correlation():
+    from medsure.data.dedup import near_duplicates_of
+
+    rng = np.random.default_rng(5)
+    train = rng.random((20, 8, 8))
+    query = np.stack([train[3] * 2 + 1, rng.random((8, 8)), train[7] + rng.normal(0, 0.01, (8, 8))])
+    # an affine copy and a lightly noised copy are duplicates; an unrelated image is not
+    np.testing.assert_array_equal(near_duplicates_of(train, query), [True, False, True])
+    with pytest.raises(MedsureInputError, match="differ in size"):
+        near_duplicates_of(train, rng.random((2, 4, 4)))
+
+
+def test_official_breastmnist_test_images_that_copy_training_images_are_flagged():
+    # BreastMNIST's official split was not deduplicated: medsure keeps it (comparability with the
+    # paper) but marks the held-out copies and counts them in the provenance
+    from medsure.data import load_dataset
+    from medsure.training.splits import standard_splits
+
+    splits = standard_splits(load_dataset("breastmnist"), seed=0)
+    flags = np.r_[splits["cal"].meta["near_dup_of_train"], splits["test"].meta["near_dup_of_train"]]
+    assert 0 < flags.sum() < flags.size
+    assert splits["cal"].provenance["near_duplicates_of_train"]["count"] == flags.sum()

@@ -126,6 +126,39 @@ def near_duplicate_groups(images: np.ndarray, *, hash_size: int = 8, max_distanc
     return duplicate_groups(difference_hash(images, hash_size), max_distance)
 
 
+def near_duplicates_of(reference: np.ndarray, query: np.ndarray, *, min_correlation: float = 0.99,
+                       chunk: int = 512) -> np.ndarray:
+    """For each query image, whether some reference image has pixel correlation >= ``min_correlation``.
+
+    Pixel correlation rather than a perceptual hash: on small grey images of one anatomy
+    (e.g. 28 px chest X-rays) hashes of different patients collide, correlations do not.
+
+    Parameters
+    ----------
+    reference : ndarray (M, H, W[, C]), e.g. the training images
+    query : ndarray (N, H, W[, C]) of the same size, e.g. the official test images
+
+    Returns
+    -------
+    ndarray of bool (N,)
+    """
+    def standardised(images: np.ndarray) -> np.ndarray:
+        flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+        flat = flat - flat.mean(axis=1, keepdims=True)
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+    if np.shape(reference)[1:] != np.shape(query)[1:]:
+        raise MedsureInputError(f"reference images {np.shape(reference)[1:]} and query images "
+                                f"{np.shape(query)[1:]} differ in size")
+    ref, qry = standardised(reference), standardised(query)
+    out = np.zeros(len(qry), dtype=bool)
+    if len(ref) == 0:
+        return out
+    for start in range(0, len(qry), chunk):  # bounds the (chunk, M) correlation block
+        out[start:start + chunk] = (qry[start:start + chunk] @ ref.T).max(axis=1) >= min_correlation
+    return out
+
+
 def exact_duplicate_groups(images: np.ndarray) -> np.ndarray:
     """Group ids (N,) int64 shared by pixel-identical images (e.g. patches cut twice from one
     scan), numbered by first appearance."""

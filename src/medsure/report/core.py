@@ -124,6 +124,10 @@ def _provenance_line(pred: Predictions) -> str:
         split = data.get("split")
         if isinstance(split, dict):
             parts.append(f"split {split.get('name', '?')} (seed {split.get('seed', '?')}, n={split.get('n', '?')})")
+        leak = data.get("near_duplicates_of_train")
+        if isinstance(leak, dict) and leak.get("count"):
+            parts.append(f"WARNING: {leak['count']} of {leak['of']} official held-out images nearly duplicate a "
+                         f"training image ({leak.get('method', '')}; meta 'near_dup_of_train')")
     elif data is not None:
         parts.append(f"dataset {data}")
     run = prov.get("run")

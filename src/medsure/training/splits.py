@@ -51,14 +51,33 @@ def standard_splits(ds: ImageDataset, *, seed: int = 0) -> dict[str, ImageDatase
 
     present = set(source.tolist())
     if {"train", "val", "test"} <= present:
-        held_out = split_dataset(part("test"), seed=seed, fractions={"cal": 0.5, "test": 0.5})
+        held_out = split_dataset(_flag_train_duplicates(part("test"), part("train")), seed=seed,
+                                 fractions={"cal": 0.5, "test": 0.5})
         return {"train": part("train"), "val": part("val"), **held_out}
     if present == {"train", "val"}:
         pool = split_dataset(part("train"), seed=seed,
                              fractions={"train": 0.65, "val": 0.10, "cal": 0.25})
-        return {**pool, "test": part("val")}
+        return {**pool, "test": _flag_train_duplicates(part("val"), pool["train"])}
     if present == {"val", "test"}:
         pool = split_dataset(part("val"), seed=seed, fractions={"train": 0.8, "val": 0.2})
         held_out = split_dataset(part("test"), seed=seed, fractions={"cal": 0.5, "test": 0.5})
         return {**pool, **held_out}
     return split_dataset(ds, seed=seed, fractions=DEFAULT_FRACTIONS)
+
+
+def _flag_train_duplicates(held_out: ImageDataset, train: ImageDataset) -> ImageDataset:
+    """Mark held-out images of an *official* split that nearly duplicate a training image.
+
+    medsure cannot regroup an official split (results must stay comparable with the
+    literature), but it can say how much of the held-out set the model has effectively seen:
+    ``meta["near_dup_of_train"]`` per image and a count in the provenance.
+    """
+    from dataclasses import replace
+
+    from medsure.data.dedup import near_duplicates_of
+
+    flags = near_duplicates_of(train.images, held_out.images)
+    provenance = {**held_out.provenance,
+                  "near_duplicates_of_train": {"count": int(flags.sum()), "of": len(flags),
+                                               "method": "pixel correlation >= 0.99"}}
+    return replace(held_out, meta={**held_out.meta, "near_dup_of_train": flags}, provenance=provenance)
