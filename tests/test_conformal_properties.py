@@ -1,7 +1,8 @@
 """Statistical guarantees of split conformal, checked on REAL prediction files.
 
-Models trained on ../shared/data (tests/realpreds.py): PneumoniaMNIST (2 classes) and BUSI
-(3 classes). Calibration and test predictions are pooled and re-split at random 200 times
+Models from tests/realpreds.py: PneumoniaMNIST (2 classes, embedded), BUSI (3 classes, the
+embedded copy of ../shared/data/busi) and ISIC 2017 (melanoma vs not, trained on
+../shared/data/isic2017). Calibration and test predictions are pooled and re-split at random 200 times
 (seeded), half calibration, half test.
 
 Why these tolerances are exact, not guesses
@@ -77,7 +78,7 @@ def run_splits(probs, labels, method, randomized, conditional):
     return np.asarray(cov), np.asarray(n_used), np.asarray(per_class)
 
 
-@pytest.fixture(scope="module", params=["pneumoniamnist", "busi"])
+@pytest.fixture(scope="module", params=["pneumoniamnist", "busi", "isic2017"])
 def dataset(request):
     return request.param, *pooled(request.param)
 
