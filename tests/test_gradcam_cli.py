@@ -39,3 +39,20 @@ def test_explain_section_with_conformal_sets():
     assert sections[0].body_html.count("<figure>") == 4
     default = build_sections(run.model, dataset, test, n=3)
     assert len(default[0].summary["ids"]) == 3
+
+
+def test_explain_rebuilds_the_split_at_the_runs_image_size(tmp_path):
+    # a run trained at 32 px on BUSI (embedded at 64 px): explain must see the 32 px images
+    # predict sees, not the embedded default size
+    run = tmp_path / "run32"
+    assert main(["train", "--dataset", "busi", "--model", "small_cnn", "--image-size", "32", "--epochs", "1",
+                 "--max-samples", "24", "--out", str(run)]) == 0
+    from medsure.training import load_run
+    from medsure.training.datasets import load_splits
+
+    test = load_splits(load_run(run).config["train"]["dataset"])["test"]
+    out = tmp_path / "explain"
+    assert main(["explain", "--run", str(run), "--split", "test", "--ids", str(test.ids[0]),
+                 "--out", str(out)]) == 0
+    with np.load(out / "cams.npz") as cams:
+        assert cams["maps"].shape[-2:] == (32, 32)

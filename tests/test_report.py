@@ -28,3 +28,26 @@ def test_report_orders_sections_and_is_self_contained(tmp_path):
     srcs = re.findall(r'src="([^"]+)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "1.0000" in text  # perfect Dice of the synthetic segmenter appears in its table
+
+
+def test_dollar_signs_in_names_and_hostile_keys_render(tmp_path):
+    # '$' starts matplotlib math text; a key with quotes must not break out of id="..."
+    logits = np.log(np.array([[0.7, 0.3], [0.2, 0.8]], np.float32))
+    pred = make_predictions(logits, labels=[0, 1], class_names=["a$\\frac$", "b$x^$"])
+    section = classification_section(pred)
+    assert "data:image/png;base64" in section.body_html
+    hostile = Section("t", "<p>x</p>", key='k" onmouseover="alert(1)')
+    assert '"' not in hostile.anchor() and " " not in hostile.anchor()
+
+
+def test_atomic_text_is_utf8_with_normal_permissions(tmp_path):
+    import os
+
+    from medsure.utils.io import atomic_write_text
+
+    path = tmp_path / "r.html"
+    atomic_write_text(path, "α ≥ 0.9")
+    assert path.read_bytes() == "α ≥ 0.9".encode("utf-8")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

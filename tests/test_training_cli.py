@@ -49,3 +49,20 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "config.json" in capsys.readouterr().err
     assert main(["train", "--dataset", "pneumoniamnist", "--model", "unet", "--epochs", "1",
                  "--out", str(tmp_path / "r")]) == 2
+
+
+def test_filesystem_and_run_folder_errors_are_one_line(tmp_path, capsys):
+    from medsure.artifact import make_predictions, save_predictions
+
+    pred = save_predictions(tmp_path / "p.npz", make_predictions(np.zeros((30, 2), np.float32),
+                                                                 labels=np.arange(30) % 2))
+    # --out is an existing folder
+    assert main(["calibration", "--cal", str(pred), "--test", str(pred), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error" in err[0]
+    # a run folder whose config.json is broken
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
+    assert main(["predict", "--run", str(broken), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "config.json is not a valid" in capsys.readouterr().err

@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except MedsureError as exc:
         print(f"medsure {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an --out that is a folder, a missing or read-only parent...
+        print(f"medsure {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,18 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_split(run, split: str):
     """The ``split`` dataset of a run, rebuilt from the dataset record in its config."""
-    from medsure.data import load_dataset, split_dataset
-    from medsure.training.splits import standard_splits
+    from medsure.training.datasets import load_splits
 
     record = (run.config.get("train") or {}).get("dataset") or {}
     if not record.get("name"):
         raise MedsureInputError(
             f"run '{run.run_dir}' does not record its dataset (config.json train.dataset.name); "
             "cannot rebuild the split")
-    ds = load_dataset(record["name"], **(record.get("options") or {}))
-    seed = int(record.get("split_seed", 0))
-    splits = (split_dataset(ds, seed=seed, fractions=record["fractions"]) if record.get("fractions")
-              else standard_splits(ds, seed=seed))
+    # the same road as `medsure predict --run`: recorded root, image size, options and split seed
+    splits = load_splits(record)
     if split not in splits:
         raise MedsureInputError(f"--split {split!r}: the run's splits are {sorted(splits)}")
     return splits[split]

@@ -16,6 +16,11 @@ from medsure.segmentation.metrics import dice_per_label, image_dice  # noqa: E40
 from medsure.report.html import Section, figure_to_data_uri, html_table, img_tag  # noqa: E402
 
 
+def _literal(text: Any) -> str:
+    """Text shown as is by matplotlib: a '$' in an id or class name would start math mode."""
+    return str(text).replace("$", r"\$")
+
+
 def confusion_figure(cm: np.ndarray, class_names: Sequence[str]):
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(3.2 + 0.4 * len(class_names), 2.8 + 0.4 * len(class_names)))
@@ -24,8 +29,9 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str]):
         for j in range(cm.shape[1]):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
+    labels = [_literal(c) for c in class_names]
+    ax.set_xticks(range(len(class_names)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(class_names)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix (test)")
@@ -68,8 +74,10 @@ def classification_section(test: Predictions, *, history: list[dict[str, Any]] |
 
 
 def overlay_figure(images: np.ndarray, masks: np.ndarray, predicted: np.ndarray, ids: Sequence[str],
-                   dice: np.ndarray):
-    """Rows of image | ground truth | prediction for a few examples."""
+                   dice: np.ndarray, n_classes: int | None = None):
+    """Rows of image | ground truth | prediction for a few examples (``n_classes`` fixes the
+    label colours so ground truth and prediction share them)."""
+    n_classes = int(max(masks.max(), predicted.max()) + 1) if n_classes is None else n_classes
     n = len(images)
     fig, axes = plt.subplots(n, 3, figsize=(6.5, 2.2 * n), squeeze=False)
     for i in range(n):
@@ -81,8 +89,8 @@ def overlay_figure(images: np.ndarray, masks: np.ndarray, predicted: np.ndarray,
             ax.imshow(img, cmap=cmap)
             if overlay is not None:
                 ax.imshow(np.ma.masked_equal(overlay, 0), cmap="autumn", alpha=0.5,
-                          vmin=0, vmax=max(1, int(masks.max())))
-            ax.set_title(f"{ids[i]}: {name}" if j == 0 else name, fontsize=7)
+                          vmin=0, vmax=max(1, n_classes - 1))
+            ax.set_title(_literal(f"{ids[i]}: {name}") if j == 0 else name, fontsize=7)
             ax.axis("off")
     fig.tight_layout()
     return fig
@@ -105,7 +113,8 @@ def segmentation_section(test: Predictions, images: np.ndarray | None = None, *,
         has_fg = test.masks.reshape(test.n_samples, -1).max(axis=1) > 0
         order = np.flatnonzero(has_fg)[:n_examples] if has_fg.any() else np.arange(min(n_examples, test.n_samples))
         body += img_tag(figure_to_data_uri(overlay_figure(images[order], test.masks[order], predicted[order],
-                                                          test.ids[order], dice[order])), "overlays")
+                                                          test.ids[order], dice[order], test.n_classes)),
+                        "overlays")
     body += f"<p>Provenance: <code>{html.escape(_provenance_line(test))}</code></p>"
     return Section(title, body, key="segmentation", order=20, summary=summary)
 

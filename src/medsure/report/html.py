@@ -32,7 +32,8 @@ class Section:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def anchor(self) -> str:
-        return self.key or "".join(c if c.isalnum() else "-" for c in self.title.lower())
+        # only [a-z0-9-] reach id="..." and href="#...", whatever the key or title holds
+        return "".join(c if c.isalnum() or c == "-" else "-" for c in (self.key or self.title.lower()))
 
 
 @dataclass

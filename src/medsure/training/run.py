@@ -51,7 +51,12 @@ def load_run(run_dir: str | os.PathLike, *, weights: str = "best") -> LoadedRun:
         raise MedsureInputError(f"run folder '{run_dir}' has no config.json; is it a medsure run?")
     if weights not in ("best", "last"):
         raise MedsureInputError(f"weights={weights!r}, expected 'best' or 'last'")
-    record = json.loads(config_path.read_text())
+    try:
+        record = json.loads(config_path.read_text(encoding="utf-8"))
+        _ = record["model"], record["task"], record["class_names"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise MedsureInputError(f"run folder '{run_dir}': config.json is not a valid medsure run record "
+                                f"({type(exc).__name__}: {exc})") from exc
     state = load_checkpoint(run_dir / ("best.pt" if weights == "best" else "checkpoint.pt"))
     model = build_from_record(record)
     try:
@@ -62,6 +67,9 @@ def load_run(run_dir: str | os.PathLike, *, weights: str = "best") -> LoadedRun:
     model.eval()
     model.medsure_run = {"run_dir": str(run_dir), "config": record}
     history_path = run_dir / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.is_file() else []
+    try:
+        history = json.loads(history_path.read_text(encoding="utf-8")) if history_path.is_file() else []
+    except json.JSONDecodeError as exc:
+        raise MedsureInputError(f"run folder '{run_dir}': history.json is not valid JSON ({exc})") from exc
     return LoadedRun(model=model, config=record, class_names=list(record["class_names"]),
                      task=record["task"], history=history, run_dir=run_dir)
