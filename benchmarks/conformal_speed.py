@@ -172,7 +172,7 @@ def _write_block(table: str, command: str) -> None:
             f"{mp.cpu_count()} CPU cores, numpy {np.__version__}. Half of the rows calibrate, half are "
             "predicted; 47,280 x 8: best of 5 runs, 1,000,000 x 100: one run; alpha = 0.1; float64 probabilities as input to both libraries. Peak MB = peak "
             "RSS of a fresh process minus its RSS just before calibration (inputs excluded). TorchCP: not installable "
-            "in this environment (torchsort fails to build), so not measured. MAPIE has no SAPS. The 2 cores were shared with other jobs during the run, so timings carry roughly 10-20% noise.\n\n"
+            "in this environment (torchsort fails to build), so not measured. MAPIE has no SAPS. Set rules differ for APS and RAPS: medsure randomizes (exact coverage), MAPIE's default includes the last label (conservative), hence the coverage column. MAPIE's time and memory include the lookup estimator's copy of the probabilities. The 2 cores were shared with other jobs during the run, so timings carry roughly 10-20% noise.\n\n"
             f"{table}\n")
     block = f"<!-- BEGIN conformal_speed -->\n{body}<!-- END conformal_speed -->"
     pattern = re.compile(r"<!-- BEGIN conformal_speed -->.*?<!-- END conformal_speed -->", re.S)

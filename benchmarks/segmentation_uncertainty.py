@@ -1,8 +1,8 @@
 """Segmentation uncertainty study (Mehrtash et al. 2020, IEEE TMI, on the data here).
 
 Losses: cross-entropy, soft Dice, CE + Dice. Uncertainty: single model, deep ensemble of M
-members, MC dropout (T passes of member 0), TTA (flips and ±10° rotations of member 0, inverted
-before averaging). Data: JSRT (4 labels) and Kvasir-SEG with CVC-ClinicDB as a real shift, all at
+members, MC dropout (T passes of member 0), TTA (the flips used in training and ±10° rotations of
+member 0, inverted before averaging). Data: JSRT (4 labels) and Kvasir-SEG with CVC-ClinicDB as a real shift, all at
 64 px with medsure's small MONAI U-Net. Every member is trained with dropout p=0.1 so member 0
 also serves MC dropout; "single" is each member evaluated alone with dropout off (mean ± sd over
 the M members).
@@ -10,8 +10,9 @@ the M members).
 Phases (each resumable; trained runs and predictions are cached under --work):
     python benchmarks/segmentation_uncertainty.py train   --dataset jsrt
     python benchmarks/segmentation_uncertainty.py predict --dataset jsrt
+    python benchmarks/segmentation_uncertainty.py metrics --dataset jsrt
     python benchmarks/segmentation_uncertainty.py report
-``all`` runs the three in order for the datasets given. ``report`` rewrites
+``all`` runs the four in order for the datasets given. ``report`` rewrites
 benchmarks/segmentation_uncertainty.md from the metric files found.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "failure", help="failure detection: AURC, e-AURC, AUGRC, AUROC_f, FPR@95 for every CSF, with 95%% intervals",
         description="Evaluate every confidence scoring function (MSR, max logit, entropy, margins, energy, "
                     "DOCTOR, MC-dropout/ensemble/TTA family when samples are given, and a combination "
-                    "fitted on --cal only) on --test, with paired bootstrap 95%% intervals. Optionally "
+                    "fitted on --cal only) on --test, with paired bootstrap 95% intervals. Optionally "
                     "choose a review threshold with a guaranteed selective risk.")
     p.add_argument("--cal", required=True, help="calibration prediction file (.npz, with labels)")
     p.add_argument("--test", required=True, help="test prediction file (.npz, with labels)")
