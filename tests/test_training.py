@@ -236,3 +236,25 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(MedsureInputError, match="best.pt"):
         load_checkpoint(path)
+
+
+def test_balanced_class_weights_make_a_rare_class_predicted(tmp_path):
+    # 90 % class 0: plain cross-entropy learns the majority; balanced weights move the decision
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = (rng.random(n) < 0.1).astype(np.int64)
+    images = rng.normal(0, 1, (n, 8, 8, 1)).astype(np.float32)
+    images[labels == 1] += 0.6  # a weak signal for the rare class
+    ds = ImageDataset(images=images, targets=labels, ids=np.arange(n).astype(str),
+                      class_names=np.array(["common", "rare"]), task="classification")
+    predicted_rare = {}
+    for weights in (None, "balanced"):
+        cfg = TrainConfig(model="small_cnn", epochs=4, batch_size=32, lr=3e-3, seed=0, patience=0, width=8,
+                          augment=False, class_weights=weights, monitor="loss")
+        result = train(cfg, {"train": ds, "val": ds}, tmp_path / f"run-{weights}")
+        with torch.no_grad():
+            logits = result.model(torch.as_tensor(images).permute(0, 3, 1, 2))
+        predicted_rare[weights] = int((logits.argmax(1) == 1).sum())
+    assert predicted_rare["balanced"] > predicted_rare[None]
+    with pytest.raises(MedsureInputError, match="class_weights"):
+        TrainConfig(class_weights="inverse").validate()

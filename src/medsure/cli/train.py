@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="dropout (> 0 enables MC dropout)")
     p.add_argument("--vflip", action="store_true", help="also augment with up-down flips")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--balanced", action="store_true",
+                   help="classification: weight the cross-entropy by inverse class frequency (rare classes count)")
     p.add_argument("--no-verify", action="store_true",
                    help="MedMNIST: load a local file whose MD5 differs from the official one (recorded as unverified)")
     p.add_argument("--max-samples", type=int, default=None,
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          loss=args.loss, patience=args.patience, seed=args.seed,
                          dropout=args.dropout, vflip=args.vflip, augment=not args.no_augment,
-                         device=args.device, num_threads=args.threads, dataset=record)
+                         device=args.device, num_threads=args.threads, dataset=record,
+                         class_weights="balanced" if args.balanced else None)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     print(f"training {model} on {args.dataset} ({sizes}) -> {args.out}")
     result = train(config, splits, args.out, resume=args.resume)

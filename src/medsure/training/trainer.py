@@ -67,6 +67,8 @@ class TrainConfig:
         per step there); results are deterministic for a fixed thread count
     dataset : free record of where the data came from (name, options, split seed), used by
         ``medsure predict`` to rebuild the same splits
+    class_weights : None, or "balanced" (classification): cross-entropy weighted by
+        ``n / (K n_k)`` from the training labels, so a rare class (e.g. melanoma) is not ignored
     """
 
     model: str = "small_cnn"
@@ -89,6 +91,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     dataset: dict[str, Any] = field(default_factory=dict)
+    class_weights: str | None = None
 
     def validate(self) -> None:
         from medsure.models import MODEL_NAMES
@@ -107,6 +110,8 @@ class TrainConfig:
             raise MedsureInputError(f"max_shift={self.max_shift!r}, expected a fraction in [0, 0.5)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise MedsureInputError(f"device={self.device!r}, expected 'auto', 'cpu' or 'cuda'")
+        if self.class_weights not in (None, "balanced"):
+            raise MedsureInputError(f"class_weights={self.class_weights!r}, expected None or 'balanced'")
         if self.monitor not in ("auto", "auc", "accuracy", "dice", "loss"):
             raise MedsureInputError(
                 f"monitor={self.monitor!r}, expected 'auto', 'auc', 'accuracy', 'dice' or 'loss'")
@@ -226,13 +231,19 @@ def deterministic_mode(device: torch.device) -> Iterator[None]:
 
 # ---- losses -----------------------------------------------------------------------------
 
-def make_loss(task: str, name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Loss ``f(logits, targets)``; segmentation losses use MONAI (softmax, one-hot targets)."""
+def make_loss(task: str, name: str, class_weight: torch.Tensor | None = None
+              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Loss ``f(logits, targets)``; segmentation losses use MONAI (softmax, one-hot targets).
+    ``class_weight (K,)`` weights the classification cross-entropy."""
     if task == "classification":
         if name not in CLASSIFICATION_LOSSES:
             raise MedsureInputError(f"loss {name!r} for classification, expected one of "
                                     f"{CLASSIFICATION_LOSSES}")
-        return F.cross_entropy
+        if class_weight is None:
+            return F.cross_entropy
+        return lambda logits, y: F.cross_entropy(logits, y, weight=class_weight.to(logits.device))
+    if class_weight is not None:
+        raise MedsureInputError("class_weights apply to classification only")
     if name not in SEGMENTATION_LOSSES:
         raise MedsureInputError(f"loss {name!r} for segmentation, expected one of {SEGMENTATION_LOSSES}")
     if name == "ce":
@@ -343,7 +354,16 @@ def train(config: TrainConfig, datasets: dict[str, ImageDataset], out_dir: str |
         config.channels_last)
     loss_name = config.loss if config.loss != "auto" else ("ce" if task == "classification"
                                                            else "ce_dice")
-    loss_fn = make_loss(task, loss_name)
+    class_weight = None
+    if config.class_weights == "balanced":
+        if task != "classification":
+            raise MedsureInputError("class_weights='balanced' applies to classification only")
+        counts = np.bincount(np.asarray(train_ds.targets), minlength=len(train_ds.class_names))
+        if np.any(counts == 0):
+            raise MedsureInputError(f"class_weights='balanced': class counts {counts.tolist()} in train; "
+                                    "every class needs training samples")
+        class_weight = torch.as_tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
+    loss_fn = make_loss(task, loss_name, class_weight)
     monitor = config.monitor
     if monitor == "auto":
         if task == "segmentation":
