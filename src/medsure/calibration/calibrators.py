@@ -66,6 +66,14 @@ class Calibrator:
         if k != self.n_classes_:
             raise MedsureInputError(f"logits have K={k} classes, the calibrator was fitted with K={self.n_classes_}")
 
+    def _transform_probs(self, logits: np.ndarray) -> np.ndarray:
+        """Predictive probabilities (N, K) of new logits, checked against the fitted state
+        (for the calibrators that act on probabilities: isotonic, histogram binning)."""
+        probs = _mean_probs(_as_sample_logits(logits))
+        self._check_fitted()
+        self._check_k(probs.shape[1])
+        return probs
+
 
 class TemperatureScaling(Calibrator):
     """Divide logits by one temperature fitted by minimising the calibration NLL.
@@ -199,9 +207,7 @@ class IsotonicCalibration(Calibrator):
         return self
 
     def transform(self, logits: np.ndarray) -> np.ndarray:
-        probs = _mean_probs(_as_sample_logits(logits))
-        self._check_fitted()
-        self._check_k(probs.shape[1])
+        probs = self._transform_probs(logits)
         calibrated = np.stack([r.predict(probs[:, c]) for c, r in enumerate(self.regressors_)], axis=1)
         return _renormalise(calibrated)
 
@@ -244,9 +250,7 @@ class HistogramBinning(Calibrator):
         return self
 
     def transform(self, logits: np.ndarray) -> np.ndarray:
-        probs = _mean_probs(_as_sample_logits(logits))
-        self._check_fitted()
-        self._check_k(probs.shape[1])
+        probs = self._transform_probs(logits)
         index = self._bin_index(probs)  # (N, K)
         calibrated = self.bin_values_[np.arange(probs.shape[1])[None, :], index]
         return _renormalise(calibrated)

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_failure(args: argparse.Namespace) -> int:
-    from medsure.failure.evaluate import compute_csfs, evaluate_failure, prediction_errors
+    from medsure.failure.evaluate import compute_csfs, evaluate_failure, prediction_errors, score_csfs
     from medsure.failure.review import SelectiveRiskThreshold
 
     cal, test = load_predictions(args.cal), load_predictions(args.test)
@@ -40,11 +40,11 @@ def run_failure(args: argparse.Namespace) -> int:
     cal_samples = load_predictions(args.cal_samples) if args.cal_samples else None
     if args.bootstrap < 0:
         raise MedsureInputError(f"--bootstrap={args.bootstrap}, expected >= 0")
-    result = evaluate_failure(cal, test, cal_samples=cal_samples, test_samples=test_samples,
-                              n_boot=args.bootstrap, seed=args.seed)
+    scores = score_csfs(cal, test, cal_samples=cal_samples, test_samples=test_samples)
+    result = evaluate_failure(cal, test, n_boot=args.bootstrap, seed=args.seed, scores=scores)
     if args.target_risk is not None:
         cal_csfs = compute_csfs(cal, samples=cal_samples)
-        test_csfs = compute_csfs(test, samples=test_samples)
+        test_csfs = scores[0]
         if args.csf not in cal_csfs or args.csf not in test_csfs:
             raise MedsureInputError(f"--csf {args.csf!r} is not available; choose one of {sorted(set(cal_csfs) & set(test_csfs))}")
         sgr = SelectiveRiskThreshold(args.target_risk, args.delta).fit(cal_csfs[args.csf], prediction_errors(cal))

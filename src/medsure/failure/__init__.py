@@ -2,7 +2,7 @@
 bootstrap intervals, a learned CSF combination and review thresholds with a risk guarantee."""
 from medsure.failure.combine import CombinedCSF
 from medsure.failure.csf import CSF_SPECS, CSFSpec, confidence, logit_csfs, sample_csfs
-from medsure.failure.evaluate import compute_csfs, evaluate_failure, prediction_errors
+from medsure.failure.evaluate import compute_csfs, evaluate_failure, prediction_errors, score_csfs
 from medsure.failure.metrics import (
     RiskCoverageCurve,
     aupr_error,
@@ -20,7 +20,7 @@ from medsure.failure.review import SelectiveRiskThreshold, clopper_pearson_upper
 
 __all__ = [
     "CombinedCSF", "CSF_SPECS", "CSFSpec", "confidence", "logit_csfs", "sample_csfs",
-    "compute_csfs", "evaluate_failure", "prediction_errors", "RiskCoverageCurve", "aupr_error",
+    "compute_csfs", "evaluate_failure", "prediction_errors", "score_csfs", "RiskCoverageCurve", "aupr_error",
     "augrc", "aurc", "auroc_failure", "bootstrap_ci", "excess_aurc", "failure_metrics",
     "fpr_at_95_tpr", "risk_coverage_curve", "selective_risk_at_coverage",
     "SelectiveRiskThreshold", "clopper_pearson_upper",

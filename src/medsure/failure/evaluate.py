@@ -12,7 +12,7 @@ from medsure.failure.combine import CombinedCSF
 from medsure.failure.csf import LOGIT_CSFS, cam_concentration, confidence, logit_csfs, sample_csfs
 from medsure.failure.metrics import bootstrap_counts, failure_metrics
 
-__all__ = ["prediction_errors", "compute_csfs", "evaluate_failure", "COMBINED"]
+__all__ = ["prediction_errors", "compute_csfs", "score_csfs", "evaluate_failure", "COMBINED"]
 
 #: single-output CSFs that depend on the logits only through the softmax probabilities
 PROBABILITY_CSFS = ("msr", "predictive_entropy", "margin", "topk_margin", "doctor")
@@ -65,39 +65,58 @@ def compute_csfs(pred: Predictions, *, samples: Predictions | None = None,
     return out
 
 
-def evaluate_failure(cal: Predictions, test: Predictions, *, cal_samples: Predictions | None = None,
-                     test_samples: Predictions | None = None, cal_cams: np.ndarray | None = None,
-                     test_cams: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-                     coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
-                     combine: Sequence[str] | None = None) -> dict[str, Any]:
-    """Evaluate every CSF on ``test``; the combined CSF is fitted on ``cal`` only.
+def score_csfs(cal: Predictions, test: Predictions, *, cal_samples: Predictions | None = None,
+               test_samples: Predictions | None = None, cal_cams: np.ndarray | None = None,
+               test_cams: np.ndarray | None = None,
+               combine: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every CSF on ``test`` (N,), the combined one fitted on ``cal`` only.
 
-    Returns ``{"error_rate", "n_test", "n_errors", "csfs": {name: metrics}, "combined":
-    {"names", "weights"}, ...}`` where metrics come from :func:`failure_metrics`. All CSFs
-    share the same bootstrap resamples (seeded by ``seed``), so intervals are paired.
+    Returns
+    -------
+    (test_csfs, combined): confidences by name (``"combined"`` included when it could be
+    fitted) and the JSON record of the combination (names and weights, or why undefined).
     """
     check_compatible(cal, test)
-    test_errors = prediction_errors(test)
-    cal_errors = prediction_errors(cal)
     test_csfs = compute_csfs(test, samples=test_samples, cams=test_cams)
     cal_csfs = compute_csfs(cal, samples=cal_samples, cams=cal_cams)
     shared = sorted(set(cal_csfs) & set(test_csfs))
-    result: dict[str, Any] = {
-        "n_cal": cal.n_samples, "n_test": test.n_samples, "n_errors": int(test_errors.sum()),
-        "error_rate": float(test_errors.mean()), "n_boot": n_boot, "seed": seed,
-    }
     names = list(combine) if combine is not None else shared
     unknown = sorted(set(names) - set(shared))
     if unknown:
         raise MedsureInputError(f"combine: CSF(s) {unknown} are not available on both cal and test; "
                                 f"available: {shared}")
     try:
-        combined = CombinedCSF(names).fit({k: cal_csfs[k] for k in names}, cal_errors)
+        combined = CombinedCSF(names).fit({k: cal_csfs[k] for k in names}, prediction_errors(cal))
         test_csfs[COMBINED] = combined.score(test_csfs)
-        result["combined"] = {"names": combined.names_, "weights": combined.weights_.tolist(),
-                              "fitted_on": "cal"}
+        record: dict[str, Any] = {"names": combined.names_, "weights": combined.weights_.tolist(),
+                                  "fitted_on": "cal"}
     except MedsureInputError as exc:
-        result["combined"] = {"undefined": str(exc)}
+        record = {"undefined": str(exc)}
+    return test_csfs, record
+
+
+def evaluate_failure(cal: Predictions, test: Predictions, *, cal_samples: Predictions | None = None,
+                     test_samples: Predictions | None = None, cal_cams: np.ndarray | None = None,
+                     test_cams: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
+                     coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
+                     combine: Sequence[str] | None = None,
+                     scores: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Evaluate every CSF on ``test``; the combined CSF is fitted on ``cal`` only.
+
+    ``scores`` is the output of :func:`score_csfs` when the caller already has it.
+
+    Returns ``{"error_rate", "n_test", "n_errors", "csfs": {name: metrics}, "combined":
+    {"names", "weights"}, ...}`` where metrics come from :func:`failure_metrics`. All CSFs
+    share the same bootstrap resamples (seeded by ``seed``), so intervals are paired.
+    """
+    test_csfs, combined = scores if scores is not None else score_csfs(
+        cal, test, cal_samples=cal_samples, test_samples=test_samples, cal_cams=cal_cams,
+        test_cams=test_cams, combine=combine)
+    test_errors = prediction_errors(test)
+    result: dict[str, Any] = {
+        "n_cal": cal.n_samples, "n_test": test.n_samples, "n_errors": int(test_errors.sum()),
+        "error_rate": float(test_errors.mean()), "n_boot": n_boot, "seed": seed, "combined": combined,
+    }
     counts = bootstrap_counts(test.n_samples, n_boot, seed) if n_boot else None
     result["csfs"] = {name: failure_metrics(conf, test_errors, n_boot=0, counts=counts, coverages=coverages)
                       for name, conf in test_csfs.items()}

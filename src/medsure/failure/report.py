@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from medsure.artifact import Predictions
-from medsure.failure.evaluate import COMBINED, compute_csfs, evaluate_failure, prediction_errors
+from medsure.failure.evaluate import COMBINED, compute_csfs, evaluate_failure, prediction_errors, score_csfs
 from medsure.failure.review import SelectiveRiskThreshold
 from medsure.report.html import Section, figure_to_data_uri, html_table, image_to_data_uri, img_tag
 
@@ -52,16 +52,10 @@ def _gallery(pred: Predictions, index: np.ndarray, confidence: np.ndarray) -> st
     return "<div class='gallery'>" + "".join(figures) + "</div>"
 
 
-def _split_block(name: str, cal: Predictions, pred: Predictions, result: dict[str, Any],
+def _split_block(name: str, pred: Predictions, csfs: dict[str, np.ndarray], result: dict[str, Any],
                  review: SelectiveRiskThreshold, review_csf: str, n_worst: int) -> tuple[str, dict[str, Any]]:
     from medsure.failure.plots import plot_risk_coverage
 
-    csfs = compute_csfs(pred)
-    if COMBINED in result["csfs"] and "names" in result.get("combined", {}):
-        from medsure.failure.combine import CombinedCSF
-
-        cal_csfs = compute_csfs(cal)
-        csfs[COMBINED] = CombinedCSF(result["combined"]["names"]).fit(cal_csfs, prediction_errors(cal)).score(csfs)
     errors = prediction_errors(pred)
     review_eval = review.evaluate(csfs[review_csf], errors)
     shown = {k: csfs[k] for k in ("msr", "doctor", "energy", COMBINED) if k in csfs}
@@ -96,8 +90,9 @@ def build_sections(cal: Predictions, test: Predictions, *, shift: Predictions | 
                                     "calibration cases; under a shift it may not hold. Shown for comparison.</p>")):
         if pred is None:
             continue
-        result = evaluate_failure(cal, pred, n_boot=n_boot, seed=seed)
-        body, summary = _split_block(name, cal, pred, result, review, review_csf, n_worst)
+        scores = score_csfs(cal, pred)
+        result = evaluate_failure(cal, pred, n_boot=n_boot, seed=seed, scores=scores)
+        body, summary = _split_block(name, pred, scores[0], result, review, review_csf, n_worst)
         summary.update({"error_rate": result["error_rate"],
                         "aurc": {k: v["aurc"]["value"] for k, v in result["csfs"].items()}})
         title = "Failure detection" if key == "failure" else "Failure detection under shift"

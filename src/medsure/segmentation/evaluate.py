@@ -43,7 +43,7 @@ def image_scores(pred: Predictions, *, uncertainty: str = "entropy",
 def evaluate_segmentation(pred: Predictions, *, shift: Predictions | None = None,
                           uncertainty: str = "entropy", reduce: str = "foreground_mean",
                           n_bins: int = 15, band_width: int = 2, ueo_thresholds: int = 100,
-                          seed: int = 0) -> dict[str, Any]:
+                          seed: int = 0, maps: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """All segmentation-uncertainty metrics of one labelled artifact.
 
     Parameters
@@ -56,6 +56,7 @@ def evaluate_segmentation(pred: Predictions, *, shift: Predictions | None = None
     n_bins : calibration bins; band_width : boundary band half-width in pixels
     ueo_thresholds : number of UEO thresholds
     seed : seeds the 2-fold cross-fitting of the Dice predictor
+    maps : ``uncertainty_maps(pred)`` when the caller already has them (not recomputed)
 
     Returns
     -------
@@ -77,7 +78,7 @@ def evaluate_segmentation(pred: Predictions, *, shift: Predictions | None = None
             raise MedsureInputError(
                 f"shift predictions have {t_shift} sample(s) of kind {shift.sample_kind!r} but predictions have "
                 f"{t_pred} of kind {pred.sample_kind!r}; shift detection needs both from the same method")
-    maps = uncertainty_maps(pred)
+    maps = uncertainty_maps(pred) if maps is None else maps
     if uncertainty == "mutual_information" and not pred.has_samples:
         raise MedsureInputError("uncertainty 'mutual_information' needs predictions with a sample axis")
     probs, predicted, masks = maps["probabilities"], maps["predicted"], pred.masks

@@ -41,8 +41,8 @@ def build_sections(cal: Predictions, test: Predictions, *, shift: Predictions | 
     check_compatible(cal, test)
     k = test.n_classes
     names = [str(c) for c in test.class_names[1:]]
-    metrics = evaluate_segmentation(test, shift=shift, uncertainty=uncertainty)
     maps = uncertainty_maps(test)
+    metrics = evaluate_segmentation(test, shift=shift, uncertainty=uncertainty, maps=maps)
     probs, predicted, masks = maps["probabilities"], maps["predicted"], test.masks
     umap = maps[uncertainty]
     dice = dice_per_label(predicted, masks, k)
