@@ -22,19 +22,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SILENT_FIGURE = ROOT / "benchmarks" / "out" / "failure_isic_silent.png"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from medsure.calibration import calibrate_and_evaluate  # noqa: E402
-from medsure.explain.report import explain_cases  # noqa: E402
+from medsure.calibration import evaluate_calibration  # noqa: E402
 from medsure.failure import SelectiveRiskThreshold, compute_csfs, evaluate_failure, prediction_errors  # noqa: E402
-from medsure.failure.report import most_confident_errors  # noqa: E402
-from medsure.predict import predict, predict_ensemble  # noqa: E402
+from medsure.predict import predict, predict_cams, predict_ensemble  # noqa: E402
 from medsure.utils.io import atomic_write_text  # noqa: E402
 
 
 def _cams(run, dataset) -> np.ndarray:
-    cases = explain_cases(run.model, dataset, [str(i) for i in dataset.ids])
-    return np.stack([maps[0] for _, _, _, maps in cases])
+    return predict_cams(run.model, dataset, [str(i) for i in dataset.ids]).maps  # predicted class, (N, H, W)
 
 
 def _member(seed: int, splits: dict, work: Path, balanced: bool = False):
@@ -60,7 +58,7 @@ def _silent_failure_figure(silent: dict, preds: dict, data: dict, cams: dict, sp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medsure.explain.overlay import overlay_cam, to_rgb
+    from medsure.explain.plots import overlay_cam, to_rgb
 
     names = ["not melanoma", "melanoma"]
     n_cols = max(len(v) for v in silent.values())
@@ -81,7 +79,9 @@ def _silent_failure_figure(silent: dict, preds: dict, data: dict, cams: dict, sp
         axes[2 * r, 0].text(-0.15, 0.0, label.split(" (")[0], transform=axes[2 * r, 0].transAxes, rotation=90,
                             fontsize=8, ha="right", va="center")
     fig.suptitle("Silent failures: most confident wrong predictions (top) and Grad-CAM (bottom)", fontsize=9)
-    fig.savefig(ROOT / "benchmarks" / "failure_isic_silent.png", dpi=90, bbox_inches="tight")
+    # ISIC 2017 and PH2 images may not be redistributed: the figure stays out of the repository
+    SILENT_FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(SILENT_FIGURE, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -127,10 +127,10 @@ def main() -> int:
     ph2 = load_dataset(ph2_name, root=realpreds.SHARED_DATA, **ph2_opts)
     data = {"cal": splits["cal"], "test": splits["test"], "ph2": ph2}
 
-    preds = {k: predict(run.model, ds, seed=args.seed, batch_size=128) for k, ds in data.items()}
-    mc = {k: predict(run.model, ds, mc_samples=args.mc, seed=args.seed + 1, batch_size=128) for k, ds in data.items()}
-    tta = {k: predict(run.model, ds, tta=True, seed=args.seed, batch_size=128) for k, ds in data.items()}
-    members = [run.model] + [_member(seed, splits, Path(args.work), balanced=args.balanced).model
+    preds = {k: predict(run, ds, seed=args.seed, batch_size=128) for k, ds in data.items()}
+    mc = {k: predict(run, ds, mc_samples=args.mc, seed=args.seed + 1, batch_size=128) for k, ds in data.items()}
+    tta = {k: predict(run, ds, tta=True, seed=args.seed, batch_size=128) for k, ds in data.items()}
+    members = [run] + [_member(seed, splits, Path(args.work), balanced=args.balanced)
                              for seed in range(1, args.members)]
     ens = ({k: predict_ensemble(members, ds, seed=args.seed, batch_size=128) for k, ds in data.items()}
            if args.members > 1 else None)
@@ -142,23 +142,25 @@ def main() -> int:
     sections, summary, silent, separated = [], [], {}, {}
     for split, label in (("test", "ISIC 2017 Validation (in distribution)"), ("ph2", "PH2 (shift: other hospital and device)")):
         result = evaluate_failure(preds["cal"], preds[split], cal_samples=mc["cal"], test_samples=mc[split],
-                                  cal_cams=cams["cal"], test_cams=cams[split], n_boot=args.bootstrap, seed=args.seed)
+                                  cal_cams=cams["cal"], test_cams=cams[split], n_boot=args.bootstrap,
+                                  seed=args.seed).to_dict()
         # the TTA family: evaluated separately on the same errors (samples argument takes one source)
         tta_result = evaluate_failure(preds["cal"], preds[split], cal_samples=tta["cal"], test_samples=tta[split],
-                                      n_boot=args.bootstrap, seed=args.seed)
+                                      n_boot=args.bootstrap, seed=args.seed).to_dict()
         for name, m in tta_result["csfs"].items():
             if name.startswith("tta_"):
                 result["csfs"][name] = m
         if ens is not None:  # the deep-ensemble family, same errors (those of the single model)
             ens_result = evaluate_failure(preds["cal"], preds[split], cal_samples=ens["cal"],
-                                          test_samples=ens[split], n_boot=args.bootstrap, seed=args.seed)
+                                          test_samples=ens[split], n_boot=args.bootstrap,
+                                          seed=args.seed).to_dict()
             for name, m in ens_result["csfs"].items():
                 if name.startswith("ensemble_"):
                     result["csfs"][name] = m
             ens_err = np.mean(ens[split].probabilities().argmax(1) != ens[split].labels)
         msr = result["csfs"]["msr"]["aurc"]["value"]
         comb = result["csfs"].get("combined", {}).get("aurc", {})
-        cal_res = calibrate_and_evaluate(preds["cal"], preds[split], method="temperature")
+        cal_res = evaluate_calibration(preds["cal"], preds[split], method="temperature")
         errors = prediction_errors(preds[split])
         review = SelectiveRiskThreshold(0.15, 0.1).fit(compute_csfs(preds["cal"])["msr"], prediction_errors(preds["cal"]))
         rev = review.evaluate(compute_csfs(preds[split])["msr"], errors)
@@ -168,7 +170,7 @@ def main() -> int:
             f"{np.mean(preds[split].labels == 0):.3f}."
             + (f" The {args.members}-member ensemble's own error rate: {ens_err:.3f} (its CSFs below score the "
                "single model's errors, like every other row)." if ens is not None else "") + "\n\n"
-            f"Temperature scaling (fitted on cal, T = {cal_res.extra['temperature']:.3f}): ECE "
+            f"Temperature scaling (fitted on cal, T = {cal_res.parameters['temperature']:.3f}): ECE "
             f"{cal_res.before['ece']:.3f} -> {cal_res.after['ece']:.3f}, NLL {cal_res.before['nll']:.3f} -> "
             f"{cal_res.after['nll']:.3f}, Brier {cal_res.before['brier']:.3f} -> {cal_res.after['brier']:.3f}.\n\n"
             f"Review threshold on MSR (risk <= 0.15 with prob. >= 0.9, fitted on cal): {rev['review_share']:.1%} "
@@ -184,9 +186,9 @@ def main() -> int:
             "worse": sorted(n for n, m in result["csfs"].items() if m["aurc"]["ci"] and m["aurc"]["ci"][0] > ci_msr[1]),
             "better": sorted(n for n, m in result["csfs"].items() if m["aurc"]["ci"] and m["aurc"]["ci"][1] < ci_msr[0]),
             "one_class": int(np.unique(preds[split].probabilities().argmax(axis=1)).size) == 1}
-        silent[label] = most_confident_errors(preds[split], compute_csfs(preds[split])["msr"], n=8)
+        silent[label] = np.array([case["index"] for case in result["worst_cases"]], dtype=np.int64)
         sections[-1] += (f"\nSilent failures (the 8 most confident wrong predictions, image and Grad-CAM of the "
-                         f"predicted class): see `failure_isic_silent.png`, row \"{label}\".\n")
+                         f"predicted class): see `benchmarks/out/failure_isic_silent.png` (written by the script, not committed: the images may not be redistributed), row \"{label}\".\n")
     _silent_failure_figure(silent, preds, data, cams, split_of={
         "ISIC 2017 Validation (in distribution)": "test", "PH2 (shift: other hospital and device)": "ph2"})
     elapsed = time.perf_counter() - t0

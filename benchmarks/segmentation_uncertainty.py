@@ -105,7 +105,7 @@ def phase_predict(args, name: str) -> None:
     if shift_name:
         targets["shift"] = load_dataset(shift_name, root=data_root(), **DATASETS[name]["load"])
     for loss in args.losses:
-        models = [load_run(run_dir(args.work, name, loss, m)).model for m in range(args.members)]
+        models = [load_run(run_dir(args.work, name, loss, m)) for m in range(args.members)]  # runs: model + record
         for split, ds in targets.items():
             jobs = {f"single{m}": (lambda m=m: predict(models[m], ds, seed=0)) for m in range(args.members)}
             jobs["ensemble"] = lambda: predict_ensemble(models, ds, seed=0)
@@ -121,8 +121,8 @@ def phase_predict(args, name: str) -> None:
 
 
 def _metrics(cal: Predictions, test: Predictions, shift: Predictions | None) -> dict:
-    m = evaluate_segmentation(test, shift=shift, uncertainty="entropy", reduce="foreground_mean")
-    keep = {k: m[k] for k in ("dice_mean", "dice", "hd95", "ece", "ace", "mce", "ece_boundary",
+    m = evaluate_segmentation(test, shift=shift, uncertainty="entropy", reduce="foreground_mean").to_dict()
+    keep = {k: m[k] for k in ("dice_mean", "dice", "hd95", "ece", "ece_equal_mass", "mce", "ece_boundary",
                               "segment_ece", "ueo", "dice_pred_corr", "dice_pred_pearson")}
     # Dice predictor fitted on cal, scored on test (the deployable version)
     k = test.n_classes
@@ -142,7 +142,7 @@ def _metrics(cal: Predictions, test: Predictions, shift: Predictions | None) -> 
             mi_out = image_uncertainty(sm["mutual_information"], sm["predicted"], reduce="foreground_mean")
             keep["shift_auroc_mi"] = shift_auroc(mi_in, mi_out)
         if shift.masks is not None:
-            shifted = evaluate_segmentation(shift, uncertainty="entropy")
+            shifted = evaluate_segmentation(shift, uncertainty="entropy").to_dict()
             keep["shift_dice"] = shifted["dice_mean"]
             keep["shift_ece"] = shifted["ece"]
             keep["shift_ece_boundary"] = shifted["ece_boundary"]
@@ -166,7 +166,7 @@ def phase_metrics(args, name: str) -> None:
 
 # ---- markdown -----------------------------------------------------------------------------
 
-COLUMNS = [("dice_mean", "Dice"), ("ece", "ECE"), ("ace", "ACE"), ("ece_boundary", "boundary ECE"),
+COLUMNS = [("dice_mean", "Dice"), ("ece", "ECE"), ("ece_equal_mass", "ECE (equal mass)"), ("ece_boundary", "boundary ECE"),
            ("segment_ece", "segment ECE"), ("ueo", "UEO"), ("dice_pred_corr", "ρ(u, Dice)"),
            ("dice_pred_mae", "Dice-pred MAE")]
 SHIFT_COLUMNS = [("shift_auroc", "shift AUROC (H)"), ("shift_auroc_mi", "shift AUROC (MI)"),
@@ -246,8 +246,8 @@ Settings recorded by the script (`settings.json` under `--work`):
   T passes with dropout on; *tta* = member 0 on identity, the flips used in training (Kvasir: h and
   v; JSRT: none, its anatomy is lateralised), ±10° rotations, each
   mapped back before averaging.
-- Metrics on the test split: mean Dice over foreground labels; top-label pixel ECE / ACE (15
-  bins); boundary ECE = ECE inside the band of ±2 px around GT and predicted contours; segment
+- Metrics on the test split: mean Dice over foreground labels; top-label pixel ECE over equal-width / equal-mass
+  bins (15); boundary ECE = ECE inside the band of ±2 px around GT and predicted contours; segment
   ECE = binned gap between a predicted structure's mean confidence and its Dice; UEO = best Dice
   between {{entropy > t}} and the error map (Jungo & Reyes 2019); ρ(u, Dice) = Spearman correlation
   of image-level uncertainty (mean predictive entropy over predicted foreground) with per-image

@@ -83,7 +83,7 @@ def main() -> int:
                 stopped = True
             minutes = (time.perf_counter() - started) / 60
             run = load_run(out)
-            test = predict(run.model, splits["test"], batch_size=256)
+            test = predict(run, splits["test"], batch_size=256)
             acc, roc = accuracy(test.logits, test.labels), auc(test.logits, test.labels)
             best_epoch = max(run.history, key=lambda h: h["val_auc"])["epoch"]
             runs.append((len(run.history), best_epoch, stopped, minutes, acc, roc))

@@ -126,7 +126,7 @@ def _cached(key: str, name: str, split: str, mc_dropout: int) -> Predictions:
     from medsure.training.trainer import torch_threads
 
     with torch_threads(1):
-        pred = predict(run.model, dataset, mc_samples=mc_dropout, seed=SEED, batch_size=128)
+        pred = predict(run, dataset, mc_samples=mc_dropout, seed=SEED, batch_size=128)
     save_predictions(path, pred)
     return pred
 

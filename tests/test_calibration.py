@@ -16,7 +16,7 @@ from medsure.calibration import (
     adaptive_calibration_error,
     binned_calibration,
     brier_score,
-    calibrate_and_evaluate,
+    evaluate_calibration,
     calibration_summary,
     classwise_ece,
     expected_calibration_error,
@@ -198,7 +198,7 @@ def test_calibrators_improve_held_out_nll_on_miscalibrated_model(method):
     y = (p.cumsum(1) > rng.random((3000, 1))).argmax(1)
     cal = make_predictions(z[:1500], labels=y[:1500])
     test = make_predictions(z[1500:], labels=y[1500:])
-    result = calibrate_and_evaluate(cal, test, method=method)
+    result = evaluate_calibration(cal, test, method=method)
     assert result.after["ece"] < result.before["ece"]
     assert result.after["nll"] < result.before["nll"]
     np.testing.assert_allclose(result.probs_after.sum(1), 1.0, atol=1e-9)
@@ -210,8 +210,8 @@ def test_calibrator_uses_only_cal_data():
     z = rng.normal(size=(200, 2)) * 2
     y = rng.integers(0, 2, 200)
     cal = make_predictions(z[:100], labels=y[:100])
-    t1 = calibrate_and_evaluate(cal, make_predictions(z[100:], labels=y[100:])).extra["temperature"]
-    t2 = calibrate_and_evaluate(cal, make_predictions(z[100:], labels=1 - y[100:])).extra["temperature"]
+    t1 = evaluate_calibration(cal, make_predictions(z[100:], labels=y[100:])).parameters["temperature"]
+    t2 = evaluate_calibration(cal, make_predictions(z[100:], labels=1 - y[100:])).parameters["temperature"]
     assert t1 == t2
 
 

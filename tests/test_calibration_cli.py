@@ -77,16 +77,20 @@ def test_failure_cli_contract_with_samples_and_review(tmp_path, capsys):
 
 
 def test_calibration_and_failure_sections(tmp_path):
+    from medsure.calibration.evaluate import evaluate_calibration
     from medsure.calibration.report import build_sections as cal_sections
+    from medsure.failure.evaluate import evaluate_failure
     from medsure.failure.report import build_sections as failure_sections
     from medsure.artifact import load_predictions
 
     p = _artifacts(tmp_path)
     cal, test = load_predictions(p["cal"]), load_predictions(p["test"])
-    sections = cal_sections(cal, test)
+    sections = cal_sections(evaluate_calibration(cal, test))
     assert len(sections) == 1 and "reliability" in sections[0].body_html
     shifted = make_predictions(test.logits * 0.3, labels=test.labels, ids=test.ids)
-    sections = failure_sections(cal, test, shift=shifted, n_boot=50)
+    result = evaluate_failure(cal, test, n_boot=50, target_risk=0.1)
+    shift_result = evaluate_failure(cal, shifted, n_boot=50, target_risk=0.1)
+    sections = failure_sections(result, test=test, shift_result=shift_result, shift=shifted)
     assert [s.key for s in sections] == ["failure", "failure-shift"]
     assert "Caution" in sections[1].body_html
     assert len(sections[0].summary["worst_ids"]) == 8
@@ -94,14 +98,15 @@ def test_calibration_and_failure_sections(tmp_path):
 
 def test_failure_section_explains_an_uncertifiable_review_threshold(tmp_path):
     from medsure.artifact import load_predictions
+    from medsure.failure.evaluate import evaluate_failure
     from medsure.failure.report import build_sections as failure_sections
 
     p = _artifacts(tmp_path)
     cal, test = load_predictions(p["cal"]), load_predictions(p["test"])
-    reachable = failure_sections(cal, test, n_boot=20, target_risk=0.99)[0]
+    reachable = failure_sections(evaluate_failure(cal, test, n_boot=20, target_risk=0.99))[0]
     assert "No threshold could be certified" not in reachable.body_html
     assert reachable.summary["review"]["review_share"] < 1.0
     # a target below what any accepted subset can certify: everything goes to review, and the page says why
-    impossible = failure_sections(cal, test, n_boot=20, target_risk=1e-4)[0]
+    impossible = failure_sections(evaluate_failure(cal, test, n_boot=20, target_risk=1e-4))[0]
     assert impossible.summary["review"]["review_share"] == 1.0
     assert "No threshold could be certified" in impossible.body_html

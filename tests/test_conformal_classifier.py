@@ -9,7 +9,7 @@ import pytest
 from medsure.artifact import make_predictions, save_predictions
 from medsure.cli import main
 from medsure.conformal import SplitConformalClassifier, set_metrics
-from medsure.conformal.analysis import evaluate, hardest_cases, overlap_study
+from medsure.conformal.analysis import hardest_cases, overlap_study
 from medsure.conformal.classifier import to_probabilities
 from medsure.errors import MedsureInputError
 
@@ -36,25 +36,25 @@ def files(tmp_path):
     return tmp_path, cal, test
 
 
-def test_constructor_only_stores_and_calibrate_learns():
+def test_constructor_only_stores_and_fit_learns():
     clf = SplitConformalClassifier("raps", 0.1, seed=3)
     assert not any(name.endswith("_") for name in vars(clf))
     logits, labels, _ = synthetic()
-    clf.calibrate(logits[:600], labels[:600])
+    clf.fit(logits[:600], labels[:600])
     assert clf.n_tune_ == 180 and clf.n_cal_ == 420
     assert set(clf.params_) == {"k_reg", "lam"}
-    sets = clf.predict_set(logits[600:])
-    np.testing.assert_array_equal(sets, clf.predict_set(logits[600:]))  # repeatable
+    sets = clf.predict(logits[600:])
+    np.testing.assert_array_equal(sets, clf.predict(logits[600:]))  # repeatable
 
 
 def test_inputs_not_modified_and_logits_equal_probs_input():
     logits, labels, _ = synthetic()
     before = logits.copy()
-    a = SplitConformalClassifier("aps", 0.1).calibrate(logits[:600], labels[:600]).predict_set(logits[600:])
+    a = SplitConformalClassifier("aps", 0.1).fit(logits[:600], labels[:600]).predict(logits[600:])
     np.testing.assert_array_equal(logits, before)
     probs = to_probabilities(logits)
-    b = SplitConformalClassifier("aps", 0.1, input="probs").calibrate(probs[:600], labels[:600]) \
-        .predict_set(probs[600:])
+    b = SplitConformalClassifier("aps", 0.1, input="probs").fit(probs[:600], labels[:600]) \
+        .predict(probs[600:])
     np.testing.assert_array_equal(a, b)
 
 
@@ -71,20 +71,20 @@ def test_bad_inputs_raise_clear_errors():
     bad = logits.copy()
     bad[3, 1] = np.nan
     with pytest.raises(MedsureInputError, match="NaN or infinite"):
-        SplitConformalClassifier().calibrate(bad, labels)
+        SplitConformalClassifier().fit(bad, labels)
     with pytest.raises(MedsureInputError, match="do not sum to 1"):
-        SplitConformalClassifier(input="probs").calibrate(np.full((20, 4), 0.3), np.zeros(20, int))
+        SplitConformalClassifier(input="probs").fit(np.full((20, 4), 0.3), np.zeros(20, int))
     with pytest.raises(MedsureInputError, match=r"labels in \[0, 4\)"):
-        SplitConformalClassifier().calibrate(logits, np.full(labels.size, 4))
-    with pytest.raises(MedsureInputError, match="outside"):
-        SplitConformalClassifier(alpha=1.2).calibrate(logits, labels)
+        SplitConformalClassifier().fit(logits, np.full(labels.size, 4))
+    with pytest.raises(MedsureInputError, match=r"SplitConformalClassifier\(alpha=...\): got 1.2; expected"):
+        SplitConformalClassifier(alpha=1.2).fit(logits, labels)
     with pytest.raises(MedsureInputError, match="needs n >= 1/alpha - 1 = 99"):
-        SplitConformalClassifier(alpha=0.01).calibrate(logits[:50], labels[:50])
-    clf = SplitConformalClassifier().calibrate(logits, labels)
+        SplitConformalClassifier(alpha=0.01).fit(logits[:50], labels[:50])
+    clf = SplitConformalClassifier().fit(logits, labels)
     with pytest.raises(MedsureInputError, match="K=3 classes but calibration had K=4"):
-        clf.predict_set(logits[:, :3])
-    with pytest.raises(MedsureInputError, match="before predict_set"):
-        SplitConformalClassifier().predict_set(logits)
+        clf.predict(logits[:, :3])
+    with pytest.raises(MedsureInputError, match="before predict"):
+        SplitConformalClassifier().predict(logits)
 
 
 def test_small_class_is_named_or_uses_reported_fallback():
@@ -93,15 +93,15 @@ def test_small_class_is_named_or_uses_reported_fallback():
     labels[labels == 3] = 0
     labels[:5] = 3  # class 3 has 5 calibration samples, alpha=0.1 needs 9
     with pytest.raises(MedsureInputError, match=r"class 'class_3' has 5"):
-        SplitConformalClassifier("lac", 0.1, conditional="class").calibrate(logits, labels)
+        SplitConformalClassifier("lac", 0.1, conditional="class").fit(logits, labels)
     for fallback in ("marginal", "include"):
         clf = SplitConformalClassifier("lac", 0.1, conditional="class", fallback=fallback)
-        clf.calibrate(logits, labels)
+        clf.fit(logits, labels)
         assert clf.fallbacks_ == [{"stratum": "class_3", "count": 5, "needed": 9, "fallback": fallback}]
-        sets = clf.predict_set(logits)
+        sets = clf.predict(logits)
         if fallback == "include":
             assert sets[:, 3].all()
-        result = evaluate(clf, sets, labels)
+        result = clf.score_sets(sets, labels)
         assert result["fallbacks"] and result["per_stratum"][3]["fallback"] == fallback
 
 
@@ -110,19 +110,19 @@ def test_group_conditional_thresholds_per_group():
     # make group M much harder: noisier logits
     noisy = logits.copy()
     noisy[groups == "M"] = np.random.default_rng(4).normal(size=((groups == "M").sum(), 4)) * 2
-    clf = SplitConformalClassifier("aps", 0.1, conditional="group").calibrate(
+    clf = SplitConformalClassifier("aps", 0.1, conditional="group").fit(
         noisy[:600], labels[:600], groups=groups[:600])
     assert clf.strata_ == ["F", "M"]
     f_thr, m_thr = clf.thresholds_
     assert m_thr > f_thr
-    sets = clf.predict_set(noisy[600:], groups=groups[600:])
-    result = evaluate(clf, sets, labels[600:], groups=groups[600:])
+    sets = clf.predict(noisy[600:], groups=groups[600:])
+    result = clf.score_sets(sets, labels[600:], groups=groups[600:])
     assert [r["stratum"] for r in result["per_stratum"]] == ["F", "M"]
     with pytest.raises(MedsureInputError, match=r"test groups \['X'\]"):
-        clf.predict_set(noisy[:3], groups=np.array(["F", "X", "M"]))
+        clf.predict(noisy[:3], groups=np.array(["F", "X", "M"]))
     # groups from Predictions.meta
     pred = make_predictions(noisy[:600], labels=labels[:600], meta={"sex": groups[:600]})
-    clf2 = SplitConformalClassifier("aps", 0.1, conditional="group", group_key="sex").calibrate(pred)
+    clf2 = SplitConformalClassifier("aps", 0.1, conditional="group", group_key="sex").fit(pred)
     np.testing.assert_array_equal(clf2.thresholds_, clf.thresholds_)
 
 
@@ -144,11 +144,11 @@ def test_metrics_by_hand():
 
 def test_validity_flags_a_shifted_test_set():
     logits, labels, _ = synthetic(n=3000)
-    clf = SplitConformalClassifier("lac", 0.1).calibrate(logits[:1500], labels[:1500])
+    clf = SplitConformalClassifier("lac", 0.1).fit(logits[:1500], labels[:1500])
     shifted = np.random.default_rng(9).permutation(logits[1500:], axis=1)  # labels now unrelated
-    result = evaluate(clf, clf.predict_set(shifted), labels[1500:])
+    result = clf.score_sets(clf.predict(shifted), labels[1500:])
     assert result["band_status"] == "below" and result["valid"] is False
-    ok = evaluate(clf, clf.predict_set(logits[1500:]), labels[1500:])
+    ok = clf.score_sets(clf.predict(logits[1500:]), labels[1500:])
     assert ok["valid"] is True
 
 
@@ -174,10 +174,11 @@ def test_cli_contract(files):
 
 
 @pytest.mark.parametrize("case,message", [
-    ("nan", "NaN or infinite"), ("labels", "expected labels in [0, 4)"), ("k", "K=3 classes"),
-    ("alpha", "outside (0, 1)"), ("few", "too few"), ("probs", "do not sum to 1"),
-    ("k_reg", "--k-reg 2 applies only with --method raps"), ("fallback", "--fallback marginal applies only"),
-    ("delta", "--delta 1.5")])
+    ("nan", "NaN or infinite"), ("labels", "K=4 classes"), ("k", "expected K=3 like cal"),
+    ("alpha", "--alpha: got 1.0; expected a finite number in (0.0, 1.0)"), ("few", "too few"), ("probs", "do not sum to 1"),
+    ("k_reg", "--k-reg: got 2; expected no --k-reg with --method lac. --k-reg applies only with --method raps"),
+    ("fallback", "--fallback: got 'marginal'; expected no --fallback for a marginal run"),
+    ("weight", "--weight applies only with --method saps"), ("delta", "--delta: got 1.5")])
 def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, message):
     tmp, cal, test = files
     logits, labels, _ = synthetic()
@@ -203,6 +204,8 @@ def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, messa
         extra = ["--k-reg", "2"]
     elif case == "fallback":
         extra = ["--fallback", "marginal"]
+    elif case == "weight":
+        extra = ["--weight", "0.3"]
     elif case == "delta":
         extra = ["--delta", "1.5"]
     elif case == "probs":
@@ -226,11 +229,15 @@ def test_cli_study_and_report_sections(files):
                  "hardest_cases"):
         assert json.loads((tmp / "study" / f"{name}.json").read_text())
         assert (tmp / "study" / f"{name}.png").stat().st_size > 1000
+    assert (tmp / "study" / "class_coverage_stability.png").stat().st_size > 1000
     html = (tmp / "r.html").read_text()
     assert "Conformal prediction sets" in html and "data:image/png;base64" in html
+    assert "Per-class coverage stability" in html
+    from medsure.conformal.analysis import evaluate_conformal_study
     from medsure.conformal.report import build_sections
 
-    sections = build_sections(cal, test, alpha=0.1, seed=0, n_repeats=5, order=7)
+    study = evaluate_conformal_study(cal, test, alpha=0.1, seed=0, n_repeats=5)
+    sections = build_sections(study, order=7)
     assert [s.key for s in sections][0] == "conformal" and len(sections) == 6
     assert [s.order for s in sections] == list(range(7, 13))
     assert sections[0].summary["marginal"]["valid"] in (True, False)
@@ -249,17 +256,17 @@ def test_u_for_a_deterministic_score_is_an_error():
     rng = np.random.default_rng(31)
     p, y = _dirichlet_data(rng, 200, 4)
     with pytest.raises(MedsureInputError, match="deterministic"):
-        SplitConformalClassifier("aps", 0.1, input="probs", randomized=False).calibrate(p, y, u=rng.random(200))
-    clf = SplitConformalClassifier("aps", 0.1, input="probs", randomized=False).calibrate(p, y)
+        SplitConformalClassifier("aps", 0.1, input="probs", randomized=False).fit(p, y, u=rng.random(200))
+    clf = SplitConformalClassifier("aps", 0.1, input="probs", randomized=False).fit(p, y)
     with pytest.raises(MedsureInputError, match="deterministic"):
-        clf.predict_set(p, u=rng.random(200))
+        clf.predict(p, u=rng.random(200))
 
 
 def test_raps_keeps_a_given_parameter_and_tunes_only_the_other():
     rng = np.random.default_rng(32)
     p, y = _dirichlet_data(rng, 400, 6)
-    assert SplitConformalClassifier("raps", 0.1, input="probs", lam=0.5).calibrate(p, y).params_["lam"] == 0.5
-    assert SplitConformalClassifier("raps", 0.1, input="probs", k_reg=0).calibrate(p, y).params_["k_reg"] == 0
+    assert SplitConformalClassifier("raps", 0.1, input="probs", params={"lam": 0.5}).fit(p, y).params_["lam"] == 0.5
+    assert SplitConformalClassifier("raps", 0.1, input="probs", params={"k_reg": 0}).fit(p, y).params_["k_reg"] == 0
 
 
 def test_raps_calibrates_on_a_small_set_whose_tuning_part_is_tiny():
@@ -267,24 +274,22 @@ def test_raps_calibrates_on_a_small_set_whose_tuning_part_is_tiny():
     # but the remaining 14 suffice for the guarantee
     rng = np.random.default_rng(33)
     p, y = _dirichlet_data(rng, 20, 4)
-    clf = SplitConformalClassifier("raps", 0.1, input="probs").calibrate(p, y)
+    clf = SplitConformalClassifier("raps", 0.1, input="probs").fit(p, y)
     assert clf.n_tune_ == 6 and clf.n_cal_ == 14
 
 
 def test_saturated_lac_scores_are_not_treated_as_tie_free():
     # float softmax saturates at p = 1.0: many calibration scores tie at 0, LAC over-covers, and
     # that must not be flagged as a broken pipeline
-    from medsure.conformal.analysis import is_exact
-
     rng = np.random.default_rng(34)
     logits = rng.normal(size=(1000, 3)).astype(np.float32)
     easy = rng.random(1000) < 0.96
     labels = rng.integers(0, 3, 1000)
     logits[easy, labels[easy]] += 40.0
     cal, test = make_predictions(logits[:500], labels=labels[:500]), make_predictions(logits[500:], labels=labels[500:])
-    clf = SplitConformalClassifier("lac", 0.1).calibrate(cal)
-    assert not is_exact(clf)
-    result = evaluate(clf, clf.predict_set(test), test.labels)
+    clf = SplitConformalClassifier("lac", 0.1).fit(cal)
+    assert not clf.exact_
+    result = clf.score_sets(clf.predict(test), test.labels)
     assert result["valid"] and result["band_status"] in ("inside", "above")
 
 
@@ -294,6 +299,111 @@ def test_class_conditional_flag_controls_false_alarms_across_many_strata():
     flagged = 0
     for _ in range(40):
         p, y = _dirichlet_data(rng, 4000, 20, conc=0.3)
-        clf = SplitConformalClassifier("lac", 0.1, input="probs", conditional="class").calibrate(p[:2000], y[:2000])
-        flagged += not evaluate(clf, clf.predict_set(p[2000:]), y[2000:])["valid"]
+        clf = SplitConformalClassifier("lac", 0.1, input="probs", conditional="class").fit(p[:2000], y[:2000])
+        flagged += not clf.score_sets(clf.predict(p[2000:]), y[2000:])["valid"]
     assert flagged <= 3  # about delta * 40 = 0.4 expected; 13 % of runs were flagged before Bonferroni
+
+
+# ---- registry, declared constraints, output plan, blocks ---------------------------------------
+
+def test_a_new_score_is_one_function_and_one_registry_entry(monkeypatch, files):
+    from medsure.conformal import scores as S
+    from medsure.validation import Interval
+
+    def shifted_aps(sorted_probs, u, params):  # APS plus a constant: the same sets as APS
+        return S.aps_score(sorted_probs, u, params) + params["shift"]
+
+    spec = S.ScoreSpec("aps_shift", "probabilities", True, True,
+                       (S.ScoreParam("shift", Interval(float, 0.0, None), 0.0, "constant added"),),
+                       "APS + shift", "ranked", shifted_aps)
+    monkeypatch.setitem(S.SCORES, "aps_shift", spec)
+    logits, labels, _ = synthetic()
+    ours = SplitConformalClassifier("aps_shift", 0.1, params={"shift": 0.25}).fit(logits[:600], labels[:600])
+    aps = SplitConformalClassifier("aps", 0.1).fit(logits[:600], labels[:600])
+    np.testing.assert_allclose(ours.thresholds_, aps.thresholds_ + 0.25)
+    assert ours.randomized_ and ours.params_ == {"shift": 0.25}
+    assert (ours.predict(logits[600:]) != aps.predict(logits[600:])).mean() < 0.01  # same up to rounding
+    # the CLI offers the method and its option, and refuses the option for other scores
+    tmp, _, _ = files
+    args = ["conformal", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"), "--out", str(tmp / "s.json")]
+    assert main([*args, "--method", "aps_shift", "--shift", "0.1"]) == 0
+    assert json.loads((tmp / "s.json").read_text())["params"] == {"shift": 0.1}
+    assert main([*args, "--method", "aps", "--shift", "0.1"]) == 2
+
+
+def test_declared_parameter_constraints_are_checked_at_fit():
+    logits, labels, _ = synthetic()
+    cases = [({"method": "nope"}, r"SplitConformalClassifier\(method=...\): got 'nope'; expected one of lac, aps"),
+             ({"conditional": "row"}, r"SplitConformalClassifier\(conditional=...\)"),
+             ({"randomized": "yes"}, r"SplitConformalClassifier\(randomized=...\)"),
+             ({"tune_fraction": 1.0}, r"SplitConformalClassifier\(tune_fraction=...\)"),
+             ({"seed": -1}, r"SplitConformalClassifier\(seed=...\)"),
+             ({"method": "raps", "params": {"lam": -0.1}}, r"raps lam: got -0.1"),
+             ({"method": "lac", "params": {"weight": 0.2}}, r"lac score parameters: got \['weight'\]")]
+    for kwargs, message in cases:
+        clf = SplitConformalClassifier(**kwargs)  # the constructor only stores
+        with pytest.raises(MedsureInputError, match=message):
+            clf.fit(logits, labels)
+
+
+def test_probability_checks_name_the_problem():
+    probs = to_probabilities(synthetic()[0])
+    labels = np.zeros(len(probs), dtype=int)
+    for value, message in ((np.nan, "1 NaN or infinite probabilities"), (-np.inf, "1 NaN or infinite"),
+                           (-0.2, "not probabilities in"), (0.9, "do not sum to 1")):
+        bad = probs.copy()
+        bad[7, 1] = value
+        with pytest.raises(MedsureInputError, match=message):
+            SplitConformalClassifier(input="probs").fit(bad, labels)
+
+
+@pytest.mark.parametrize("method", ["lac", "aps", "raps", "topk", "saps"])
+def test_large_inputs_checked_and_scored_in_blocks_give_the_same_result(monkeypatch, method):
+    from medsure.conformal import classifier as C
+
+    rng = np.random.default_rng(9)
+    probs = rng.dirichlet(np.full(5, 0.5), size=3000)
+    labels = (rng.random(3000)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1).clip(0, 4)
+    groups = rng.choice(["a", "b"], 3000)
+    results = []
+    for block_bytes in (C._CACHE_BLOCK_BYTES, 4096):  # the default: one piece; 4096: ~100 rows a block
+        monkeypatch.setattr(C, "_CACHE_BLOCK_BYTES", block_bytes)
+        for conditional in ("marginal", "class", "group"):
+            clf = SplitConformalClassifier(method, 0.1, input="probs", conditional=conditional, seed=1)
+            clf.fit(probs[:1500], labels[:1500], groups=groups[:1500])
+            results.append((clf.thresholds_, clf.cal_scores_, clf.predict(probs[1500:], groups=groups[1500:])))
+    for whole, blocked in zip(results[:3], results[3:]):
+        for a, b in zip(whole, blocked):
+            np.testing.assert_array_equal(a, b)
+    # a bad value in a late block is reported for the whole input
+    bad = probs.copy()
+    bad[2900, 0] = bad[10, 0] = np.nan
+    with pytest.raises(MedsureInputError, match="2 NaN or infinite"):
+        SplitConformalClassifier(method, 0.1, input="probs").fit(probs[:1500], labels[:1500]).predict(bad)
+
+
+def test_output_paths_are_checked_before_anything_is_written(files, capsys):
+    tmp, _, _ = files
+    (tmp / "a_folder").mkdir()
+    rc = main(["conformal", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"), "--method", "lac",
+               "--out", str(tmp / "r.json"), "--sets", str(tmp / "a_folder")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--sets" in err[0]
+    assert not (tmp / "r.json").exists()
+    rc = main(["conformal-study", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"), "--repeats", "2",
+               "--out-dir", str(tmp / "study"), "--report", str(tmp / "a_folder")])
+    assert rc == 2 and "--report" in capsys.readouterr().err
+    assert not (tmp / "study").exists()
+
+
+def test_evaluate_conformal_without_test_labels_reports_sizes_only(files):
+    from medsure.conformal import evaluate_conformal
+
+    _, cal, test = files
+    unlabelled = make_predictions(test.logits, ids=test.ids)
+    run = evaluate_conformal(cal, unlabelled, method="aps", alpha=0.1)
+    labelled = evaluate_conformal(cal, test, method="aps", alpha=0.1)
+    np.testing.assert_array_equal(run.sets, labelled.sets)
+    assert run.result["coverage"] is None and run.result["valid"] is None
+    assert run.result["mean_set_size"] == pytest.approx(labelled.result["mean_set_size"])
+    assert labelled.result["coverage"] == pytest.approx(labelled.sets[np.arange(600), test.labels].mean())

@@ -69,8 +69,8 @@ def run_splits(probs, labels, method, randomized, conditional):
         cal, test = perm[:n_cal], perm[n_cal:]
         clf = SplitConformalClassifier(method, ALPHA, conditional=conditional, randomized=randomized,
                                        input="probs", seed=split)
-        clf.calibrate(probs[cal], labels[cal])
-        sets = clf.predict_set(probs[test])
+        clf.fit(probs[cal], labels[cal])
+        sets = clf.predict(probs[test])
         hit = sets[np.arange(test.size), labels[test]]
         cov.append(hit.mean())
         n_used.append(clf.n_cal_)

@@ -14,7 +14,8 @@ mapie_classification = pytest.importorskip("mapie.classification")
 from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 
 from medsure.conformal import scores as S  # noqa: E402
-from medsure.conformal.classifier import SplitConformalClassifier, true_label_rank  # noqa: E402
+from medsure.conformal.classifier import SplitConformalClassifier  # noqa: E402
+from medsure.conformal.scores import true_label_rank  # noqa: E402
 from medsure.conformal.quantile import conformal_quantile  # noqa: E402
 
 ALPHA = 0.1
@@ -73,8 +74,8 @@ def test_lac_equals_mapie(data):
     assert q == pytest.approx(float(cs.quantiles_[0]), abs=1e-12)
     np.testing.assert_array_equal(S.prediction_sets("lac", probs[test], q), sets_m)
     # through the estimator, reading probabilities
-    clf = SplitConformalClassifier("lac", ALPHA, input="probs").calibrate(probs[cal], labels[cal])
-    np.testing.assert_array_equal(clf.predict_set(probs[test]), sets_m)
+    clf = SplitConformalClassifier("lac", ALPHA, input="probs").fit(probs[cal], labels[cal])
+    np.testing.assert_array_equal(clf.predict(probs[test]), sets_m)
 
 
 def test_topk_equals_mapie_with_zero_based_rank(data):
@@ -93,9 +94,9 @@ def test_randomized_aps_equals_mapie_randomized(data):
     assert q == pytest.approx(float(cs.quantiles_[0]), abs=1e-12)
     ours = S.prediction_sets("aps", probs[test], q, mapie_u(test.size))
     np.testing.assert_array_equal(ours, sets_m)
-    clf = SplitConformalClassifier("aps", ALPHA, input="probs").calibrate(
+    clf = SplitConformalClassifier("aps", ALPHA, input="probs").fit(
         probs[cal], labels[cal], u=mapie_u(cal.size))
-    np.testing.assert_array_equal(clf.predict_set(probs[test], u=mapie_u(test.size)), sets_m)
+    np.testing.assert_array_equal(clf.predict(probs[test], u=mapie_u(test.size)), sets_m)
 
 
 def test_mapie_default_aps_is_randomized_calibration_with_last_label_sets(data):

@@ -92,13 +92,17 @@ def test_label_scores_equal_candidate_scores_column_and_sets_match_scores():
 
 
 def test_score_parameter_errors():
-    with pytest.raises(MedsureInputError, match="unknown conformal method"):
+    with pytest.raises(MedsureInputError, match="conformal method: got 'naive'; expected one of lac, aps"):
         S.candidate_scores("naive", P)
     with pytest.raises(MedsureInputError, match="k_reg"):
         S.candidate_scores("raps", P, k_reg=-1, lam=0.1)
+    with pytest.raises(MedsureInputError, match=r"raps lam: got None; expected a value"):
+        S.candidate_scores("raps", P, k_reg=1)
+    with pytest.raises(MedsureInputError, match=r"lac score parameters: got \['weight'\]; expected no parameters"):
+        S.candidate_scores("lac", P, weight=0.2)
     with pytest.raises(MedsureInputError, match="weight"):
         S.candidate_scores("saps", P, weight=0.0)
-    with pytest.raises(MedsureInputError, match="u must lie"):
+    with pytest.raises(MedsureInputError, match=r"u: got values in \[1.5, 1.5\]; expected values in \[0, 1\]"):
         S.candidate_scores("aps", P, np.array([1.5]))
 
 
@@ -173,3 +177,72 @@ def test_set_builders_reject_unknown_methods():
     for build in (lambda: S.prediction_sets("APS", p, 0.5), lambda: S.prediction_sets_per_sample("typo", p, np.ones(2))):
         with pytest.raises(MedsureInputError):
             build()
+
+
+def test_lac_cutoff_selects_exactly_the_labels_whose_score_passes():
+    rng = np.random.default_rng(5)
+    thresholds = np.concatenate([rng.random(300), [0.0, 1.0, 0.5, 1e-17, 1 - 1e-17, 0.999999999]])
+    for q in thresholds:
+        c = S.lac_cutoff(q, {})
+        assert 1.0 - c <= q  # the cutoff itself passes ...
+        assert 1.0 - np.nextafter(c, -np.inf) > q  # ... and the float below it does not
+    # the set builder uses it: identical to scoring every label and comparing
+    p = rng.dirichlet(np.full(6, 0.3), size=4000)
+    for q in (0.5, 0.9, 0.97, float(1.0 - p[3, 2])):  # the last threshold equals a score exactly
+        np.testing.assert_array_equal(S.prediction_sets("lac", p, q), (1.0 - p) <= q)
+
+
+def test_sorting_network_and_rank_lookup_equal_numpy():
+    rng = np.random.default_rng(6)
+    for k in (2, 3, 8, 11, 16, 17, 40):
+        p = rng.dirichlet(np.ones(k), size=700)
+        p[:80, 1] = p[:80, 0]  # exact ties
+        sp = S._sorted_desc(p)
+        np.testing.assert_array_equal(sp, -np.sort(-p, axis=1))
+        y = rng.integers(0, k, 700)
+        expected = (p > p[np.arange(700), y][:, None]).sum(1) + 1 + \
+            ((p == p[np.arange(700), y][:, None]) & (np.arange(k) < y[:, None])).sum(1)
+        np.testing.assert_array_equal(S._rank_of(p, y, sp), expected)
+        np.testing.assert_array_equal(S._rank_of(p, y), expected)
+
+
+def test_tune_raps_equals_the_brute_force_search_with_the_public_functions():
+    rng = np.random.default_rng(7)
+    p = rng.dirichlet(np.full(7, 0.4), size=3000)
+    y = (rng.random(3000)[:, None] > np.cumsum(p, axis=1)).sum(axis=1).clip(0, 6)
+    tuned = S.tune_raps(p, y, 0.1)
+    k_reg = int(np.quantile(S.true_label_rank(p, y), 0.9, method="higher"))
+    sizes = []
+    for lam in S.RAPS_LAMBDA_GRID:
+        q = conformal_quantile(S.label_scores("raps", p, y, k_reg=k_reg, lam=lam), 0.1)
+        sizes.append(S.prediction_sets("raps", p, q, k_reg=k_reg, lam=lam).sum())
+    assert tuned == {"k_reg": k_reg, "lam": S.RAPS_LAMBDA_GRID[int(np.argmin(sizes))]}
+
+
+def test_a_score_registered_as_a_conformity_is_oriented_by_its_declared_direction(monkeypatch):
+    # p - 1 is exactly -(1 - p) in floating point: declared as a conformity (higher = more
+    # conforming), it must give LAC's scores and sets bit for bit
+    spec = S.ScoreSpec("lac_conformity", "probabilities", False, False, (), "p - 1", "elementwise",
+                       lambda values, params: values - 1.0)
+    monkeypatch.setitem(S.SCORES, "lac_conformity", spec)
+    rng = np.random.default_rng(8)
+    p = rng.dirichlet(np.ones(5), size=500)
+    y = rng.integers(0, 5, 500)
+    np.testing.assert_array_equal(S.label_scores("lac_conformity", p, y), S.label_scores("lac", p, y))
+    np.testing.assert_array_equal(S.prediction_sets("lac_conformity", p, 0.8), S.prediction_sets("lac", p, 0.8))
+    np.testing.assert_array_equal(S.prediction_sets("lac_conformity", p, np.linspace(0.5, 0.9, 5)),
+                                  S.prediction_sets("lac", p, np.linspace(0.5, 0.9, 5)))
+
+
+def test_quantile_by_counting_equals_the_partition_quantile():
+    from medsure.conformal.quantile import conformal_quantile_of_counts
+
+    rng = np.random.default_rng(10)
+    levels = np.array([1.0, 2.0, 2.0, 3.5, 7.0])  # non-decreasing, with a repeated value
+    for n in (9, 10, 57, 400):
+        idx = rng.choice(5, size=n, p=[0.5, 0.2, 0.1, 0.15, 0.05])
+        for alpha in (0.1, 0.2, 0.5):
+            expected = conformal_quantile(levels[idx], alpha)
+            assert conformal_quantile_of_counts(levels, np.bincount(idx, minlength=5), alpha) == expected
+    with pytest.raises(MedsureInputError, match="needs n >= 1/alpha - 1 = 99"):
+        conformal_quantile_of_counts(levels, np.array([3, 2, 0, 0, 0]), 0.01)

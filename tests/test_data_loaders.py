@@ -70,7 +70,7 @@ def test_embedded_files_are_small_and_licensed():
 
 
 def test_unknown_name_and_option_raise():
-    with pytest.raises(MedsureInputError, match="unknown dataset"):
+    with pytest.raises(MedsureInputError, match=r"dataset: got .nosuchset.; expected a known dataset"):
         load_dataset("nosuchset")
     with pytest.raises(MedsureInputError, match="unknown option"):
         load_dataset("busi", colour=True)

@@ -56,7 +56,7 @@ def test_official_table_facts():
     pneu = mm.FLAGS["pneumoniamnist"]
     assert pneu.filename(28) == "pneumoniamnist.npz" and pneu.filename(224) == "pneumoniamnist_224.npz"
     assert pneu.url(64).startswith("https://zenodo.org/records/10519652/files/pneumoniamnist_64.npz")
-    with pytest.raises(MedsureInputError, match="size 32"):
+    with pytest.raises(MedsureInputError, match="size: got 32; expected one of 28, 64"):
         pneu.filename(32)
 
 

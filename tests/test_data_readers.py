@@ -7,9 +7,20 @@ import pytest
 from PIL import Image
 
 from medsure.data import (
-    average_hash, difference_hash, duplicate_groups, hamming_matrix, map_mask_values, read_csv_labelled,
-    read_dicom, read_folder_per_class, read_hdf5_patches, read_image, read_image_mask_pairs, read_nifti,
-    resize_images, resize_masks,
+    average_hash,
+    difference_hash,
+    duplicate_groups,
+    hamming_matrix,
+    map_mask_values,
+    read_csv_labelled,
+    read_dicom,
+    read_folder_per_class,
+    read_hdf5_patches,
+    read_image,
+    read_image_mask_pairs,
+    read_nifti,
+    resize_images,
+    resize_masks,
 )
 from medsure.errors import DataUnavailableError, MedsureInputError
 
@@ -69,7 +80,7 @@ def test_csv_labelled(tmp_path):
     with pytest.raises(MedsureInputError, match="melanoma"):
         read_csv_labelled(tmp_path / "bad.csv", tmp_path / "img", id_column="image_id",
                           label_column="melanoma", class_names=["no", "yes"])
-    with pytest.raises(MedsureInputError, match="no column 'label'"):
+    with pytest.raises(MedsureInputError, match="column: got 'label'; expected one of 'image_id'"):
         read_csv_labelled(tmp_path / "labels.csv", tmp_path / "img", id_column="image_id",
                           label_column="label", class_names=["no", "yes"])
 
@@ -216,3 +227,23 @@ def test_generic_folder_loader(tmp_path):
     assert ds.meta["dup_group"][0] == ds.meta["dup_group"][2] and ds.meta["label_conflict"][0]
     with pytest.raises(MedsureInputError, match="root="):
         load_dataset("folder")
+
+
+
+# it used to read "CSV file not found" / "image file not found" for a folder that exists
+@pytest.mark.parametrize("make,read,error,says", [
+    ("dir", lambda p: read_csv_labelled(p, p.parent, id_column="id", label_column="y", class_names=["a"]),
+     MedsureInputError, r"^CSV file: got .*thing, a folder; expected an existing file$"),
+    ("dir", read_image, MedsureInputError, r"^image file: got .*thing, a folder; expected an existing file$"),
+    ("file", read_folder_per_class, MedsureInputError, r"thing, a file; expected an existing folder$"),
+    (None, read_image, DataUnavailableError, r"thing, which does not exist; expected an existing file$"),
+])
+def test_a_path_of_the_wrong_kind_is_not_called_missing(tmp_path, make, read, error, says):
+    path = tmp_path / "thing"
+    if make == "dir":
+        path.mkdir()
+    elif make == "file":
+        path.write_text("x")
+    with pytest.raises(error, match=says) as err:
+        read(path)
+    assert ("does not exist" in str(err.value)) == (make is None)

@@ -211,13 +211,13 @@ def test_evaluate_failure_on_artifacts():
     cal = make_predictions(z[:, :150], labels=y[:150], sample_kind="mc_dropout")
     test = make_predictions(z[:, 150:], labels=y[150:], sample_kind="mc_dropout")
     out = evaluate_failure(cal, test, n_boot=100, seed=0)
-    assert {"msr", "doctor", "mc_dropout_mutual_information", "combined"} <= set(out["csfs"])
-    for metrics in out["csfs"].values():
+    assert {"msr", "doctor", "mc_dropout_mutual_information", "combined"} <= set(out.csfs)
+    for metrics in out.csfs.values():
         for key in ("aurc", "eaurc", "augrc", "auroc_f", "fpr95"):
             lo, hi = metrics[key]["ci"]
             assert lo <= hi
     errors = test.probabilities().argmax(1) != y[150:]
-    assert out["error_rate"] == pytest.approx(errors.mean())
+    assert out.error_rate == pytest.approx(errors.mean())
 
 
 # ---- review threshold --------------------------------------------------------------------------

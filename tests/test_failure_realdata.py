@@ -61,10 +61,10 @@ def test_failure_metrics_on_isic_and_ph2():
         result = evaluate_failure(cal, pred, n_boot=200, seed=0)
         errors = prediction_errors(pred)
         msr = compute_csfs(pred)["msr"]
-        assert result["csfs"]["msr"]["auroc_f"]["value"] == pytest.approx(roc_auc_score(1 - errors, msr))
+        assert result.csfs["msr"]["auroc_f"]["value"] == pytest.approx(roc_auc_score(1 - errors, msr))
         assert excess_aurc(msr, errors) >= 0
-        assert result["csfs"]["msr"]["augrc"]["value"] >= errors.mean() ** 2 / 2 - 1e-12
-        assert result["combined"].get("fitted_on") == "cal"
+        assert result.csfs["msr"]["augrc"]["value"] >= errors.mean() ** 2 / 2 - 1e-12
+        assert result.combined.get("fitted_on") == "cal"
 
 
 def test_temperature_scaling_on_real_predictions_lowers_cal_nll():

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from medsure.errors import MedsureInputError
-from medsure.explain.gradcam import GradCAM, grad_cam, last_conv_layer
+from medsure.explain import CAM_METHODS, BaseCAM, GradCAM, GradCAMPlusPlus, cam_method, grad_cam, last_conv_layer
 from medsure.models import build_model, gradcam_target_layer
 
 
@@ -120,9 +120,8 @@ def test_hooks_released_even_on_error():
         assert len(layer._forward_hooks) == 1
         cam(_images(2), np.array([0, 1]))
     assert len(layer._forward_hooks) == 0
-    with pytest.raises(MedsureInputError, match="out of range"):
-        with GradCAM(model) as cam:
-            cam(_images(2), np.array([0, 7]))
+    with pytest.raises(MedsureInputError, match="out of range"), GradCAM(model) as cam:
+        cam(_images(2), np.array([0, 7]))
     assert len(layer._forward_hooks) == 0
     grad_cam(model, _images(2))
     assert len(layer._forward_hooks) == 0
@@ -162,6 +161,34 @@ def test_input_errors():
     with pytest.raises(MedsureInputError, match="targets"):
         grad_cam(model, _images(2), np.array([0, 1, 2]))
     with pytest.raises(MedsureInputError, match="method"):
-        GradCAM(model, method="scorecam")
-    with pytest.raises(MedsureInputError, match="no nn.Conv2d"):
+        grad_cam(model, _images(2), method="scorecam")
+    with pytest.raises(MedsureInputError, match=r"--method: got 'scorecam'; expected one of 'gradcam', 'gradcam\+\+'"):
+        cam_method("scorecam", what="--method")
+    with pytest.raises(MedsureInputError, match=r"no nn\.Conv2d"):
         last_conv_layer(nn.Linear(2, 2))
+
+
+def test_registry_names_one_class_per_method_over_the_base():
+    assert {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus} == CAM_METHODS
+    for name, cls in CAM_METHODS.items():
+        assert issubclass(cls, BaseCAM) and cls.name == name and cam_method(name) is cls
+    model = _model()
+    x = _images(3)
+    targets = np.array([0, 1, 2])
+    # the registry's class is the method grad_cam runs
+    np.testing.assert_array_equal(grad_cam(model, x, targets, method="gradcam++"), GradCAMPlusPlus(model)(x, targets))
+    assert not np.allclose(GradCAMPlusPlus(model)(x, targets), GradCAM(model)(x, targets))
+
+
+def test_gradcam_plusplus_matches_the_pytorch_grad_cam_formula_by_hand():
+    # pytorch-grad-cam's GradCAMPlusPlus.get_cam_weights, written out on one random layer output
+    torch.manual_seed(0)
+    act, grad = torch.rand(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    g2, g3 = grad ** 2, grad ** 3
+    sum_act = act.sum(dim=(2, 3), keepdim=True)
+    denom = 2 * g2 + sum_act * g3
+    aij = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+    aij = torch.where(grad != 0, aij, torch.zeros_like(aij))
+    expected = (torch.clamp(grad, min=0) * aij).sum(dim=(2, 3), keepdim=True)
+    ours = GradCAMPlusPlus(_cam_model()).channel_weights(act, grad)
+    torch.testing.assert_close(ours, expected)

@@ -1,6 +1,7 @@
 """predict / predict_ensemble / TTA: shapes, sample kinds, seeding, inversion of TTA views."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def seg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_plain_classification_predictions(cls_run: Path, tmp_path: Path) -> None:
     data = synthetic(11, seed=5)
-    pred = predict(load_run(cls_run).model, data, batch_size=4)
+    pred = predict(load_run(cls_run), data, batch_size=4)
     assert pred.logits.shape == (11, 2) and pred.logits.dtype == np.float32
     assert pred.sample_kind is None
     np.testing.assert_array_equal(pred.labels, data.targets)
@@ -43,7 +44,7 @@ def test_plain_classification_predictions(cls_run: Path, tmp_path: Path) -> None
     assert pred.provenance["dataset"] == data.provenance
     assert pred.provenance["run"]["config"]["model"]["name"] == "small_cnn"
     # batch size does not change the outputs
-    np.testing.assert_allclose(predict(load_run(cls_run).model, data, batch_size=11).logits,
+    np.testing.assert_allclose(predict(load_run(cls_run), data, batch_size=11).logits,
                                pred.logits, rtol=1e-5, atol=1e-5)
     again = load_predictions(save_predictions(tmp_path / "p.npz", pred))
     np.testing.assert_array_equal(again.logits, pred.logits)
@@ -112,7 +113,7 @@ class _Shifted(nn.Module):
         return torch.cat([y, -y], dim=1)
 
 
-def _smooth_seg(n: int = 3, size: int = 32) -> "object":
+def _smooth_seg(n: int = 3, size: int = 32) -> object:
     yy, xx = np.mgrid[0:size, 0:size] / size
     base = np.stack([np.sin(3 * xx + k) * np.cos(2 * yy) for k in range(n)])
     images = ((base * 0.4 + 0.5) * 255).astype(np.uint8)[..., None]
@@ -146,13 +147,32 @@ def test_view_inverse_roundtrip() -> None:
 
 
 def test_predict_refuses_mismatched_data(cls_run: Path) -> None:
-    model = load_run(cls_run).model
+    run = load_run(cls_run)
     with pytest.raises(MedsureInputError, match="image_size=16"):
-        predict(model, synthetic(4, size=32))
+        predict(run, synthetic(4, size=32))
     with pytest.raises(MedsureInputError, match="segmentation"):
-        predict(model, synthetic(4, seg=True))
-    with pytest.raises(MedsureInputError, match="choose one"):
-        predict(model, synthetic(4), mc_samples=2, tta=True)
+        predict(run, synthetic(4, seg=True))
+    with pytest.raises(MedsureInputError, match="class names"):
+        predict(run, replace(synthetic(4), class_names=np.array(["c1", "c0"])))
+    with pytest.raises(MedsureInputError, match=r"(?i)choose one"):
+        predict(run, synthetic(4), mc_samples=2, tta=True)
+
+
+def test_the_run_record_travels_with_the_model_not_on_it(cls_run: Path) -> None:
+    # the record reaches predict as an argument; nothing is hidden on the module
+    run = load_run(cls_run)
+    assert not hasattr(run.model, "medsure_run")
+    with_record = predict(run, synthetic(4, seed=5))
+    bare = predict(run.model, synthetic(4, seed=5))
+    np.testing.assert_array_equal(with_record.logits, bare.logits)
+    assert with_record.provenance["run"]["run_dir"] == str(cls_run)
+    assert "data_provenance" not in with_record.provenance["run"]["config"]
+    assert bare.provenance["run"] == {"model_class": type(run.model).__name__}
+    # a bare module is not checked against a record it does not have
+    assert predict(run.model, synthetic(4, size=32)).logits.shape == (4, 2)
+    ens = predict_ensemble([run, run.model], synthetic(4, seed=5))
+    assert ens.provenance["runs"][0]["run_dir"] == str(cls_run)
+    assert ens.provenance["runs"][1] == {"model_class": type(run.model).__name__}
 
 
 @pytest.mark.parametrize("task,hflip,vflip,expected", [

@@ -11,13 +11,25 @@ from medsure.artifact import make_predictions
 from medsure.errors import MedsureInputError
 from medsure.segmentation.calibration import calibration_bins, calibration_errors, pixel_calibration
 from medsure.segmentation.conformal_mask import ConformalMask, crc_threshold, fnr, fnr_curve
-from medsure.segmentation.metrics import (DicePredictor, dice_per_label, hd95_per_label, image_dice,
-                                          segment_calibration, uncertainty_dice_association,
-                                          uncertainty_error_overlap)
+from medsure.segmentation.metrics import (
+    DicePredictor,
+    dice_per_label,
+    hd95_per_label,
+    image_dice,
+    segment_calibration,
+    uncertainty_dice_association,
+    uncertainty_error_overlap,
+)
 from medsure.segmentation.regions import boundary_band, label_boundaries
 from medsure.segmentation.shift import shift_auroc
-from medsure.segmentation.uncertainty import (entropy, expected_entropy, image_uncertainty,
-                                              mutual_information, predictive_entropy, uncertainty_maps)
+from medsure.segmentation.uncertainty import (
+    entropy,
+    expected_entropy,
+    image_uncertainty,
+    mutual_information,
+    predictive_entropy,
+    uncertainty_maps,
+)
 
 LOG2 = float(np.log(2.0))
 
@@ -95,13 +107,15 @@ def test_ece_mce_hand_computed():
     assert out["mce"] == pytest.approx(0.45)
 
 
-def test_ace_equal_mass_bins_hand_computed():
+def test_ece_equal_mass_bins_hand_computed():
     conf = np.array([0.6, 0.9, 0.7, 0.8])
     correct = np.array([0, 1, 1, 1], bool)
     bins = calibration_bins(conf, correct, n_bins=2, strategy="quantile")
     np.testing.assert_array_equal(bins["count"], [2, 2])
     np.testing.assert_allclose(bins["confidence"], [0.65, 0.85])
-    assert calibration_errors(conf, correct, n_bins=2)["ace"] == pytest.approx(0.15)
+    out = calibration_errors(conf, correct, n_bins=2)
+    assert out["ece_equal_mass"] == pytest.approx(0.15)
+    assert "ace" not in out  # "ace" names only Nixon's class-wise adaptive error (calibration.metrics)
 
 
 def test_pixel_calibration_matches_loop_reference_and_region():
@@ -310,7 +324,7 @@ def test_conformal_mask_per_label_on_predictions():
     masks = rng.integers(0, 3, (20, 6, 6))
     logits = (np.eye(3)[masks].transpose(0, 3, 1, 2) * 2 + rng.normal(size=(20, 3, 6, 6))).astype(np.float32)
     pred = make_predictions(logits, masks=masks, class_names=["bg", "a", "b"])
-    cm = ConformalMask(alpha=0.2).calibrate(pred)
+    cm = ConformalMask(alpha=0.2).fit(pred)
     probs = pred.probabilities()
     assert cm.lambda_.shape == (2,) and cm.n_cal_.tolist() == [20, 20]
     for j in (1, 2):
@@ -319,7 +333,7 @@ def test_conformal_mask_per_label_on_predictions():
     assert sets.shape == (20, 2, 6, 6)
     np.testing.assert_allclose(cm.fnr(pred)[:, 1], fnr(probs[:, 2], masks == 2, cm.lambda_[1]))
     with pytest.raises(MedsureInputError, match="alpha"):
-        ConformalMask(alpha=1.5).calibrate(pred)
+        ConformalMask(alpha=1.5).fit(pred)
 
 
 def test_pixel_ece_equals_classifier_ece_on_pixels_as_samples():
@@ -354,3 +368,57 @@ def test_image_uncertainty_foreground_weighted_keeps_a_half_seen_miss_visible():
                                                  foreground_prob=np.zeros_like(fg)), [0.9 * 4 / 16, 0.2])
     with pytest.raises(MedsureInputError, match="foreground probabilities"):
         image_uncertainty(umap, predicted, reduce="foreground_weighted")
+
+
+# ---- issue 10: every reduction, estimator vocabulary, one error voice ----------------------------
+
+def test_top_percent_and_max_reductions_hand_computed():
+    from medsure.segmentation.uncertainty import REDUCTIONS, TOP_FRACTION
+
+    umap = np.zeros((2, 20, 10))
+    umap[0, 0, :3] = [5.0, 3.0, 1.0]   # 200 pixels: the top 1 % are the 2 largest
+    umap[1] = 0.5
+    assert round(TOP_FRACTION * 200) == 2
+    np.testing.assert_allclose(image_uncertainty(umap, reduce="max"), [5.0, 0.5])
+    np.testing.assert_allclose(image_uncertainty(umap, reduce="top_percent"), [4.0, 0.5])
+    assert set(REDUCTIONS) == {"mean", "foreground_mean", "foreground_weighted", "top_percent", "max"}
+
+
+def test_unknown_reduction_is_one_clear_error():
+    with pytest.raises(MedsureInputError, match=r"^reduce: got 'median'; expected one of 'mean', "):
+        image_uncertainty(np.zeros((1, 2, 2)), reduce="median")
+
+
+def test_conformal_mask_uses_fit_and_checks_declared_parameters_in_fit():
+    from medsure.validation import Interval, Options
+
+    assert not hasattr(ConformalMask, "calibrate")  # conformal estimators fit thresholds
+    assert isinstance(ConformalMask._parameter_constraints["alpha"][0], Interval)
+    assert isinstance(ConformalMask._parameter_constraints["empty_gt"][0], Options)
+    rng = np.random.default_rng(3)
+    masks = rng.integers(0, 2, (10, 4, 4))
+    pred = make_predictions(rng.normal(size=(10, 2, 4, 4)).astype(np.float32), masks=masks)
+    bad = ConformalMask(alpha=0.2, empty_gt="drop")  # the constructor only stores
+    with pytest.raises(MedsureInputError, match=r"ConformalMask\(empty_gt=\.\.\.\): got 'drop'; expected"):
+        bad.fit(pred)
+    with pytest.raises(MedsureInputError, match="Call fit"):
+        ConformalMask(alpha=0.2).predict(pred)
+
+
+def test_dice_predictor_declares_constraints_and_speaks_the_error_format():
+    from medsure.segmentation.metrics import DicePredictor
+
+    assert DicePredictor._parameter_constraints == {}
+    with pytest.raises(MedsureInputError,
+                       match=r"^DicePredictor.fit: got 1 image\(s\) with a defined Dice; expected at least 2"):
+        DicePredictor().fit(np.array([0.1, 0.2]), np.array([0.5, np.nan]))
+    with pytest.raises(MedsureInputError, match="Call fit first"):
+        DicePredictor().predict(np.array([0.1]))
+
+
+def test_require_segmentation_speaks_the_error_format():
+    from medsure.segmentation.evaluate import require_segmentation
+
+    cls = make_predictions(np.zeros((3, 2), np.float32), labels=np.array([0, 1, 0]))
+    with pytest.raises(MedsureInputError, match=r"^--pred: got a classification artifact; expected segmentation"):
+        require_segmentation(cls, "--pred")

@@ -121,7 +121,11 @@ def test_report_sections_render(tmp_path):
     from dataclasses import replace
     test = replace(test, thumbnails=thumbs)
     shift = _artifact(n=10, k=3, seed=8, noise=2.0, samples=2)
-    sections = build_sections(cal, test, shift=shift, alpha=0.1)
+    from medsure.segmentation.conformal_mask import evaluate_conformal_mask
+    from medsure.segmentation.evaluate import evaluate_segmentation
+
+    sections = build_sections(evaluate_segmentation(test, cal=cal, shift=shift),
+                              evaluate_conformal_mask(cal, test, alpha=0.1))
     assert [s.key for s in sections] == ["seg-summary", "seg-overlays", "seg-calibration", "seg-conformal"]
     assert all("data:image/png;base64," in s.body_html for s in sections[1:])
     assert "shift AUROC" in sections[0].body_html
@@ -146,9 +150,10 @@ def test_conformal_mask_exclude_counts_only_images_showing_the_label(tmp_path, c
 
     cal = save_predictions(tmp_path / "c.npz", replace(cal, masks=masks))
     test = save_predictions(tmp_path / "t.npz", _artifact(seed=2))
-    args = ["conformal-mask", "--cal", str(cal), "--test", str(test), "--alpha", "0.1", "--out", str(tmp_path / "m.json")]
+    args = ["conformal-mask", "--cal", str(cal), "--test", str(test), "--alpha", "0.1",
+            "--out", str(tmp_path / "m.json")]
     assert main(args + ["--empty-gt", "exclude"]) == 2
-    assert "4 calibration images contain it" in capsys.readouterr().err
+    assert "got 4 calibration images showing it" in capsys.readouterr().err
     assert main(args) == 0  # counting empty images as FNR 0, all 12 are usable
 
 
@@ -160,3 +165,118 @@ def test_crc_threshold_at_alpha_one_over_n_plus_one_is_not_the_whole_image():
     gt = probs > 0.5
     # alpha = 1/(n+1): the target risk is exactly 0, so lambda is the lowest probability on a GT pixel
     assert crc_threshold(probs, gt, 1 / 49) == pytest.approx(probs[gt].min())
+
+
+# ---- issue 10: every reduction, outputs checked first, reports that only render --------------------
+
+def test_segment_eval_reports_the_shift_auroc_of_every_reduction(tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+
+    from medsure.segmentation.evaluate import image_scores
+    from medsure.segmentation.uncertainty import REDUCTIONS
+
+    test, shift = _artifact(k=3, samples=3), _artifact(k=3, seed=1, noise=2.0, samples=3)
+    pred_path = save_predictions(tmp_path / "p.npz", test)
+    shift_path = save_predictions(tmp_path / "s.npz", shift)
+    out = tmp_path / "r.json"
+    assert main(["segment-eval", "--pred", str(pred_path), "--shift", str(shift_path), "--reduce", "max",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["shift_auroc_by_reduction"]) == list(REDUCTIONS)
+    for reduce, auc in result["shift_auroc_by_reduction"].items():  # each against scikit-learn
+        a, b = image_scores(test, reduce=reduce), image_scores(shift, reduce=reduce)
+        assert auc == pytest.approx(roc_auc_score(np.r_[np.zeros(a.size), np.ones(b.size)], np.r_[a, b]))
+    assert result["shift_auroc"] == result["shift_auroc_by_reduction"]["max"] and result["image_reduce"] == "max"
+    assert set(result["dice_spearman_by_reduction"]) == set(REDUCTIONS)
+    console = capsys.readouterr().out
+    assert all(f"  {r} " in console for r in REDUCTIONS) and "(used)" in console
+
+
+def test_segment_eval_checks_the_report_path_before_computing(tmp_path, capsys):
+    pred = save_predictions(tmp_path / "p.npz", _artifact())
+    out = tmp_path / "r.json"
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    assert main(["segment-eval", "--pred", str(pred), "--out", str(out), "--report", str(folder)]) == 2
+    assert "--report" in capsys.readouterr().err
+    assert not out.exists()  # nothing half-written
+
+
+def test_segment_eval_and_conformal_mask_write_html_reports(tmp_path):
+    cal = save_predictions(tmp_path / "c.npz", _artifact(n=30, k=3, seed=6, samples=2))
+    test = save_predictions(tmp_path / "t.npz", _artifact(n=12, k=3, seed=7, samples=2))
+    shift = save_predictions(tmp_path / "s.npz", _artifact(n=10, k=3, seed=8, noise=2.0, samples=2))
+    html_path = tmp_path / "out" / "seg.html"  # a missing parent folder is created
+    assert main(["segment-eval", "--pred", str(test), "--cal", str(cal), "--shift", str(shift),
+                 "--out", str(tmp_path / "r.json"), "--report", str(html_path)]) == 0
+    text = html_path.read_text()
+    assert "top_percent" in text and "Dice predictor fitted on 30 cal images" in text
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["dice_predictor"]["n_fit"] > 0 and result["cal_file"] == str(cal)
+    assert main(["conformal-mask", "--cal", str(cal), "--test", str(test), "--out", str(tmp_path / "m.json"),
+                 "--report", str(tmp_path / "m.html")]) == 0
+    assert "conformal masks" in (tmp_path / "m.html").read_text()
+
+
+def test_report_renders_results_without_computing(monkeypatch):
+    # every analysis is computed before build_sections; the report must not call any of it again
+    import medsure.segmentation.conformal_mask as cm_module
+    import medsure.segmentation.evaluate as ev_module
+    import medsure.segmentation.metrics as metrics_module
+    from medsure.segmentation.report import build_sections
+
+    cal, test = _artifact(n=30, k=3, seed=6, samples=2), _artifact(n=12, k=3, seed=7, samples=2)
+    seg = ev_module.evaluate_segmentation(test, cal=cal, shift=_artifact(n=10, k=3, seed=8, noise=2.0, samples=2))
+    conformal = cm_module.evaluate_conformal_mask(cal, test, alpha=0.1)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the report computed something")
+
+    for module, name in ((metrics_module.DicePredictor, "fit"), (cm_module.ConformalMask, "fit"),
+                         (ev_module, "evaluate_segmentation"), (cm_module, "evaluate_conformal_mask"),
+                         (cm_module, "fnr_curve"), (ev_module, "uncertainty_maps")):
+        monkeypatch.setattr(module, name, forbidden)
+    sections = build_sections(seg, conformal, order=5)
+    assert [s.key for s in sections] == ["seg-summary", "seg-overlays", "seg-calibration", "seg-conformal"]
+    assert sections[0].summary["shift_auroc_by_reduction"] == seg.shift_auroc_by_reduction
+    assert [s.key for s in build_sections(None, conformal)] == ["seg-conformal"]
+
+
+def test_report_modules_import_no_analysis_code():
+    # report/core.py sits above the analyses: importing it must not pull in evaluation or the
+    # segmentation metrics (the old loop report -> evaluation -> segmentation -> report)
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import medsure
+
+    code = ("import sys, medsure.report.core; "
+            "bad = [m for m in ('medsure.evaluation', 'medsure.segmentation') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # segmentation/report.py and plots.py import no analysis module at run time (types only)
+    root = Path(medsure.__file__).parent / "segmentation"
+    for name in ("report.py", "plots.py"):
+        tree = ast.parse((root / name).read_text())
+        runtime = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+                   and node.module.startswith("medsure.segmentation.") and node.module != "medsure.segmentation.plots"]
+        guarded = [node for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)]
+        assert all(node in guarded for node in runtime), (name, [ast.unparse(n) for n in runtime])
+
+
+def test_conformal_mask_results_match_the_estimator():
+    from medsure.segmentation.conformal_mask import ConformalMask, evaluate_conformal_mask
+
+    cal, test = _artifact(n=40, k=3, seed=11), _artifact(n=20, k=3, seed=12)
+    result = evaluate_conformal_mask(cal, test, alpha=0.2)
+    mask = ConformalMask(alpha=0.2).fit(cal)
+    np.testing.assert_array_equal(result.lambda_, mask.lambda_)
+    np.testing.assert_allclose(result.fnr, mask.fnr(test).mean(axis=0))
+    np.testing.assert_allclose(result.fnr_above_alpha, (mask.fnr(test) > 0.2).mean(axis=0))
+    np.testing.assert_array_equal(result.test_masks, mask.predict(test))
+    d = result.to_dict()
+    assert set(d["lambda"]) == {"s1", "s2"} and d["n_test"] == 20

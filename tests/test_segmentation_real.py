@@ -61,7 +61,7 @@ def test_conformal_mask_controls_fnr_over_seeded_splits(name):
 
 @pytest.mark.realdata
 def test_segment_eval_cli_on_real_kvasir_with_cvc_shift(tmp_path):
-    cal, test = realpreds.segmentation_predictions("kvasir")
+    _cal, test = realpreds.segmentation_predictions("kvasir")
     shift = realpreds.segmentation_shift_predictions("kvasir_cvc")
     pred_path = save_predictions(tmp_path / "test.npz", test)
     shift_path = save_predictions(tmp_path / "cvc.npz", shift)
@@ -71,16 +71,19 @@ def test_segment_eval_cli_on_real_kvasir_with_cvc_shift(tmp_path):
     a, b = image_scores(test), image_scores(shift)
     expected = roc_auc_score(np.r_[np.zeros(a.size), np.ones(b.size)], np.r_[a, b])
     assert result["shift_auroc"] == pytest.approx(expected)
+    for reduce, auc in result["shift_auroc_by_reduction"].items():  # every reduction, against scikit-learn
+        a, b = image_scores(test, reduce=reduce), image_scores(shift, reduce=reduce)
+        assert auc == pytest.approx(roc_auc_score(np.r_[np.zeros(a.size), np.ones(b.size)], np.r_[a, b]))
     assert all(0 <= v <= 1 for v in result["dice"].values())
     assert result["n_images"] == test.n_samples and result["n_shift_images"] == shift.n_samples
     # the saved file must give the same numbers as the in-memory artifact
     direct = evaluate_segmentation(test, shift=shift)
-    assert result["ece_boundary"] == pytest.approx(direct["ece_boundary"])
+    assert result["ece_boundary"] == pytest.approx(direct.ece_boundary)
 
 
 @pytest.mark.realdata
 def test_real_mc_dropout_uncertainty_is_informative():
-    cal, test = realpreds.segmentation_predictions("jsrt", mc_dropout=4)
+    _cal, test = realpreds.segmentation_predictions("jsrt", mc_dropout=4)
     assert isinstance(test, Predictions) and test.has_samples
     maps = uncertainty_maps(test)
     np.testing.assert_allclose(maps["entropy"], maps["expected_entropy"] + maps["mutual_information"], atol=1e-4)
@@ -91,7 +94,7 @@ def test_real_mc_dropout_uncertainty_is_informative():
 
     error = maps["predicted"] != test.masks
     shuffled = np.random.default_rng(0).permutation(maps["entropy"].ravel()).reshape(error.shape)
-    assert result["ueo"] > uncertainty_error_overlap(shuffled, error)["best"]
+    assert result.ueo > uncertainty_error_overlap(shuffled, error)["best"]
 
 
 @pytest.mark.realdata

@@ -152,7 +152,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path: Path) -> None:
     weights = _state(tmp_path / "r" / "best.pt")
     torch.save({"format": 1, "model": weights, "extra": _Payload()}, tmp_path / "r" / "best.pt",
                pickle_protocol=2)
-    with pytest.raises(MedsureInputError, match="refusing"):
+    with pytest.raises(MedsureInputError, match="Refusing to load it because unpickling can run arbitrary code"):
         load_run(tmp_path / "r")
     with open(tmp_path / "plain_pickle.pt", "wb") as handle:
         pickle.dump({"x": _Payload()}, handle, protocol=2)
@@ -234,7 +234,7 @@ def test_max_samples_keeps_every_class_in_every_split():
 def test_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
     path = tmp_path / "best.pt"
     path.write_bytes(content)
-    with pytest.raises(MedsureInputError, match="best.pt"):
+    with pytest.raises(MedsureInputError, match=r"best\.pt"):
         load_checkpoint(path)
 
 
@@ -258,3 +258,57 @@ def test_balanced_class_weights_make_a_rare_class_predicted(tmp_path):
     assert predicted_rare["balanced"] > predicted_rare[None]
     with pytest.raises(MedsureInputError, match="class_weights"):
         TrainConfig(class_weights="inverse").validate()
+
+
+def test_deterministic_flag_reaches_the_run_record_and_trains_on_cpu(tmp_path: Path) -> None:
+    # strict determinism (for GPU users) changes no arithmetic on CPU: same weights as the default
+    data = splits()
+    cfg = TrainConfig(epochs=1, batch_size=8, dropout=0.2, seed=2)
+    strict = TrainConfig(epochs=1, batch_size=8, dropout=0.2, seed=2, deterministic=True)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    train(cfg, data, tmp_path / "default")
+    result = train(strict, data, tmp_path / "strict")
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark) == before  # the caller's settings are restored
+    _assert_same_weights(_state(tmp_path / "default" / "best.pt"), _state(tmp_path / "strict" / "best.pt"))
+    record = json.loads((tmp_path / "strict" / "config.json").read_text())
+    assert record["train"]["deterministic"] is True and record["environment"]["deterministic"] == "strict"
+    assert result.run.config["environment"]["deterministic"] == "strict"
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["environment"]["deterministic"] \
+        == "warn_only"
+    # a run may resume with or without strict mode: it changes where it runs, not what it computes
+    resumed = train(cfg, data, tmp_path / "strict", resume=True)
+    assert len(resumed.history) == 1
+
+
+def test_strict_deterministic_mode_raises_where_the_default_warns() -> None:
+    from medsure.training.environment import deterministic_mode
+
+    calls = []
+
+    def record_call(enabled: bool, *, warn_only: bool = False) -> None:
+        calls.append((enabled, warn_only))
+
+    import unittest.mock as mock
+
+    cpu = torch.device("cpu")
+    with mock.patch.object(torch, "use_deterministic_algorithms", side_effect=record_call):
+        with deterministic_mode(cpu):
+            pass
+        with deterministic_mode(cpu, strict=True):
+            assert torch.backends.cudnn.deterministic
+    assert calls[0] == (True, True) and calls[2] == (True, False)  # warn-only vs raising
+    assert not torch.backends.cudnn.deterministic
+
+
+def test_deterministic_cli_flag_reaches_config(tmp_path: Path) -> None:
+    from medsure.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "pneumoniamnist", "--model", "small_cnn", "--epochs", "1", "--threads", "1",
+                 "--max-samples", "24", "--batch-size", "16", "--deterministic", "--out", str(out)]) == 0
+    record = json.loads((out / "config.json").read_text())
+    assert record["train"]["deterministic"] is True
+    # an --out that cannot be a folder fails before any data is loaded or trained
+    assert main(["train", "--dataset", "pneumoniamnist", "--out", str(out / "config.json"), "--epochs", "1"]) == 2

@@ -65,4 +65,4 @@ def test_filesystem_and_run_folder_errors_are_one_line(tmp_path, capsys):
     broken.mkdir()
     (broken / "config.json").write_text("{")
     assert main(["predict", "--run", str(broken), "--out", str(tmp_path / "x.npz")]) == 2
-    assert "config.json is not a valid" in capsys.readouterr().err
+    assert "config.json: got JSONDecodeError" in capsys.readouterr().err

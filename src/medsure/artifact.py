@@ -34,8 +34,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medsure.core import softmax  # re-exported: ``medsure.artifact.softmax`` keeps working
 from medsure.errors import MedsureInputError
 from medsure.utils.io import atomic_write, to_jsonable
+from medsure.validation import describe, input_error
 
 FORMAT_VERSION = 1
 Task = Literal["classification", "segmentation"]
@@ -142,77 +144,81 @@ class Predictions:
         return replace(self, logits=self.mean_logits(), sample_kind=None)
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax along ``axis`` (does not modify ``x``)."""
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=axis, keepdims=True)
-    return shifted
-
-
 # ---- validation ---------------------------------------------------------------------------
 
-def _fail(key: str, message: str) -> None:
-    raise MedsureInputError(f"prediction key '{key}': {message}")
+def _fail(key: str, given: Any, expected: str, hint: str | None = None, *, raw: bool = True) -> None:
+    """Raise the one-format error for prediction key ``key``."""
+    raise input_error(f"prediction key '{key}'", given, expected, hint, raw=raw)
+
+
+def _shape_text(shape: tuple) -> str:
+    return f"shape {tuple(int(s) for s in shape)}"
 
 
 def validate(pred: Predictions) -> None:
     """Check shapes, dtypes, finiteness and label range; raise naming the offending key."""
     if pred.task not in ("classification", "segmentation"):
-        _fail("task", f"got {pred.task!r}, expected 'classification' or 'segmentation'")
+        _fail("task", pred.task, "'classification' or 'segmentation'", raw=False)
     logits = pred.logits
     if not isinstance(logits, np.ndarray) or not np.issubdtype(logits.dtype, np.floating):
-        _fail("logits", f"expected a float array, got {type(logits).__name__} "
-                        f"of dtype {getattr(logits, 'dtype', None)}")
+        _fail("logits", f"{type(logits).__name__} of dtype {getattr(logits, 'dtype', None)}",
+              "a floating-point array")
     base = 2 if pred.task == "classification" else 4
     if logits.ndim not in (base, base + 1):
         want = "(N, K) or (T, N, K)" if base == 2 else "(N, K, H, W) or (T, N, K, H, W)"
-        _fail("logits", f"shape {logits.shape} has {logits.ndim} dims, expected {want}")
+        _fail("logits", f"{_shape_text(logits.shape)} ({logits.ndim} axes)", f"shape {want} for {pred.task}")
     core = logits.shape[1:] if logits.ndim == base + 1 else logits.shape
     n, k = core[0], core[1]
     if logits.ndim == base + 1 and logits.shape[0] < 1:
-        _fail("logits", "the sample axis T is empty")
+        _fail("logits", f"{_shape_text(logits.shape)}, an empty sample axis T", "at least one sample (T >= 1)")
     if k < 2:
-        _fail("logits", f"has K={k} classes, expected at least 2")
-    if not np.all(np.isfinite(logits)):
-        bad = int(np.size(logits) - np.count_nonzero(np.isfinite(logits)))
-        _fail("logits", f"contains {bad} NaN or infinite values; all logits must be finite")
+        _fail("logits", f"K={k} class{'es' if k != 1 else ''}", "at least 2 classes")
+    finite = np.isfinite(logits)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        _fail("logits", f"{bad} NaN or infinite value{'s' if bad != 1 else ''} (first at index {first})",
+              "finite logits", "fix or drop those samples before writing the file")
     if pred.ids.shape != (n,):
-        _fail("ids", f"shape {pred.ids.shape}, expected ({n},) to match logits")
+        _fail("ids", _shape_text(pred.ids.shape), f"shape ({n},), one id per sample of the logits")
     if len(set(pred.ids.tolist())) != n:
-        _fail("ids", "contains duplicates; every sample needs a unique id")
+        values, counts = np.unique(pred.ids, return_counts=True)
+        dup = values[counts > 1]
+        _fail("ids", f"{len(dup)} duplicated id{'s' if len(dup) != 1 else ''} (e.g. {describe(dup[0])})",
+              "a unique id per sample")
     if pred.class_names.shape != (k,):
-        _fail("class_names", f"shape {pred.class_names.shape}, expected ({k},) to match logits K={k}")
+        _fail("class_names", _shape_text(pred.class_names.shape), f"shape ({k},), one name per logit class (K={k})")
     if pred.task == "classification":
         if pred.masks is not None:
-            _fail("masks", "given for a classification artifact")
+            _fail("masks", "masks in a classification artifact", "no 'masks' key (classification uses 'labels')")
         if pred.labels is not None:
             _check_int_range("labels", pred.labels, (n,), k)
     else:
         if pred.labels is not None:
-            _fail("labels", "given for a segmentation artifact (use 'masks')")
+            _fail("labels", "labels in a segmentation artifact", "no 'labels' key", "store the ground truth as 'masks'")
         if pred.masks is not None:
             _check_int_range("masks", pred.masks, (n, *core[2:]), k)
     if pred.thumbnails is not None:
         t = pred.thumbnails
         if t.dtype != np.uint8 or t.ndim not in (3, 4) or t.shape[0] != n:
-            _fail("thumbnails", f"shape {t.shape} dtype {t.dtype}, expected uint8 (N={n}, h, w[, C])")
+            _fail("thumbnails", f"{_shape_text(t.shape)} of dtype {t.dtype}", f"uint8 of shape ({n}, h, w[, C])")
     for name, values in pred.meta.items():
         if np.shape(values) != (n,):
-            _fail(_META_PREFIX + name, f"shape {np.shape(values)}, expected ({n},)")
+            _fail(_META_PREFIX + name, _shape_text(np.shape(values)), f"shape ({n},), one value per sample")
     if pred.sample_kind is not None and pred.sample_kind not in SAMPLE_KINDS:
-        _fail("sample_kind", f"got {pred.sample_kind!r}, expected one of {SAMPLE_KINDS}")
+        _fail("sample_kind", pred.sample_kind, "one of " + ", ".join(map(repr, SAMPLE_KINDS)), raw=False)
 
 
 def _check_int_range(key: str, values: np.ndarray, shape: tuple, k: int) -> None:
     if not isinstance(values, np.ndarray) or not np.issubdtype(values.dtype, np.integer):
-        _fail(key, f"dtype {getattr(values, 'dtype', type(values).__name__)}, expected integers")
+        _fail(key, f"dtype {getattr(values, 'dtype', type(values).__name__)}", "integer class indices")
     if values.shape != tuple(shape):
-        _fail(key, f"shape {values.shape}, expected {tuple(shape)} to match logits")
+        _fail(key, _shape_text(values.shape), f"shape {tuple(int(s) for s in shape)} to match the logits")
     if values.size:
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= k:
-            _fail(key, f"values span [{lo}, {hi}], expected labels in [0, {k}) for K={k} classes")
+            _fail(key, f"values in [{lo}, {hi}]", f"class indices in [0, {k - 1}] for K={k} classes",
+                  "check that the labels and the logits' class order come from the same model")
 
 
 # ---- construction from raw arrays ----------------------------------------------------------
@@ -225,7 +231,9 @@ def make_predictions(logits: Any, *, labels: Any = None, masks: Any = None, ids:
     """
     logits = np.asarray(logits)
     if not np.issubdtype(logits.dtype, np.floating):
-        _fail("logits", f"dtype {logits.dtype}, expected float")
+        _fail("logits", f"dtype {logits.dtype}", "floating-point logits")
+    if task is not None and task not in ("classification", "segmentation"):
+        _fail("task", task, "'classification' or 'segmentation'", raw=False)
     if task is None:
         if masks is not None or logits.ndim >= 4:
             task = "segmentation"
@@ -234,7 +242,7 @@ def make_predictions(logits: Any, *, labels: Any = None, masks: Any = None, ids:
     base = 2 if task == "classification" else 4
     if logits.ndim not in (base, base + 1):
         want = "(N, K) or (T, N, K)" if base == 2 else "(N, K, H, W) or (T, N, K, H, W)"
-        _fail("logits", f"shape {logits.shape}, expected {want} for {task}")
+        _fail("logits", _shape_text(logits.shape), f"shape {want} for {task}")
     core = logits.shape[1:] if logits.ndim == base + 1 else logits.shape
     n, k = core[0], core[1]
     ids = np.array([str(i) for i in range(n)]) if ids is None else np.asarray(ids).astype(str)
@@ -253,11 +261,15 @@ def _as_int64(key: str, values: Any) -> np.ndarray:
     if arr.ndim >= 1 and arr.shape[-1] == 1 and key == "labels" and arr.ndim == 2:
         arr = arr[:, 0]  # MedMNIST stores labels as (N, 1)
     if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            _fail(key, "contains non-integer or non-finite values, expected integer class indices")
+        finite = np.isfinite(arr)
+        if not finite.all():
+            _fail(key, f"{int(arr.size - np.count_nonzero(finite))} NaN or infinite value(s)", "integer class indices")
+        if not np.all(arr == np.round(arr)):
+            _fail(key, f"non-integer values (e.g. {describe(arr[arr != np.round(arr)].flat[0])})",
+                  "integer class indices")
         return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != bool:
-        _fail(key, f"dtype {arr.dtype}, expected integers")
+        _fail(key, f"dtype {arr.dtype}", "integer class indices")
     return arr.astype(np.int64)
 
 
@@ -283,55 +295,100 @@ def save_predictions(path: str | os.PathLike, pred: Predictions, *, compress: bo
     if pred.sample_kind is not None:
         arrays["sample_kind"] = np.array(pred.sample_kind)
     for name, values in pred.meta.items():
-        values = np.asarray(values)
-        arrays[_META_PREFIX + name] = values.astype(str) if values.dtype == object else values
+        column = np.asarray(values)
+        arrays[_META_PREFIX + name] = column.astype(str) if column.dtype == object else column
     saver = np.savez_compressed if compress else np.savez
     with atomic_write(path, "wb") as handle:
         saver(handle, **arrays)
     return path
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip member, or an empty zip archive
+_NPY_MAGIC = b"\x93NUMPY"
+_EXPECTED_FILE = "a .npz archive (numpy.savez) with at least the key 'logits'"
+
+
+def _open_npz(path: Path) -> Any:
+    """Open ``path`` as an ``.npz``; every way it can fail names the file and what it really is."""
+    what = "prediction file"
+    if not path.exists():
+        raise input_error(what, f"'{path}', which does not exist", _EXPECTED_FILE,
+                          "check the path (relative paths start at the current folder)", raw=True)
+    if path.is_dir():
+        raise input_error(what, f"'{path}', a folder", _EXPECTED_FILE, "name the .npz file inside it", raw=True)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+    except OSError as exc:
+        raise input_error(what, f"'{path}', which cannot be opened ({exc.strerror or exc})", _EXPECTED_FILE,
+                          raw=True) from exc
+    if not head:
+        raise input_error(what, f"'{path}', an empty file (0 bytes)", _EXPECTED_FILE,
+                          "the file was probably cut off while being written; write it again", raw=True)
+    if head.startswith(_NPY_MAGIC):
+        raise input_error(what, f"'{path}', a single .npy array", _EXPECTED_FILE,
+                          "save with np.savez(path, logits=..., labels=...)", raw=True)
+    if not head.startswith(_ZIP_MAGIC):
+        raise input_error(what, f"'{path}', which is not a zip archive (starts with {head[:4]!r})", _EXPECTED_FILE,
+                          "save with np.savez(path, logits=..., labels=...)", raw=True)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise input_error(what, f"'{path}', a damaged or truncated zip archive ({exc})", _EXPECTED_FILE,
+                          "write the file again", raw=True) from exc
+
+
 def load_predictions(path: str | os.PathLike) -> Predictions:
     """Read and validate a prediction file. Errors name the file and the offending key."""
     path = Path(path)
-    if not path.is_file():
-        raise MedsureInputError(f"prediction file '{path}' does not exist")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise MedsureInputError(f"prediction file '{path}' is not a readable .npz archive: {exc}") from exc
+    data = _open_npz(path)
     arrays = {}
     with data:
         for key in data.files:  # one key at a time, so an unreadable one is named
             try:
                 arrays[key] = data[key]
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-                raise MedsureInputError(f"prediction file '{path}': key '{key}' cannot be read without "
-                                        f"unpickling (object arrays are refused): {exc}") from exc
+            except ValueError as exc:
+                if "allow_pickle" not in str(exc):
+                    raise input_error(f"prediction file '{path}', key '{key}'", f"an unreadable array ({exc})",
+                                      "a numpy array", "write the file again", raw=True) from exc
+                raise input_error(f"prediction file '{path}', key '{key}'", "an array of Python objects",
+                                  "numbers or strings (object arrays are refused: loading them would run "
+                                  "pickled code)", "convert it, e.g. np.asarray(x, dtype=str)", raw=True) from exc
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                # a CRC mismatch or a cut-off member: the bytes on disk are damaged
+                raise input_error(f"prediction file '{path}', key '{key}'", f"damaged data ({exc})",
+                                  "an intact array", "the file is corrupt or truncated; write it again",
+                                  raw=True) from exc
     try:
         return _from_arrays(arrays)
     except MedsureInputError as exc:
-        raise MedsureInputError(f"{path}: {exc}") from exc
+        # "prediction key 'labels': got ..." -> "prediction file 'cal.npz', key 'labels': got ..."
+        message = str(exc).removeprefix("prediction ")
+        raise MedsureInputError(f"prediction file '{path}', {message}") from exc
 
 
 def _from_arrays(arrays: dict[str, np.ndarray]) -> Predictions:
     if "logits" not in arrays:
-        raise MedsureInputError(f"missing key 'logits' (found keys: {sorted(arrays)})")
+        found = ", ".join(f"'{k}'" for k in sorted(arrays))
+        raise input_error("prediction keys", f"only {found}" if found else "no keys", "at least the key 'logits'",
+                          "save with np.savez(path, logits=..., labels=...)", raw=True)
     raw_version = arrays.get("format_version", np.array(FORMAT_VERSION))
     if raw_version.shape != () or not np.issubdtype(raw_version.dtype, np.integer):
-        _fail("format_version", f"is {raw_version!r}, expected an integer scalar")
+        _fail("format_version", f"{_shape_text(raw_version.shape)} of dtype {raw_version.dtype}",
+              "an integer scalar")
     version = int(raw_version)
     if version > FORMAT_VERSION:
-        _fail("format_version", f"is {version}, this medsure reads versions up to {FORMAT_VERSION}")
+        _fail("format_version", version, f"a version <= {FORMAT_VERSION}",
+              "the file was written by a newer medsure; upgrade medsure to read it")
     task = str(arrays["task"]) if "task" in arrays else None
     provenance: Any = {}
     if "provenance" in arrays:
         try:
             provenance = json.loads(str(arrays["provenance"]))
         except json.JSONDecodeError as exc:
-            _fail("provenance", f"is not valid JSON ({exc})")
+            _fail("provenance", f"invalid JSON ({exc})", "a JSON object string")
         if not isinstance(provenance, dict):
-            _fail("provenance", f"is a JSON {type(provenance).__name__}, expected an object")
+            _fail("provenance", f"a JSON {type(provenance).__name__}", "a JSON object")
     meta = {k[len(_META_PREFIX):]: v for k, v in arrays.items() if k.startswith(_META_PREFIX)}
     return make_predictions(
         arrays["logits"],
@@ -348,13 +405,14 @@ def _from_arrays(arrays: dict[str, np.ndarray]) -> Predictions:
 
 
 def check_compatible(a: Predictions, b: Predictions, names: tuple[str, str] = ("cal", "test")) -> None:
-    """Raise when two artifacts cannot be analysed together (task or K differ)."""
+    """Raise when two artifacts cannot be analysed together (task, K or class names differ)."""
+    hint = "both files must come from the same model"
     if a.task != b.task:
-        raise MedsureInputError(f"{names[0]} is {a.task} but {names[1]} is {b.task}")
+        raise input_error(f"{names[1]} task", b.task, f"{a.task!r} like {names[0]}", hint)
     if a.n_classes != b.n_classes:
-        raise MedsureInputError(
-            f"{names[0]} has K={a.n_classes} classes but {names[1]} has K={b.n_classes}; "
-            "both files must come from the same model")
+        raise input_error(f"{names[1]} classes", f"K={b.n_classes}", f"K={a.n_classes} like {names[0]}", hint,
+                          raw=True)
     if list(a.class_names) != list(b.class_names):
-        raise MedsureInputError(
-            f"class_names differ: {names[0]} {list(a.class_names)} vs {names[1]} {list(b.class_names)}")
+        # plain strings: describe() renders numpy str_ as 'name', never np.str_('name')
+        raise input_error(f"{names[1]} class_names", describe([str(c) for c in b.class_names]),
+                          f"{describe([str(c) for c in a.class_names])} like {names[0]}", hint, raw=True)

@@ -16,7 +16,8 @@ import numpy as np
 
 from medsure.artifact import Predictions, save_predictions
 from medsure.data.base import ImageDataset
-from medsure.predict import predict
+from medsure.evaluation import classification_summary, segmentation_summary
+from medsure.predict import predict, predict_cams
 from medsure.report import Report, Section
 from medsure.report.core import classification_section, segmentation_section
 from medsure.training import TrainConfig, train
@@ -61,6 +62,8 @@ class DemoOutputs:
     cls_test_mc: Predictions | None = None
     seg_cal: Predictions | None = None
     seg_test: Predictions | None = None
+    seg_results: Any = None      # SegmentationResults of seg_test (Dice predictor fitted on seg_cal)
+    seg_conformal: Any = None    # ConformalMaskResults (fitted on seg_cal, measured on seg_test)
     histories: dict[str, list] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -93,10 +96,10 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     outputs.timings["train_classifier_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    outputs.cls_cal = predict(result.model, outputs.cls_splits["cal"], seed=seed)
-    outputs.cls_test = predict(result.model, outputs.cls_splits["test"], seed=seed)
-    outputs.cls_cal_mc = predict(result.model, outputs.cls_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
-    outputs.cls_test_mc = predict(result.model, outputs.cls_splits["test"], mc_samples=settings.mc_samples,
+    outputs.cls_cal = predict(result.run, outputs.cls_splits["cal"], seed=seed)
+    outputs.cls_test = predict(result.run, outputs.cls_splits["test"], seed=seed)
+    outputs.cls_cal_mc = predict(result.run, outputs.cls_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
+    outputs.cls_test_mc = predict(result.run, outputs.cls_splits["test"], mc_samples=settings.mc_samples,
                                   seed=seed + 1)
     for name in ("cls_cal", "cls_test", "cls_cal_mc", "cls_test_mc"):
         save_predictions(out / "predictions" / f"busi_{name[4:]}.npz", getattr(outputs, name))
@@ -117,8 +120,8 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     t0 = time.perf_counter()
     # MC-dropout samples: the segmentation-uncertainty section then shows the sample spread, and
     # the single-pass performance section reads the sample mean
-    outputs.seg_cal = predict(seg_result.model, outputs.seg_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
-    outputs.seg_test = predict(seg_result.model, outputs.seg_splits["test"], mc_samples=settings.mc_samples,
+    outputs.seg_cal = predict(seg_result.run, outputs.seg_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
+    outputs.seg_test = predict(seg_result.run, outputs.seg_splits["test"], mc_samples=settings.mc_samples,
                                seed=seed + 1)
     save_predictions(out / "predictions" / "msd_lung_cal.npz", outputs.seg_cal)
     save_predictions(out / "predictions" / "msd_lung_test.npz", outputs.seg_test)
@@ -132,15 +135,23 @@ def _display_images(ds: ImageDataset) -> np.ndarray:
     return images
 
 
+def _conformal_study(outputs: DemoOutputs, settings: DemoSettings, cache: dict[str, Any]) -> Any:
+    """The conformal study (APS, marginal) computed once and shared by the conformal and the
+    Grad-CAM sections."""
+    if "study" not in cache:
+        from medsure.conformal.analysis import evaluate_conformal_study
+
+        cache["study"] = evaluate_conformal_study(outputs.cls_cal, outputs.cls_test, method="aps",
+                                                  alpha=settings.alpha, seed=settings.seed, n_repeats=50)
+    return cache["study"]
+
+
 def _explain_conformal_sets(outputs: DemoOutputs, settings: DemoSettings,
-                            explain_sections: Callable[..., list[Section]], n: int = 6) -> list[Section]:
+                            explain_sections: Callable[..., list[Section]], sets: np.ndarray,
+                            n: int = 6) -> list[Section]:
     """Grad-CAM for every label of the APS prediction set of the hardest test cases: the
     confident wrong ones first, then the largest sets, so a reader sees where the model looks
-    for each label it could not rule out."""
-    from medsure.conformal import SplitConformalClassifier
-
-    sets = (SplitConformalClassifier("aps", settings.alpha, seed=settings.seed)
-            .calibrate(outputs.cls_cal).predict_set(outputs.cls_test))
+    for each label it could not rule out. ``sets``: the conformal study's APS sets (N, K)."""
     probs = outputs.cls_test.probabilities()
     predicted = probs.argmax(1)
     wrong = predicted != outputs.cls_test.labels
@@ -149,27 +160,47 @@ def _explain_conformal_sets(outputs: DemoOutputs, settings: DemoSettings,
                    np.argsort(-sets.sum(1), kind="stable")]
     rows = list(dict.fromkeys(ranked.tolist()))[:n]
     label_sets = [np.flatnonzero(sets[r]).tolist() or [int(predicted[r])] for r in rows]
-    return explain_sections(outputs.cls_model, outputs.cls_splits["test"], outputs.cls_test,
-                            ids=[str(outputs.cls_test.ids[r]) for r in rows], label_sets=label_sets,
+    cams = predict_cams(outputs.cls_model, outputs.cls_splits["test"], [str(outputs.cls_test.ids[r]) for r in rows],
+                        targets=label_sets)
+    return explain_sections(cams, outputs.cls_test,
                             title=f"Grad-CAM for every label of the {1 - settings.alpha:.0%} APS set", order=55)
+
+
+def _segmentation_study(outputs: DemoOutputs, settings: DemoSettings) -> tuple[Any, Any]:
+    """The segmentation-uncertainty analysis and the conformal masks, computed once and shared by
+    the performance section (per-image Dice) and the uncertainty sections."""
+    if outputs.seg_results is None:
+        from medsure.segmentation.conformal_mask import evaluate_conformal_mask
+        from medsure.segmentation.evaluate import evaluate_segmentation
+
+        outputs.seg_results = evaluate_segmentation(outputs.seg_test, cal=outputs.seg_cal, seed=settings.seed)
+        outputs.seg_conformal = evaluate_conformal_mask(outputs.seg_cal, outputs.seg_test, alpha=settings.alpha)
+    return outputs.seg_results, outputs.seg_conformal
 
 
 def feature_sections(outputs: DemoOutputs, settings: DemoSettings) -> list[tuple[str, Callable[[], list[Section]]]]:
     """The analyses the demo runs, in report order: (name, builder) pairs."""
+    from medsure.calibration.evaluate import evaluate_calibration
     from medsure.calibration.report import build_sections as calibration_sections
     from medsure.conformal.report import build_sections as conformal_sections
     from medsure.explain.report import build_sections as explain_sections
+    from medsure.failure.evaluate import evaluate_failure
     from medsure.failure.report import build_sections as failure_sections
     from medsure.segmentation.report import build_sections as segmentation_sections
 
+    conformal_cache: dict[str, Any] = {}
     return [
-        ("conformal", lambda: conformal_sections(outputs.cls_cal, outputs.cls_test, alpha=settings.alpha,
-                                                 seed=settings.seed, order=20)),
-        ("calibration", lambda: calibration_sections(outputs.cls_cal, outputs.cls_test, order=40)),
-        ("failure", lambda: failure_sections(outputs.cls_cal_mc, outputs.cls_test_mc, seed=settings.seed, order=50)),
-        ("explain", lambda: _explain_conformal_sets(outputs, settings, explain_sections)),
-        ("segmentation_uncertainty", lambda: segmentation_sections(outputs.seg_cal, outputs.seg_test,
-                                                                   alpha=settings.alpha, order=80)),
+        ("conformal", lambda: conformal_sections(_conformal_study(outputs, settings, conformal_cache), order=20)),
+        ("calibration", lambda: calibration_sections(evaluate_calibration(outputs.cls_cal, outputs.cls_test,
+                                                                          seed=settings.seed), order=40)),
+        ("failure", lambda: failure_sections(
+            evaluate_failure(outputs.cls_cal_mc, outputs.cls_test_mc, n_boot=500, seed=settings.seed,
+                             target_risk=0.1, delta=0.1),
+            test=outputs.cls_test_mc, order=50)),
+        ("explain", lambda: _explain_conformal_sets(
+            outputs, settings, explain_sections, _conformal_study(outputs, settings, conformal_cache).sets)),
+        ("segmentation_uncertainty", lambda: segmentation_sections(*_segmentation_study(outputs, settings),
+                                                                   order=80)),
     ]
 
 
@@ -185,9 +216,12 @@ def run_demo(out_dir: str | Path = "demo_output", settings: DemoSettings | None 
     report = Report("medsure demo: BUSI classifier and MSD lung-tumour segmenter")
     report.notes.append("BUSI: Al-Dhabyani et al. 2020 (CC BY 4.0), near-duplicates grouped before splitting. "
                         "MSD Task06 lung: CC BY-SA 4.0.")
-    report.add(classification_section(outputs.cls_test, history=outputs.histories["classification"],
+    report.add(classification_section(classification_summary(outputs.cls_test), outputs.cls_test,
+                                      history=outputs.histories["classification"],
                                       title="BUSI classifier: performance"))
-    seg_section = segmentation_section(outputs.seg_test, _display_images(outputs.seg_splits["test"]),
+    seg_section = segmentation_section(segmentation_summary(outputs.seg_test), outputs.seg_test,
+                                       image_dice=_segmentation_study(outputs, settings)[0].image_dice,
+                                       images=_display_images(outputs.seg_splits["test"]),
                                        history=outputs.histories["segmentation"],
                                        title="MSD lung segmenter: performance")
     seg_section.order = 70

@@ -8,19 +8,28 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_auc_score
+from sklearn.metrics import confusion_matrix
 
 from medsure.artifact import Predictions
+from medsure.calibration.metrics import NLL_CLIP, negative_log_likelihood
+from medsure.core import dice_per_label, macro_ovr_auroc, mean_dice, nanmean, undefined_as_none
 from medsure.errors import MedsureInputError
 
 
 def classification_summary(pred: Predictions) -> dict[str, Any]:
-    """Accuracy, AUC (binary, or macro one-vs-rest) and confusion matrix.
+    """Accuracy, loss, AUC (binary, or macro one-vs-rest), per-class precision / recall / F1 and
+    the confusion matrix.
 
     Returns
     -------
-    dict with ``n``, ``accuracy``, ``auc`` (None when a class is absent from the labels),
-    ``confusion_matrix`` (K, K) list of lists (rows: true class), ``class_names``.
+    dict with ``n``, ``accuracy``, ``log_loss`` (mean cross-entropy of the predictive
+    probabilities, probabilities clipped at ``log_loss_clip``, as
+    :func:`medsure.calibration.negative_log_likelihood`), ``auc`` (None when a class is absent
+    from the labels), ``per_class`` ({class name: {precision, recall, f1, support}}; precision is
+    None for a class never predicted, recall None for a class absent from the labels, F1 None
+    when either is — scikit-learn's ``precision_recall_fscore_support`` would report 0 with a
+    warning), ``macro_f1`` (mean of the defined F1), ``confusion_matrix`` (K, K) list of lists
+    (rows: true class), ``class_names``.
     """
     if pred.task != "classification" or pred.labels is None:
         raise MedsureInputError("classification_summary needs a labelled classification artifact")
@@ -28,36 +37,42 @@ def classification_summary(pred: Predictions) -> dict[str, Any]:
     labels = pred.labels
     k = pred.n_classes
     predicted = probs.argmax(axis=1)
-    present = np.unique(labels)
-    auc: float | None
-    if len(present) < k:
-        auc = None  # AUC is undefined when a class has no example in this split
-    elif k == 2:
-        auc = float(roc_auc_score(labels, probs[:, 1]))
-    else:
-        auc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    # undefined (None) when a class has no example in this split
+    auc = undefined_as_none(macro_ovr_auroc(probs, labels))
+    cm = confusion_matrix(labels, predicted, labels=np.arange(k))
+    names = [str(c) for c in pred.class_names]
+    per_class = {name: _precision_recall_f1(cm, j) for j, name in enumerate(names)}
+    f1s = [v["f1"] for v in per_class.values() if v["f1"] is not None]
     return {
         "n": int(labels.shape[0]),
         "accuracy": float(np.mean(predicted == labels)),
+        "log_loss": negative_log_likelihood(probs.astype(np.float64), labels),
+        "log_loss_clip": NLL_CLIP,
         "auc": auc,
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=np.arange(k)).tolist(),
-        "class_names": [str(c) for c in pred.class_names],
+        "per_class": per_class,
+        "macro_f1": float(np.mean(f1s)) if f1s else None,
+        "confusion_matrix": cm.tolist(),
+        "class_names": names,
     }
 
 
+def _precision_recall_f1(cm: np.ndarray, j: int) -> dict[str, Any]:
+    """Precision, recall and F1 of class ``j`` from a confusion matrix (rows: true class)."""
+    tp, predicted, support = int(cm[j, j]), int(cm[:, j].sum()), int(cm[j].sum())
+    precision = tp / predicted if predicted else None
+    recall = tp / support if support else None
+    f1 = None
+    if precision is not None and recall is not None:
+        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
 def segmentation_summary(pred: Predictions) -> dict[str, Any]:
-    """Mean Dice per foreground label (NaN-aware) and over labels."""
+    """Mean Dice per foreground label over the images where it is defined, and
+    :func:`medsure.core.mean_dice` (the mean of those, the trainer's early-stopping number)."""
     if pred.task != "segmentation" or pred.masks is None:
         raise MedsureInputError("segmentation_summary needs a segmentation artifact with masks")
-    from medsure.segmentation.metrics import dice_per_label  # deferred: segmentation imports this layer's peers
-
     predicted = pred.probabilities().argmax(axis=1)
     dice = dice_per_label(predicted, pred.masks, pred.n_classes)
-    per_label = {str(name): _nanmean(dice[:, j]) for j, name in enumerate(pred.class_names[1:])}
-    return {"n": int(pred.n_samples), "dice_per_label": per_label,
-            "mean_dice": _nanmean(np.array([v for v in per_label.values() if v is not None], dtype=float))}
-
-
-def _nanmean(values: np.ndarray) -> float | None:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else None
+    per_label = {str(name): undefined_as_none(nanmean(dice[:, j])) for j, name in enumerate(pred.class_names[1:])}
+    return {"n": int(pred.n_samples), "dice_per_label": per_label, "mean_dice": undefined_as_none(mean_dice(dice))}

@@ -9,12 +9,16 @@ Three ways to get a leading T axis of predictive samples:
 - :func:`predict_ensemble`: one member per model (deep ensembles, Lakshminarayanan et al. 2017).
 
 Models take ``(N, C, H, W)`` float images in ``[0, 1]`` (``uint8 / 255``), as every model built by
-:func:`medsure.models.build_model` does.
+:func:`medsure.models.build_model` does. Pass a trained run whole — a
+:class:`~medsure.training.LoadedRun` from :func:`~medsure.training.load_run` or ``TrainResult.run`` —
+and the dataset is checked against its run record (task, channels, size, class names) and the
+artifact records the run; a bare ``nn.Module`` is run as it is.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,13 +29,18 @@ from medsure import __version__
 from medsure.artifact import Predictions
 from medsure.data.base import ImageDataset
 from medsure.errors import MedsureInputError
+from medsure.explain import CAMResults, cam_method
+from medsure.models import gradcam_target_layer
+from medsure.training.environment import resolve_device
+from medsure.training.run import LoadedRun
 from medsure.tta import apply_view, check_views, default_views, invert_view
 from medsure.utils.progress import progress
+from medsure.validation import check_int, input_error
 
 _FLOAT16_LIMIT = 1.0e4  # segmentation logits are stored as float16 (max 65504)
 
 
-def predict(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 64,
+def predict(model: nn.Module | LoadedRun, dataset: ImageDataset, *, batch_size: int = 64,
             mc_samples: int = 0, tta: bool | Sequence[str] = False, seed: int = 0,
             device: str = "auto", thumbnail_size: int | None = None,
             provenance: dict[str, Any] | None = None) -> Predictions:
@@ -39,7 +48,8 @@ def predict(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 64,
 
     Parameters
     ----------
-    model : torch module taking ``(B, C, H, W)`` in [0, 1] and returning logits ``(B, K)``
+    model : a trained run (:class:`~medsure.training.LoadedRun`: model and run record), or a
+        torch module taking ``(B, C, H, W)`` in [0, 1] and returning logits ``(B, K)``
         (classification) or ``(B, K, H, W)`` (segmentation)
     dataset : ImageDataset; its targets become ``labels``/``masks`` and its meta is copied
     batch_size : images per forward pass
@@ -59,17 +69,18 @@ def predict(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 64,
         classification logits float32, segmentation logits float16.
     """
     if mc_samples and tta:
-        raise MedsureInputError("mc_samples and tta both given; choose one source of samples")
-    if not isinstance(mc_samples, int) or mc_samples < 0:
-        raise MedsureInputError(f"mc_samples={mc_samples!r}, expected an integer >= 0")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise MedsureInputError(f"batch_size={batch_size!r}, expected a positive integer")
-    _check_model_fits(model, dataset)
+        raise input_error("mc_samples and tta", "both", "one source of samples", "choose one", raw=True)
+    check_int("mc_samples", mc_samples, low=0)
+    check_int("batch_size", batch_size, low=1)
+    run = model if isinstance(model, LoadedRun) else None
+    if run is not None:
+        run.check_fits(dataset)
+        model = run.model
     task = dataset.task
     views = None
     if tta:
         views = default_views(task) if tta is True else check_views(tta)
-    target_device = _device(device)
+    target_device = resolve_device(device)
     with _prepared(model, target_device, mc=mc_samples > 0):
         if mc_samples > 0:
             logits = _stacked([None] * mc_samples, model, dataset, batch_size, target_device,
@@ -82,68 +93,95 @@ def predict(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 64,
                               desc="predict")[0]
     kind = "mc_dropout" if mc_samples > 0 else ("tta" if views is not None else None)
     record = {"mc_samples": int(mc_samples), "tta_views": list(views) if views else None}
-    return _to_predictions(logits, dataset, kind, _provenance(model, dataset, seed, record,
+    return _to_predictions(logits, dataset, kind, _provenance(model, run, dataset, seed, record,
                                                                provenance), thumbnail_size)
 
 
-def predict_ensemble(models: Sequence[nn.Module], dataset: ImageDataset, *, batch_size: int = 64,
+def predict_ensemble(models: Sequence[nn.Module | LoadedRun], dataset: ImageDataset, *, batch_size: int = 64,
                      seed: int = 0, device: str = "auto", thumbnail_size: int | None = None,
                      provenance: dict[str, Any] | None = None) -> Predictions:
     """Stack the logits of several models: ``(M, N, K[, H, W])``, ``sample_kind="ensemble"``.
 
-    Parameters are as in :func:`predict`; every model must output the same K.
+    Parameters are as in :func:`predict` (each member a run or a module); every model must
+    output the same K.
     """
     models = list(models)
     if len(models) < 2:
-        raise MedsureInputError(f"predict_ensemble got {len(models)} model(s), expected at least 2")
+        raise input_error("predict_ensemble models", f"{len(models)} model(s)", "at least 2", raw=True)
     members = [predict(m, dataset, batch_size=batch_size, seed=seed, device=device,
                        thumbnail_size=thumbnail_size) for m in models]
     shapes = {p.logits.shape for p in members}
     if len(shapes) != 1:
-        raise MedsureInputError(f"ensemble members give logits of different shapes {sorted(shapes)}")
+        raise input_error("ensemble members' logits", f"shapes {sorted(shapes)}", "one shape for all members",
+                          raw=True)
     logits = np.stack([p.logits for p in members])
     runs = [p.provenance.get("run") for p in members]
     record = {"ensemble_members": len(models), "runs": runs}
-    prov = _provenance(None, dataset, seed, record, provenance)
+    prov = _provenance(None, None, dataset, seed, record, provenance)
     return _to_predictions(logits, dataset, "ensemble", prov, thumbnail_size)
 
 
+def predict_cams(model: nn.Module | LoadedRun, dataset: ImageDataset, ids: Sequence[str], *,
+                 targets: Sequence[Sequence[int]] | None = None, method: str = "gradcam",
+                 target_layer: nn.Module | None = None, batch_size: int = 32) -> CAMResults:
+    """Class-activation maps of the cases ``ids`` of ``dataset`` (classifiers).
+
+    Parameters
+    ----------
+    model : a trained run (checked against ``dataset`` like :func:`predict`) or a module
+    ids : case ids of ``dataset``; the maps follow this order
+    targets : label lists, one per id (e.g. a conformal set; may be empty), or None for the
+        predicted class
+    method : a name of :data:`medsure.explain.CAM_METHODS` ("gradcam", "gradcam++")
+    target_layer : the layer to explain; default the model's last stage
+        (:func:`medsure.models.gradcam_target_layer`), else its last ``nn.Conv2d``
+    batch_size : images per forward/backward pass
+
+    Returns
+    -------
+    CAMResults
+        one map ``(H, W)`` per (case, class), at the input's resolution.
+    """
+    cam_class = cam_method(method)
+    run = model if isinstance(model, LoadedRun) else None
+    if run is not None:
+        run.check_fits(dataset)
+        model = run.model
+    if dataset.task != "classification":
+        raise input_error("dataset task", dataset.task, "classification (CAMs explain class scores)")
+    index_of = {str(i): k for k, i in enumerate(dataset.ids)}
+    missing = [str(i) for i in ids if str(i) not in index_of]
+    if missing:
+        raise input_error("ids", missing[:5], "ids of the dataset",
+                          f"{len(missing)} id(s) are not in it" if len(missing) > 5 else None)
+    if targets is not None and len(targets) != len(ids):
+        raise input_error("targets", f"{len(targets)} label lists", f"one per id ({len(ids)})", raw=True)
+    images = dataset.images[np.array([index_of[str(i)] for i in ids], dtype=np.int64)]
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(images, -1, 1)))
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    if target_layer is None:
+        try:
+            target_layer = gradcam_target_layer(model)
+        except MedsureInputError:
+            target_layer = None  # not one of medsure's classifiers: the CAM takes the last Conv2d
+    with cam_class(model, target_layer, batch_size=batch_size) as cam:
+        label_sets = [list(t) for t in targets] if targets is not None else None
+        if label_sets is None:
+            with torch.no_grad():
+                label_sets = [[int(c)] for c in model(x).argmax(1).tolist()]
+        maps = cam(x, label_sets)
+    rows = [(j, c) for j, labels in enumerate(label_sets) for c in labels]
+    size = tuple(x.shape[2:])
+    return CAMResults(
+        method=cam_class.name, class_names=[str(c) for c in dataset.class_names],
+        ids=np.array([str(ids[j]) for j, _ in rows], dtype=str),
+        classes=np.array([c for _, c in rows], dtype=np.int64),
+        maps=(np.concatenate([m for m in maps if len(m)]).astype(np.float32) if rows
+              else np.zeros((0, *size), np.float32)),
+        images=images[np.array([j for j, _ in rows], dtype=np.int64)])
+
+
 # ---- internals --------------------------------------------------------------------------------
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise MedsureInputError(f"device={device!r}, expected 'auto', 'cpu' or 'cuda'")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MedsureInputError("device='cuda' but torch sees no CUDA device")
-    return torch.device(device)
-
-
-def _check_model_fits(model: nn.Module, dataset: ImageDataset) -> None:
-    run = getattr(model, "medsure_run", None)
-    if not run:
-        return
-    record = run["config"]
-    spec = record["model"]
-    if record["task"] != dataset.task:
-        raise MedsureInputError(f"the model does {record['task']} but the dataset is {dataset.task}")
-    if dataset.in_channels != spec["in_channels"]:
-        raise MedsureInputError(f"dataset images have {dataset.in_channels} channel(s), the model "
-                                f"was trained on {spec['in_channels']}")
-    if dataset.image_size != (spec["image_size"], spec["image_size"]):
-        raise MedsureInputError(
-            f"dataset images are {dataset.image_size[0]}x{dataset.image_size[1]} but the model was "
-            f"trained at {spec['image_size']}x{spec['image_size']}; load the dataset with "
-            f"image_size={spec['image_size']}")
-    if len(dataset.class_names) != spec["num_classes"]:
-        raise MedsureInputError(f"dataset has {len(dataset.class_names)} classes, the model "
-                                f"{spec['num_classes']}")
-    trained_names = record.get("class_names")
-    if trained_names is not None and list(map(str, dataset.class_names)) != list(map(str, trained_names)):
-        raise MedsureInputError(f"dataset classes {list(map(str, dataset.class_names))} differ from the model's "
-                                f"{list(map(str, trained_names))} (names and order must match)")
-
 
 def _dropout_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
@@ -160,8 +198,9 @@ def _prepared(model: nn.Module, device: torch.device, mc: bool) -> Iterator[None
         original = device
     dropouts = _dropout_modules(model)
     if mc and not dropouts:
-        raise MedsureInputError("mc_samples > 0 but the model has no dropout layers with p > 0; "
-                                "train it with dropout (e.g. --dropout 0.2)")
+        raise input_error("mc_samples > 0", "a model without dropout layers (p > 0)",
+                          "a model with dropout for MC dropout", "train it with dropout (e.g. --dropout 0.2)",
+                          raw=True)
     model.eval()
     for module in dropouts if mc else []:
         module.train()
@@ -202,7 +241,7 @@ def _stacked(views: list[str | None], model: nn.Module, dataset: ImageDataset, b
         bar.close()
     stacked = np.stack(outputs)
     if not np.all(np.isfinite(stacked)):
-        raise MedsureInputError("the model produced NaN or infinite logits")
+        raise input_error("model logits", "NaN or infinite values", "finite logits", raw=True)
     return stacked
 
 
@@ -220,18 +259,18 @@ def _thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     return thumbs[..., 0] if thumbs.shape[-1] == 1 else thumbs
 
 
-def _provenance(model: nn.Module | None, dataset: ImageDataset, seed: int,
+def _provenance(model: nn.Module | None, run: LoadedRun | None, dataset: ImageDataset, seed: int,
                 record: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
-    run = getattr(model, "medsure_run", None) if model is not None else None
+    """The artifact's provenance: versions, dataset, seed, sampling, and the run (its record when
+    the model came with one, else the module's class name)."""
     prov: dict[str, Any] = {
         "medsure_version": __version__,
         "dataset": dataset.provenance,
         "seed": int(seed),
         **record,
     }
-    if run:
-        config = {k: v for k, v in run["config"].items() if k != "data_provenance"}
-        prov["run"] = {"run_dir": run["run_dir"], "config": config}
+    if run is not None:
+        prov["run"] = run.provenance()
     elif "runs" not in record:
         prov["run"] = {"model_class": type(model).__name__} if model is not None else None
     if extra:

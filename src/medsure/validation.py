@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from medsure.errors import MedsureInputError
+from medsure.errors import MedsureError, MedsureInputError
 
 __all__ = [
     "input_error", "describe", "check_choice", "check_int", "check_float", "check_alpha",
@@ -31,11 +32,11 @@ __all__ = [
 
 # ---- message format ------------------------------------------------------------------------
 
-def describe(value: Any, limit: int = 60) -> str:
+def describe(value: Any, limit: int = 200) -> str:
     """A short, plain rendering of a user's value for an error message.
 
     numpy scalars print as Python values (never ``np.str_('x')``), arrays by shape and dtype,
-    long strings are cut.
+    strings longer than ``limit`` are cut (the default keeps whole file paths readable).
     """
     if isinstance(value, np.generic):
         value = value.item()
@@ -44,6 +45,9 @@ def describe(value: Any, limit: int = 60) -> str:
     if isinstance(value, (list, tuple)) and len(value) > 8:
         head = ", ".join(describe(v, 20) for v in value[:4])
         return f"{type(value).__name__} of {len(value)} ([{head}, ...])"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{describe(k, 20)}: {describe(v, 20)}" for k, v in list(value.items())[:8])
+        return "{" + inner + (", ..." if len(value) > 8 else "") + "}"
     if isinstance(value, (list, tuple)):
         inner = ", ".join(describe(v, 20) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
@@ -52,7 +56,7 @@ def describe(value: Any, limit: int = 60) -> str:
 
 
 def input_error(what: str, given: Any, expected: str, hint: str | None = None, *,
-                raw: bool = False) -> MedsureInputError:
+                raw: bool = False, kind: type[MedsureError] = MedsureInputError) -> MedsureError:
     """Build the one-format error ``<what>: got <given>; expected <expected>[. <hint>]``.
 
     Parameters
@@ -61,12 +65,17 @@ def input_error(what: str, given: Any, expected: str, hint: str | None = None, *
     given : the value (rendered with :func:`describe`) or, with ``raw=True``, a ready description
     expected : what would have been accepted
     hint : what to do about it, optional
+    kind : the exception class, :class:`~medsure.errors.MedsureInputError` unless a more specific
+        medsure error applies (``DataUnavailableError`` for a missing dataset file, ``ChecksumError``)
+
+    Returns the exception (the caller raises it, so tracebacks point at the caller).
     """
     given_text = str(given) if raw else describe(given)
     message = f"{what}: got {given_text}; expected {expected}"
     if hint:
+        hint = hint.rstrip(".")
         message += f". {hint[0].upper()}{hint[1:]}"
-    return MedsureInputError(message)
+    return kind(message)
 
 
 # ---- scalar checks ---------------------------------------------------------------------------
@@ -260,6 +269,8 @@ def validate_params(obj: Any, constraints: Mapping[str, Sequence[Any]] | None = 
     constraints = constraints if constraints is not None else getattr(type(obj), "_parameter_constraints", {})
     owner = type(obj).__name__
     for name, accepted in constraints.items():
+        if not accepted:  # a declaration without constraints accepts anything
+            continue
         value = getattr(obj, name)
         errors = []
         for constraint in accepted:

@@ -10,6 +10,7 @@ from medsure.calibration.calibrators import (
     make_calibrator,
 )
 from medsure.calibration.metrics import (
+    NLL_CLIP,
     BinnedCalibration,
     adaptive_calibration_error,
     binned_calibration,
@@ -21,12 +22,12 @@ from medsure.calibration.metrics import (
     negative_log_likelihood,
     reliability_diagram,
 )
-from medsure.calibration.evaluate import calibrate_and_evaluate
+from medsure.calibration.evaluate import CalibrationResult, evaluate_calibration
 
 __all__ = [
     "CALIBRATORS", "Calibrator", "HistogramBinning", "IsotonicCalibration", "TemperatureScaling",
     "VectorScaling", "make_calibrator", "BinnedCalibration", "adaptive_calibration_error",
     "binned_calibration", "brier_score", "calibration_summary", "classwise_ece",
     "expected_calibration_error", "maximum_calibration_error", "negative_log_likelihood",
-    "reliability_diagram", "calibrate_and_evaluate",
+    "reliability_diagram", "NLL_CLIP", "CalibrationResult", "evaluate_calibration",
 ]

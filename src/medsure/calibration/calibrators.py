@@ -9,6 +9,18 @@ The API only ever sees calibration data in ``fit``: the test split is never used
 - :class:`IsotonicCalibration`: one-vs-rest isotonic regression of each ``p_k``, rows renormalised.
 - :class:`HistogramBinning` (Zadrozny & Elkan 2001): one-vs-rest equal-width bins of ``p_k``,
   each replaced by the observed frequency of class k in its bin; rows renormalised.
+
+Minimum calibration sizes
+-------------------------
+Each calibrator declares :meth:`Calibrator.min_cal_samples`, the fewest labelled calibration
+cases :func:`medsure.calibration.evaluate_calibration` (and ``medsure calibration``) accept for it:
+10 per fitted parameter group — temperature 10 (one scalar), vector scaling and isotonic
+``10 K`` (one scale/bias or one regression per class), histogram binning ``2 n_bins`` (every
+bin of every class needs cases). Below that the fit memorises a handful of cases (one sample
+moved a test NLL from 0.87 to 8.63). ``fit`` itself still accepts any non-empty set, for
+callers who know what they do.
+
+The registry :data:`CALIBRATORS` maps a name to its class; the command line offers its keys.
 """
 from __future__ import annotations
 
@@ -16,8 +28,9 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, logsumexp
 
-from medsure.artifact import softmax
+from medsure.core import softmax
 from medsure.errors import MedsureInputError
+from medsure.validation import Interval, input_error, validate_params
 
 __all__ = ["Calibrator", "TemperatureScaling", "VectorScaling", "IsotonicCalibration",
            "HistogramBinning", "make_calibrator", "CALIBRATORS"]
@@ -51,6 +64,13 @@ def _mean_probs(sample_logits: np.ndarray) -> np.ndarray:
 
 class Calibrator:
     """Base class: ``fit(logits, labels)`` then ``transform(logits) -> probs``."""
+
+    #: calibration cases per fitted parameter group (see the module docstring)
+    samples_per_group: int = 10
+
+    def min_cal_samples(self, n_classes: int) -> int:
+        """Fewest calibration cases the analyses accept for this calibrator with ``n_classes``."""
+        return self.samples_per_group * int(n_classes)
 
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> "Calibrator":
         raise NotImplementedError
@@ -87,12 +107,22 @@ class TemperatureScaling(Calibrator):
     Attributes
     ----------
     temperature_ : float
+    at_bound_ : bool
+        True when the optimum lies at or beyond a bound of ``bounds``: the search ended within
+        0.1 % of it, or the NLL there is no higher than at the fitted value (separable calibration
+        data, where the NLL falls to 0 as T -> 0). The fitted temperature is then arbitrary.
     """
 
     def __init__(self, bounds: tuple[float, float] = (0.01, 100.0)) -> None:
         self.bounds = bounds
 
+    def min_cal_samples(self, n_classes: int) -> int:
+        return self.samples_per_group  # one scalar, whatever K
+
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> "TemperatureScaling":
+        bounds = tuple(self.bounds) if isinstance(self.bounds, (tuple, list)) else ()
+        if len(bounds) != 2 or not all(np.isfinite(bounds)) or not 0 < bounds[0] < bounds[1]:
+            raise input_error("TemperatureScaling(bounds=...)", self.bounds, "(low, high) with 0 < low < high")
         z = _as_sample_logits(logits)
         labels = _check_labels(labels, z.shape[1], z.shape[2])
         rows = np.arange(z.shape[1])
@@ -105,6 +135,11 @@ class TemperatureScaling(Calibrator):
         lo, hi = np.log(self.bounds[0]), np.log(self.bounds[1])
         result = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-7})
         self.temperature_ = float(np.exp(result.x))
+        # the optimum is at (or beyond) a bound when the search stopped next to one, or when the
+        # NLL at a bound is no higher than at the fit (flat in float64: separable data, T -> 0)
+        near = min(abs(result.x - lo), abs(result.x - hi)) < 1e-3
+        flat = min(nll(lo), nll(hi)) <= result.fun + 1e-12 * (1.0 + abs(result.fun))
+        self.at_bound_ = bool(near or flat)
         self.n_classes_ = int(z.shape[2])
         return self
 
@@ -140,7 +175,10 @@ class VectorScaling(Calibrator):
     def __init__(self, l2: float = 0.0) -> None:
         self.l2 = l2
 
+    _parameter_constraints = {"l2": [Interval(float, 0.0, None)]}
+
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> "VectorScaling":
+        validate_params(self)
         z = _as_sample_logits(logits).mean(axis=0)  # one model output per sample
         n, k = z.shape
         labels = _check_labels(labels, n, k)
@@ -226,14 +264,18 @@ class HistogramBinning(Calibrator):
     def __init__(self, n_bins: int = 10) -> None:
         self.n_bins = n_bins
 
+    def min_cal_samples(self, n_classes: int) -> int:
+        return 2 * int(self.n_bins)
+
     def _bin_index(self, scores: np.ndarray) -> np.ndarray:
         # bins (lo, hi], first bin closed: the same convention as the calibration metrics
         edges = np.linspace(0.0, 1.0, self.n_bins + 1)
         return np.searchsorted(edges[1:-1], scores, side="left")
 
+    _parameter_constraints = {"n_bins": [Interval(int, 1, None)]}
+
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> "HistogramBinning":
-        if not isinstance(self.n_bins, (int, np.integer)) or self.n_bins < 1:
-            raise MedsureInputError(f"n_bins: got {self.n_bins!r}, expected a positive integer")
+        validate_params(self)
         probs = _mean_probs(_as_sample_logits(logits))
         n, k = probs.shape
         labels = _check_labels(labels, n, k)
@@ -256,7 +298,8 @@ class HistogramBinning(Calibrator):
         return _renormalise(calibrated)
 
 
-CALIBRATORS = {
+#: the calibrator registry: name -> class (the command line's ``--method`` choices)
+CALIBRATORS: dict[str, type[Calibrator]] = {
     "temperature": TemperatureScaling,
     "vector": VectorScaling,
     "isotonic": IsotonicCalibration,

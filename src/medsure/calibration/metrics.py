@@ -3,21 +3,24 @@
 Every function takes predictive probabilities ``probs`` of shape ``(N, K)`` (rows summing to 1)
 and integer ``labels`` of shape ``(N,)``; none modifies its inputs.
 
-Binning conventions follow scikit-learn's ``calibration_curve``: a score ``s`` falls in bin ``b``
-when ``edges[b] < s <= edges[b + 1]`` (the first bin also holds ``s == edges[0]``).
+Bins are those of :mod:`medsure.core.calibration` (shared with the pixel calibration of
+segmenters): a score ``s`` falls in bin ``b`` when ``edges[b] < s <= edges[b + 1]`` (the first
+bin also holds ``s <= edges[1]``), as in scikit-learn's ``calibration_curve``.
 ``strategy="uniform"`` gives equal-width bins on [0, 1]; ``strategy="quantile"`` gives
-equal-mass bins whose edges are the empirical quantiles of the scores.
+equal-mass bins whose edges are the inverted-CDF empirical quantiles of the scores (tied
+scores share a bin).
+
+Names: ``ece`` is the equal-width top-label ECE, ``ece_equal_mass`` the same sum over
+equal-mass bins, ``ace`` only ever the class-wise adaptive calibration error of Nixon et al.
+(2019) (:func:`adaptive_calibration_error`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 
+from medsure.core import BinnedCalibration, binned_calibration
+from medsure.core import BinStrategy as Strategy
 from medsure.errors import MedsureInputError
-
-Strategy = Literal["uniform", "quantile"]
 
 __all__ = [
     "BinnedCalibration",
@@ -31,6 +34,7 @@ __all__ = [
     "negative_log_likelihood",
     "calibration_summary",
     "check_probs_labels",
+    "NLL_CLIP",
 ]
 
 
@@ -61,64 +65,6 @@ def check_probs_labels(probs: np.ndarray, labels: np.ndarray, *, atol: float = 1
     return probs.astype(np.float64, copy=False), labels.astype(np.int64, copy=False)
 
 
-def _check_bins(n_bins: int) -> None:
-    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise MedsureInputError(f"n_bins: got {n_bins!r}, expected a positive integer")
-
-
-@dataclass(frozen=True)
-class BinnedCalibration:
-    """Per-bin statistics of a score against a binary outcome.
-
-    Attributes
-    ----------
-    edges : ndarray (B + 1,)
-    count : ndarray (B,) number of samples per bin
-    mean_score : ndarray (B,) mean score per bin (NaN-free: 0 for empty bins, see ``count``)
-    mean_outcome : ndarray (B,) observed frequency per bin (0 for empty bins)
-    """
-
-    edges: np.ndarray
-    count: np.ndarray
-    mean_score: np.ndarray
-    mean_outcome: np.ndarray
-
-    @property
-    def nonempty(self) -> np.ndarray:
-        return self.count > 0
-
-    @property
-    def gaps(self) -> np.ndarray:
-        """``|mean_outcome - mean_score|`` per bin (0 for empty bins)."""
-        return np.abs(self.mean_outcome - self.mean_score)
-
-
-def _bin_edges(scores: np.ndarray, n_bins: int, strategy: Strategy) -> np.ndarray:
-    if strategy == "uniform":
-        return np.linspace(0.0, 1.0, n_bins + 1)
-    if strategy == "quantile":
-        return np.percentile(scores, np.linspace(0.0, 100.0, n_bins + 1))
-    raise MedsureInputError(f"strategy: got {strategy!r}, expected 'uniform' or 'quantile'")
-
-
-def binned_calibration(scores: np.ndarray, outcomes: np.ndarray, *, n_bins: int = 15,
-                       strategy: Strategy = "uniform") -> BinnedCalibration:
-    """Bin ``scores (N,)`` in [0, 1] and average the binary ``outcomes (N,)`` per bin."""
-    _check_bins(n_bins)
-    scores = np.asarray(scores, dtype=np.float64)
-    outcomes = np.asarray(outcomes, dtype=np.float64)
-    if scores.ndim != 1 or outcomes.shape != scores.shape:
-        raise MedsureInputError(f"scores {scores.shape} and outcomes {outcomes.shape}: expected equal (N,) shapes")
-    edges = _bin_edges(scores, n_bins, strategy)
-    index = np.searchsorted(edges[1:-1], scores, side="left")
-    count = np.bincount(index, minlength=n_bins).astype(np.int64)
-    score_sum = np.bincount(index, weights=scores, minlength=n_bins)
-    outcome_sum = np.bincount(index, weights=outcomes, minlength=n_bins)
-    safe = np.maximum(count, 1)
-    return BinnedCalibration(edges=edges, count=count, mean_score=score_sum / safe,
-                             mean_outcome=outcome_sum / safe)
-
-
 def _top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     predicted = probs.argmax(axis=1)
     return probs.max(axis=1), (predicted == labels).astype(np.float64)
@@ -138,15 +84,13 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins:
     ``strategy="uniform"`` is the equal-width ECE of Guo et al. (2017); ``"quantile"`` the
     equal-mass (adaptive-binning) variant.
     """
-    bins = reliability_diagram(probs, labels, n_bins=n_bins, strategy=strategy)
-    return float(np.sum(bins.count * bins.gaps) / bins.count.sum())
+    return reliability_diagram(probs, labels, n_bins=n_bins, strategy=strategy).error("l1")
 
 
 def maximum_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
                               strategy: Strategy = "uniform") -> float:
     """Top-label MCE: the largest ``|acc_b - conf_b|`` over non-empty bins."""
-    bins = reliability_diagram(probs, labels, n_bins=n_bins, strategy=strategy)
-    return float(bins.gaps[bins.nonempty].max())
+    return reliability_diagram(probs, labels, n_bins=n_bins, strategy=strategy).error("max")
 
 
 def _per_class_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int,
@@ -161,8 +105,7 @@ def classwise_ece(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
     """Class-wise ECE (Kull et al. 2019): the mean over classes k of the ECE of ``p_k`` against
     ``1[y = k]``, each with ``n_bins`` equal-width bins."""
     probs, labels = check_probs_labels(probs, labels)
-    per_class = [np.sum(b.count * b.gaps) / b.count.sum()
-                 for b in _per_class_bins(probs, labels, n_bins, strategy)]
+    per_class = [b.error("l1") for b in _per_class_bins(probs, labels, n_bins, strategy)]
     return float(np.mean(per_class))
 
 
@@ -170,7 +113,7 @@ def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins:
     """ACE (Nixon et al. 2019): class-wise calibration error with equal-mass bins, averaged
     uniformly over classes and bins: ``1/(K R) sum_k sum_r |acc(r, k) - conf(r, k)|``."""
     probs, labels = check_probs_labels(probs, labels)
-    gaps = [b.gaps[b.nonempty].mean() for b in _per_class_bins(probs, labels, n_bins, "quantile")]
+    gaps = [b.error("bin_mean") for b in _per_class_bins(probs, labels, n_bins, "quantile")]
     return float(np.mean(gaps))
 
 
@@ -184,9 +127,16 @@ def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
 
 
-def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, *, eps: float = 1e-15) -> float:
-    """Mean ``-log p_{i, y_i}``; probabilities are clipped to ``[eps, 1]`` so a confident miss
-    costs ``-log(eps)`` (about 34.5) instead of infinity."""
+#: probability clip of :func:`negative_log_likelihood`: ``p`` is raised to at least this value,
+#: so one confident miss costs at most ``-log(1e-15)`` = 34.5 nats. The value is scikit-learn's
+#: historical ``log_loss`` clip (sklearn >= 1.5 clips at the float64 machine epsilon instead,
+#: which only matters for probabilities below 2.2e-16). Outputs name it as ``nll_clip``.
+NLL_CLIP = 1e-15
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, *, eps: float = NLL_CLIP) -> float:
+    """Mean ``-log p_{i, y_i}``; probabilities are clipped to ``[eps, 1]`` (default
+    :data:`NLL_CLIP`) so a confident miss costs ``-log(eps)`` (about 34.5) instead of infinity."""
     probs, labels = check_probs_labels(probs, labels)
     p_true = np.clip(probs[np.arange(labels.shape[0]), labels], eps, 1.0)
     return float(-np.mean(np.log(p_true)))

@@ -7,7 +7,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from medsure.calibration.metrics import BinnedCalibration  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:  # a results type, for annotations only: plots draw, they compute nothing
+    from medsure.calibration.metrics import BinnedCalibration
 
 
 def plot_reliability(diagrams: dict[str, BinnedCalibration], *, title: str = "Reliability diagram"):

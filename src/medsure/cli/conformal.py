@@ -1,8 +1,13 @@
-"""``medsure conformal`` (one calibrated run) and ``medsure conformal-study`` (the analyses).
+"""``medsure conformal`` (one fitted run) and ``medsure conformal-study`` (the analyses).
 
 Input files are prediction artifacts (:mod:`medsure.artifact`). Their ``logits`` key holds logits
 by default; ``--input probs`` declares that it holds probabilities instead, which must be in
 [0, 1] with rows summing to 1 (tolerance 1e-3), else the command fails with one message.
+
+The ``--method`` choices and the score options (``--k-reg``, ``--lam``, ``--weight``) come from
+the score registry (:data:`medsure.conformal.scores.SCORES`): a score's declared parameters become
+options, accepted only with that score. Every output path is checked before anything is computed
+and all files are written at the end (:class:`medsure.cli._outputs.OutputPlan`).
 """
 from __future__ import annotations
 
@@ -13,19 +18,30 @@ from pathlib import Path
 import numpy as np
 
 from medsure.artifact import Predictions, check_compatible, load_predictions
+from medsure.cli._outputs import OutputPlan
+from medsure.conformal.scores import SCORES
 from medsure.errors import MedsureInputError
 from medsure.utils.io import atomic_write, write_json
+from medsure.validation import check_float, check_int, input_error
 
-_METHODS = ("lac", "aps", "raps", "topk", "saps")
+
+def _score_options() -> dict[str, tuple]:
+    """Every declared score parameter once: name -> (ScoreParam, methods declaring it)."""
+    options: dict[str, tuple] = {}
+    for spec in SCORES.values():
+        for param in spec.params:
+            first, methods = options.get(param.name, (param, ()))
+            options[param.name] = (first, methods + (spec.name,))
+    return options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "conformal", help="calibrate conformal prediction sets on CAL and evaluate them on TEST",
+        "conformal", help="fit conformal prediction sets on CAL and evaluate them on TEST",
         description="Split conformal prediction sets with a coverage guarantee; writes RESULT.json "
                     "(coverage, set sizes, the exact coverage band and a validity flag).")
     _common(p)
-    p.add_argument("--method", required=True, choices=_METHODS, help="conformity score")
+    p.add_argument("--method", required=True, choices=tuple(SCORES), help="conformity score")
     p.add_argument("--class-conditional", action="store_true",
                    help="one threshold per true class (Mondrian): coverage within every class")
     p.add_argument("--group-key", default=None,
@@ -33,9 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fallback", choices=("marginal", "include"), default=None,
                    help="for a class/group too small for alpha: use the marginal threshold, or "
                         "always include (default: fail naming it)")
-    p.add_argument("--k-reg", type=int, default=None, help="RAPS k_reg (default: tuned with --lam)")
-    p.add_argument("--lam", type=float, default=None, help="RAPS lambda (default: tuned)")
-    p.add_argument("--weight", type=float, default=None, help="SAPS rank weight (default 0.2)")
+    for param, methods in _score_options().values():
+        kind = param.constraint.kind
+        p.add_argument(param.option, dest=param.name, type=kind, default=None,
+                       help=f"{param.help}; only with --method {' or '.join(methods)}")
     p.add_argument("--out", required=True, help="RESULT.json to write")
     p.add_argument("--sets", default=None, help="SETS.npz to write: boolean (N, K) 'sets', 'ids'")
     p.add_argument("--fail-invalid", action="store_true",
@@ -48,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Runs every conformal analysis on CAL/TEST; writes one JSON and one PNG per "
                     "analysis into --out-dir, and optionally an HTML report.")
     _common(s)
-    s.add_argument("--method", default="aps", choices=_METHODS,
+    s.add_argument("--method", default="aps", choices=tuple(SCORES),
                    help="score for the size study, sweep, overlap and hardest cases (default aps)")
     s.add_argument("--repeats", type=int, default=100, help="random splits per calibration size")
     s.add_argument("--out-dir", required=True, help="folder for the JSON results and plots")
@@ -61,8 +78,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", required=True, help="test prediction file (.npz)")
     p.add_argument("--alpha", type=float, default=0.1, help="miscoverage level in (0, 1) (default 0.1)")
     p.add_argument("--randomized", action=argparse.BooleanOptionalAction, default=True,
-                   help="randomized aps/raps/saps scores: exact coverage, sets may be empty "
-                        "(--no-randomized: never-empty, conservative sets)")
+                   help="randomized scores where the score allows it (aps/raps/saps): exact coverage, "
+                        "sets may be empty (--no-randomized: never-empty, conservative sets)")
     p.add_argument("--seed", type=int, default=0, help="seed of the randomization and splits")
     p.add_argument("--input", choices=("logits", "probs"), default="logits",
                    help="what the files' 'logits' key holds (default logits)")
@@ -71,9 +88,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Predictions, Predictions]:
-    from medsure.conformal.quantile import check_alpha
-
-    check_alpha(args.alpha)
+    check_float("--alpha", args.alpha, low=0.0, high=1.0, closed="neither")
+    check_float("--delta", args.delta, low=0.0, high=1.0, closed="neither")
     cal = load_predictions(args.cal)
     test = load_predictions(args.test)
     if cal.task != "classification" or test.task != "classification":
@@ -84,51 +100,44 @@ def _load(args: argparse.Namespace) -> tuple[Predictions, Predictions]:
     return cal, test
 
 
-def run_conformal(args: argparse.Namespace) -> int:
-    from medsure.conformal.analysis import evaluate
-    from medsure.conformal.classifier import SplitConformalClassifier
-    from medsure.conformal.metrics import set_sizes
+def _score_params(args: argparse.Namespace) -> dict:
+    """The score options given, each checked to belong to ``--method`` (never silently dropped)."""
+    params = {}
+    for name, (param, methods) in _score_options().items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.method not in methods:
+            raise input_error(param.option, value, f"no {param.option} with --method {args.method}",
+                              f"{param.option} applies only with --method {' or '.join(methods)}")
+        params[name] = value
+    return params
 
-    cal, test = _load(args)
+
+def run_conformal(args: argparse.Namespace) -> int:
+    from medsure.conformal.analysis import evaluate_conformal
+
+    plan = OutputPlan()
+    out_path = plan.file("--out", args.out)
+    sets_path = plan.file("--sets", args.sets)
     if args.class_conditional and args.group_key:
         raise MedsureInputError("choose either --class-conditional or --group-key, not both")
     conditional = "class" if args.class_conditional else "group" if args.group_key else "marginal"
-    # an option that does not apply is an error, not silently dropped
-    for option, value, applies, where in (("--k-reg", args.k_reg, args.method == "raps", "--method raps"),
-                                          ("--lam", args.lam, args.method == "raps", "--method raps"),
-                                          ("--weight", args.weight, args.method == "saps", "--method saps"),
-                                          ("--fallback", args.fallback, conditional != "marginal",
-                                           "--class-conditional or --group-key")):
-        if value is not None and not applies:
-            raise MedsureInputError(f"{option} {value} applies only with {where}")
-    if not 0 < args.delta < 1:
-        raise MedsureInputError(f"--delta {args.delta}, expected a number in (0, 1)")
-    clf = SplitConformalClassifier(
-        args.method, args.alpha, conditional=conditional, group_key=args.group_key,
-        randomized=args.randomized, fallback=args.fallback, k_reg=args.k_reg, lam=args.lam,
-        weight=args.weight, input=args.input, seed=args.seed)
-    clf.calibrate(cal)
-    sets = clf.predict_set(test)
-    if test.labels is not None:
-        groups = test.meta.get(args.group_key) if args.group_key else None
-        result = evaluate(clf, sets, test.labels, groups=groups, delta=args.delta)
-    else:
-        sizes = set_sizes(sets)
-        result = clf.describe()
-        result.update({"coverage": None, "valid": None, "coverage_band": None,
-                       "per_class_coverage": None, "class_names": list(clf.class_names_),
-                       "mean_set_size": float(sizes.mean()), "median_set_size": float(np.median(sizes)),
-                       "empty_rate": float(np.mean(sizes == 0)),
-                       "size_histogram": np.bincount(sizes, minlength=clf.n_classes_ + 1).tolist(),
-                       "band_note": "test file has no labels: coverage cannot be measured"})
+    if args.fallback is not None and conditional == "marginal":
+        raise input_error("--fallback", args.fallback, "no --fallback for a marginal run",
+                          "--fallback applies only with --class-conditional or --group-key")
+    params = _score_params(args)
+    cal, test = _load(args)
+    run = evaluate_conformal(cal, test, method=args.method, alpha=args.alpha, conditional=conditional,
+                             group_key=args.group_key, randomized=args.randomized, fallback=args.fallback,
+                             params=params, input=args.input, seed=args.seed, delta=args.delta)
+    result = dict(run.result)
     result.update({"class_conditional": bool(args.class_conditional), "group_key": args.group_key,
                    "n_cal": cal.n_samples, "n_test": test.n_samples, "seed": args.seed,
                    "input": args.input, "cal_file": str(args.cal), "test_file": str(args.test)})
-    write_json(args.out, result)
-    if args.sets:
-        with atomic_write(args.sets, "wb") as handle:
-            np.savez_compressed(handle, sets=sets, ids=test.ids.astype(str),
-                                class_names=test.class_names.astype(str))
+    plan.add(out_path, lambda path: write_json(path, result))
+    plan.add(sets_path, lambda path: _write_sets(path, run.sets, test))
+    plan.write_all()
     if result["coverage"] is None:
         print(f"{args.method}: mean set size {result['mean_set_size']:.3f} (no test labels)")
         return 0
@@ -142,19 +151,44 @@ def run_conformal(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_study(args: argparse.Namespace) -> int:
-    from medsure.conformal.report import run_all_analyses, write_analysis_outputs
+def _write_sets(path: Path, sets: np.ndarray, test: Predictions) -> None:
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, sets=sets, ids=test.ids.astype(str), class_names=test.class_names.astype(str))
 
+
+def _write_figure(path: Path, fig) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from medsure.conformal.analysis import evaluate_conformal_study
+    from medsure.conformal.report import build_report, figures
+
+    plan = OutputPlan()
+    out_dir = plan.folder("--out-dir", args.out_dir)
+    report_path = plan.file("--report", args.report)
+    check_int("--repeats", args.repeats, low=2)
     cal, test = _load(args)
     if test.labels is None:
         raise MedsureInputError(f"{args.test} has no 'labels'; the analyses need a labelled test file")
-    if args.repeats < 2:
-        raise MedsureInputError(f"--repeats={args.repeats}, expected at least 2")
-    results = run_all_analyses(cal, test, method=args.method, alpha=args.alpha, seed=args.seed,
-                               randomized=args.randomized, n_repeats=args.repeats,
-                               input=args.input, delta=args.delta)
-    out_dir = Path(args.out_dir)
-    written = write_analysis_outputs(results, out_dir, thumbnails=test.thumbnails,
-                                     report_path=args.report)
+    study = evaluate_conformal_study(cal, test, method=args.method, alpha=args.alpha, seed=args.seed,
+                                     randomized=args.randomized, n_repeats=args.repeats, input=args.input,
+                                     delta=args.delta)
+    written = []
+    for name, result in study.analyses.items():
+        plan.add(out_dir / f"{name}.json", lambda path, result=result: write_json(path, result))
+        written.append(out_dir / f"{name}.json")
+    for name, fig in figures(study).items():
+        plan.add(out_dir / f"{name}.png", lambda path, fig=fig: _write_figure(path, fig))
+        written.append(out_dir / f"{name}.png")
+    if report_path is not None:
+        plan.add(report_path, build_report(study).write)
+    plan.write_all()
     print(f"wrote {len(written)} files to {out_dir}" + (f" and {args.report}" if args.report else ""))
     return 0

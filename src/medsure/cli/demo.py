@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from medsure.errors import MedsureInputError
+from medsure.cli._outputs import OutputPlan
+from medsure.validation import check_alpha
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medsure.demo import DemoSettings, run_demo
 
-    if not 0 < args.alpha < 1:
-        raise MedsureInputError(f"--alpha {args.alpha}, expected a number in (0, 1)")
-    run_demo(args.out, DemoSettings(seed=args.seed, alpha=args.alpha, quick=args.quick))
+    check_alpha(args.alpha, what="--alpha")
+    out = OutputPlan().folder("--out", args.out)  # checked before minutes of training
+    run_demo(out, DemoSettings(seed=args.seed, alpha=args.alpha, quick=args.quick))
     return 0

@@ -1,4 +1,4 @@
-"""``medsure explain``: Grad-CAM overlays for chosen cases of a trained run's split."""
+"""``medsure explain``: class-activation-map overlays for chosen cases of a trained run's split."""
 from __future__ import annotations
 
 import argparse
@@ -8,20 +8,39 @@ from pathlib import Path
 
 import numpy as np
 
-from medsure.errors import MedsureInputError
 from medsure.utils.io import atomic_write, atomic_write_bytes, write_json
+from medsure.validation import input_error
+
+OUTPUT_FORMAT = """\
+outputs in --out:
+  <id>_<class>.png  one overlay per case and explained class
+  cams.npz          the raw maps (numpy .npz, no pickled objects):
+                      ids          (M,) str      case id of each map; cases in the order of --ids, the maps of
+                                                 one case consecutive (one per explained class)
+                      classes      (M,) int64    class index each map explains (into class_names)
+                      maps         (M, H, W) float32  the CAM at the image's resolution, >= 0, not normalised
+                      class_names  (K,) str      the model's classes
+                      method       () str        gradcam or gradcam++
+                    M = number of ids x classes per id (one per id without --classes)
+  explain.json      run, split, method, ids and the PNG file names
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "explain", help="Grad-CAM / Grad-CAM++ overlays for cases of a trained classifier",
-        description="Rebuild the data split of a training run (from its config.json), run Grad-CAM on the "
-                    "given case ids and write one PNG overlay per case and class, plus cams.npz with the raw maps.")
+        description="Rebuild the data split of a training run (from its config.json), compute class-activation "
+                    "maps for the given case ids and write one PNG overlay per case and class, plus cams.npz "
+                    "with the raw maps.",
+        epilog=OUTPUT_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder written by medsure training (config.json, best.pt)")
     p.add_argument("--split", default="test", help="split holding the ids: train, val, cal or test (default test)")
     p.add_argument("--ids", nargs="+", required=True, help="case ids to explain")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--method", default="gradcam", choices=("gradcam", "gradcam++"))
+    p.add_argument("--out", required=True, help="output folder (created)")
+    # checked against medsure.explain.CAM_METHODS when the command runs (importing the registry
+    # here would load torch for every medsure command)
+    p.add_argument("--method", default="gradcam",
+                   help="CAM method, a name of medsure.explain.CAM_METHODS: gradcam (default) or gradcam++")
     p.add_argument("--classes", nargs="+", default=None,
                    help="class names or indices to explain for every case (default: the predicted class)")
     p.set_defaults(func=run_explain)
@@ -33,13 +52,12 @@ def run_split(run, split: str):
 
     record = (run.config.get("train") or {}).get("dataset") or {}
     if not record.get("name"):
-        raise MedsureInputError(
-            f"run '{run.run_dir}' does not record its dataset (config.json train.dataset.name); "
-            "cannot rebuild the split")
+        raise input_error("--run", str(run.run_dir), "a run whose config.json records its dataset "
+                          "(train.dataset.name)", "without it the split cannot be rebuilt")
     # the same road as `medsure predict --run`: recorded root, image size, options and split seed
     splits = load_splits(record)
     if split not in splits:
-        raise MedsureInputError(f"--split {split!r}: the run's splits are {sorted(splits)}")
+        raise input_error("--split", split, "one of the run's splits: " + ", ".join(sorted(splits)))
     return splits[split]
 
 
@@ -48,46 +66,54 @@ def _class_index(value: str, names: list[str]) -> int:
         return names.index(value)
     if re.fullmatch(r"\d+", value) and int(value) < len(names):
         return int(value)
-    raise MedsureInputError(f"--classes {value!r}: expected a class name in {names} or an index < {len(names)}")
+    raise input_error("--classes", value, f"a class name in {names} or an index < {len(names)}")
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def run_explain(args: argparse.Namespace) -> int:
+def _png(image: np.ndarray) -> bytes:
     from PIL import Image
 
-    from medsure.explain.overlay import overlay_cam
-    from medsure.explain.report import explain_cases
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from medsure.cli._outputs import OutputPlan
+    from medsure.explain import cam_method
+    from medsure.explain.plots import overlay_cam
+    from medsure.predict import predict_cams
     from medsure.training import load_run
 
+    outputs = OutputPlan()
+    out = outputs.folder("--out", args.out)
+    cam_method(args.method, what="--method")  # an unknown name fails before any loading
     run = load_run(args.run)
     if run.task != "classification":
-        raise MedsureInputError(f"run '{args.run}' is a {run.task} model; explain needs a classifier")
+        raise input_error("--run", str(args.run), "a classifier's run", f"it is a {run.task} model")
     dataset = run_split(run, args.split)
     names = [str(c) for c in dataset.class_names]
     targets = None
     if args.classes:
         chosen = [_class_index(c, names) for c in args.classes]
         targets = [chosen] * len(args.ids)
-    cases = explain_cases(run.model, dataset, args.ids, targets=targets, method=args.method)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written, rows = [], []
-    for case_id, image, labels, maps in cases:
-        for label, cam in zip(labels, maps):
-            buffer = io.BytesIO()
-            Image.fromarray(overlay_cam(image, cam)).save(buffer, format="PNG")
-            path = out / f"{_safe(case_id)}_{_safe(names[label])}.png"
-            atomic_write_bytes(path, buffer.getvalue())
-            written.append(path.name)
-            rows.append((case_id, label, cam))
-    with atomic_write(out / "cams.npz", "wb") as handle:
-        np.savez_compressed(handle, ids=np.array([r[0] for r in rows]), classes=np.array([r[1] for r in rows]),
-                            maps=np.stack([r[2] for r in rows]).astype(np.float32),
-                            class_names=np.array(names))
-    write_json(out / "explain.json", {"run": str(args.run), "split": args.split, "method": args.method,
-                                      "files": written, "ids": list(args.ids)})
-    print(f"wrote {len(written)} overlays to {out}")
+    cams = predict_cams(run, dataset, args.ids, targets=targets, method=args.method)
+
+    files = [f"{_safe(str(i))}_{_safe(names[c])}.png" for i, c in zip(cams.ids, cams.classes, strict=True)]
+    overlays = [overlay_cam(image, cam) for image, cam in zip(cams.images, cams.maps, strict=True)]
+    for name, overlay in zip(files, overlays, strict=True):
+        outputs.add(out / name, lambda path, overlay=overlay: atomic_write_bytes(path, _png(overlay)))
+
+    def write_npz(path: Path) -> None:
+        with atomic_write(path, "wb") as handle:
+            np.savez_compressed(handle, **cams.to_npz_arrays())
+
+    outputs.add(out / "cams.npz", write_npz)
+    outputs.add(out / "explain.json", lambda path: write_json(path, {
+        "run": str(args.run), "split": args.split, "method": cams.method, "files": files, "ids": list(args.ids)}))
+    outputs.write_all()
+    print(f"wrote {len(files)} overlays and cams.npz to {out}")
     return 0

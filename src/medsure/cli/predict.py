@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,18 +33,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medsure.artifact import save_predictions
+    from medsure.cli._outputs import OutputPlan
     from medsure.predict import predict, predict_ensemble
     from medsure.training import load_run
-    from medsure.tta import views_for_training
     from medsure.training.datasets import dataset_record, load_splits, load_whole, parse_options
+    from medsure.tta import views_for_training
 
+    outputs = OutputPlan()
+    out_path = outputs.file("--out", args.out)
     runs = [load_run(r) for r in args.run]
     first = runs[0]
     records = [r.config["train"].get("dataset", {}) for r in runs]
     if args.dataset is not None:
         split = args.split or "all"
         if split != "all":
-            raise MedsureInputError("--dataset predicts the whole dataset; use --split all")
+            raise input_error("--split", split, "all with --dataset (it predicts the whole dataset)")
         record = dataset_record(args.dataset, root=args.root,
                                 image_size=int(first.config["model"]["image_size"]),
                                 options=parse_options(args.option), split_seed=0, max_samples=None)
@@ -52,17 +55,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         split = args.split or "test"
         if split == "all":
-            raise MedsureInputError("--split all needs --dataset")
+            raise input_error("--split", "all", "train, val, cal or test without --dataset",
+                              "add --dataset NAME to predict a whole dataset")
         keys = ("name", "options", "split_seed", "image_size", "max_samples")
         if any({k: r.get(k) for k in keys} != {k: records[0].get(k) for k in keys}
                for r in records):
-            raise MedsureInputError("the runs were trained on different datasets or splits; "
-                                    "an ensemble needs one")
+            raise input_error("--run", "runs trained on different datasets or splits",
+                              "one dataset and split for an ensemble", raw=True)
         dataset = load_splits(records[0])[split]
     if len(runs) > 1:
         if args.mc_samples or args.tta:
-            raise MedsureInputError("an ensemble (several --run) takes no --mc-samples or --tta")
-        pred = predict_ensemble([r.model for r in runs], dataset, batch_size=args.batch_size,
+            raise input_error("--mc-samples / --tta", "with several --run",
+                              "none of them for an ensemble (its members are the samples)", raw=True)
+        pred = predict_ensemble(runs, dataset, batch_size=args.batch_size,
                                 seed=args.seed, device=args.device)
     else:
         tta: bool | tuple[str, ...] = False
@@ -70,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
             trained = first.config.get("train", {})
             tta = views_for_training(first.task, hflip=bool(trained.get("augment", True) and trained.get("hflip")),
                                      vflip=bool(trained.get("augment", True) and trained.get("vflip")))
-        pred = predict(first.model, dataset, batch_size=args.batch_size,
+        pred = predict(first, dataset, batch_size=args.batch_size,
                        mc_samples=args.mc_samples, tta=tta, seed=args.seed,
                        device=args.device)
     pred = replace(pred, provenance={**pred.provenance, "split": split})
-    save_predictions(args.out, pred)
+    outputs.add(out_path, lambda path: save_predictions(path, pred))
+    outputs.write_all()
     print(f"wrote {args.out}: {pred.task}, logits {pred.logits.shape}"
           f"{', ' + pred.sample_kind if pred.sample_kind else ''}, split {split}")
     return 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
-
-from medsure.artifact import check_compatible, load_predictions
-from medsure.errors import MedsureInputError
+from medsure.artifact import load_predictions
+from medsure.cli._outputs import OutputPlan
+from medsure.segmentation.uncertainty import DEFAULT_REDUCTION, REDUCTIONS, UNCERTAINTY_KINDS
 from medsure.utils.io import write_json
+from medsure.validation import check_alpha, check_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,14 +18,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate segmentation predictions (an .npz artifact with logits (N, K, H, W) or "
                     "(T, N, K, H, W) and masks (N, H, W)) and write the metrics as JSON.")
     p.add_argument("--pred", required=True, help="labelled segmentation prediction artifact (.npz)")
-    p.add_argument("--shift", help="predictions of the same model on shifted images (.npz); adds shift_auroc")
+    p.add_argument("--shift", help="predictions of the same model on shifted images (.npz); adds the shift "
+                                   "AUROC of every image-level reduction")
+    p.add_argument("--cal", help="labelled predictions of the same model on other images (.npz); adds a Dice "
+                                 "predictor fitted there and scored on --pred")
     p.add_argument("--out", required=True, help="output JSON path")
-    p.add_argument("--uncertainty", default="entropy",
-                   choices=["entropy", "expected_entropy", "mutual_information", "one_minus_max_prob"],
+    p.add_argument("--report", default=None, help="also write an HTML report (summary, overlays, calibration)")
+    p.add_argument("--uncertainty", default="entropy", choices=list(UNCERTAINTY_KINDS),
                    help="per-pixel uncertainty map (default: predictive entropy)")
-    p.add_argument("--reduce", default="foreground_mean", choices=["mean", "foreground_mean", "foreground_weighted"],
-                   help="image-level aggregate of the uncertainty map (default: foreground_mean; "
-                        "foreground_weighted weights pixels by 1 - p(background), so half-seen misses count)")
+    p.add_argument("--reduce", default=DEFAULT_REDUCTION, choices=list(REDUCTIONS),
+                   help=f"image-level reduction of the uncertainty map for Dice prediction and shift_auroc "
+                        f"(default: {DEFAULT_REDUCTION}, chosen in benchmarks/segmentation_shift.md); --shift "
+                        "reports every reduction's AUROC as well")
     p.add_argument("--bins", type=int, default=15, help="calibration bins (default 15)")
     p.add_argument("--band-width", type=int, default=2, help="boundary band half-width in pixels (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-fitted Dice predictor")
@@ -42,79 +46,72 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--empty-gt", default="zero", choices=["zero", "exclude"],
                    help="images with an empty ground truth: FNR 0 (default) or excluded")
     q.add_argument("--out", required=True, help="output JSON path")
+    q.add_argument("--report", default=None, help="also write an HTML report (λ̂, test FNR, FNR curves)")
     q.set_defaults(func=run_conformal_mask)
 
 
 def run_segment_eval(args: argparse.Namespace) -> int:
     from medsure.segmentation.evaluate import evaluate_segmentation
 
-    if args.bins < 1:
-        raise MedsureInputError(f"--bins {args.bins}: expected a positive integer")
+    plan = OutputPlan()
+    out_path = plan.file("--out", args.out)
+    report_path = plan.file("--report", args.report)
+    check_int("--bins", args.bins, low=1)
+    check_int("--band-width", args.band_width, low=0)
     pred = load_predictions(args.pred)
     shift = load_predictions(args.shift) if args.shift else None
-    result = evaluate_segmentation(pred, shift=shift, uncertainty=args.uncertainty, reduce=args.reduce,
+    cal = load_predictions(args.cal) if args.cal else None
+    result = evaluate_segmentation(pred, cal=cal, shift=shift, uncertainty=args.uncertainty, reduce=args.reduce,
                                    n_bins=args.bins, band_width=args.band_width, seed=args.seed)
-    result["pred_file"] = str(args.pred)
-    if args.shift:
-        result["shift_file"] = str(args.shift)
-    write_json(args.out, result)
-    print(f"segment-eval: mean Dice {_fmt(result['dice_mean'])}, ECE {_fmt(result['ece'])}, "
-          f"boundary ECE {_fmt(result['ece_boundary'])}, UEO {_fmt(result['ueo'])}"
-          + (f", shift AUROC {_fmt(result['shift_auroc'])}" if "shift_auroc" in result else "")
+    out = result.to_dict()
+    out["pred_file"] = str(args.pred)
+    for option, value in (("shift_file", args.shift), ("cal_file", args.cal)):
+        if value:
+            out[option] = str(value)
+    plan.add(out_path, lambda path: write_json(path, out))
+    if report_path is not None:
+        plan.add(report_path, _report_writer("medsure segment-eval", segmentation=result))
+    plan.write_all()
+    print(f"segment-eval: mean Dice {_fmt(result.dice_mean)}, ECE {_fmt(result.ece)}, "
+          f"boundary ECE {_fmt(result.ece_boundary)}, UEO {_fmt(result.ueo)}"
+          + (f", shift AUROC {_fmt(result.shift_auroc)} ({result.image_reduce})"
+             if result.shift_auroc is not None else "")
           + f" -> {args.out}")
+    if result.shift_auroc_by_reduction is not None:
+        print("shift AUROC by image-level reduction:")
+        for name, auc in result.shift_auroc_by_reduction.items():
+            print(f"  {name:<20} {_fmt(auc)}" + ("  (used)" if name == result.image_reduce else ""))
     return 0
 
 
 def run_conformal_mask(args: argparse.Namespace) -> int:
-    from medsure.segmentation.conformal_mask import ConformalMask
-    from medsure.segmentation.evaluate import require_segmentation
+    from medsure.segmentation.conformal_mask import evaluate_conformal_mask
 
-    if not (0.0 < args.alpha < 1.0) or not math.isfinite(args.alpha):
-        raise MedsureInputError(f"--alpha {args.alpha}: expected a number in (0, 1)")
+    plan = OutputPlan()
+    out_path = plan.file("--out", args.out)
+    report_path = plan.file("--report", args.report)
+    check_alpha(args.alpha, what="--alpha")
     cal = load_predictions(args.cal)
     test = load_predictions(args.test)
-    require_segmentation(cal, "--cal")
-    require_segmentation(test, "--test")
-    check_compatible(cal, test)
-    if cal.n_samples < math.ceil(1.0 / args.alpha) - 1:
-        raise MedsureInputError(
-            f"--cal has {cal.n_samples} images; alpha={args.alpha} needs at least "
-            f"{math.ceil(1.0 / args.alpha) - 1} (otherwise the guarantee forces the whole image into the mask)")
-    cm = ConformalMask(alpha=args.alpha, empty_gt=args.empty_gt).calibrate(cal)
-    names = [str(c) for c in cm.class_names_]
-    needed = math.ceil(1.0 / args.alpha) - 1
-    for name, n_used in zip(names, np.atleast_1d(cm.n_cal_)):
-        if n_used < needed:  # with --empty-gt exclude only images showing the label count
-            raise MedsureInputError(
-                f"label {name!r}: {int(n_used)} calibration images contain it; alpha={args.alpha} needs at least "
-                f"{needed} (otherwise the guarantee forces the whole image into the mask)")
-    test_fnr = cm.fnr(test)
-    if args.empty_gt == "exclude":
-        present = np.stack([(test.masks == j).reshape(test.n_samples, -1).any(axis=1)
-                            for j in range(1, test.n_classes)], axis=1)
-        fnr_means = [float(test_fnr[present[:, j], j].mean()) if present[:, j].any() else None
-                     for j in range(len(names))]
-    else:
-        fnr_means = [float(v) for v in test_fnr.mean(axis=0)]
-    sets = cm.predict(test)
-    binary = len(names) == 1
-    result = {
-        "alpha": args.alpha,
-        "empty_gt": args.empty_gt,
-        "labels": names,
-        # binary tasks get plain numbers; multi-label tasks a value per foreground label
-        "lambda": float(cm.lambda_[0]) if binary else dict(zip(names, map(float, cm.lambda_))),
-        "fnr": fnr_means[0] if binary else dict(zip(names, fnr_means)),
-        "n_cal": int(cm.n_cal_[0]) if binary else dict(zip(names, map(int, cm.n_cal_))),
-        "n_test": test.n_samples,
-        "mask_fraction": (float(sets.mean()) if binary
-                          else dict(zip(names, map(float, sets.mean(axis=(0, 2, 3)))))),
-        "cal_file": str(args.cal),
-        "test_file": str(args.test),
-    }
-    write_json(args.out, result)
-    print(f"conformal-mask: lambda {result['lambda']}, test FNR {result['fnr']} (alpha {args.alpha}) -> {args.out}")
+    result = evaluate_conformal_mask(cal, test, alpha=args.alpha, empty_gt=args.empty_gt)
+    out = {**result.to_dict(), "cal_file": str(args.cal), "test_file": str(args.test)}
+    plan.add(out_path, lambda path: write_json(path, out))
+    if report_path is not None:
+        plan.add(report_path, _report_writer("medsure conformal-mask", conformal=result))
+    plan.write_all()
+    print(f"conformal-mask: lambda {out['lambda']}, test FNR {out['fnr']} (alpha {args.alpha}) -> {args.out}")
     return 0
+
+
+def _report_writer(title: str, **results):
+    """Render the report sections now (results are computed) and return the writer for the plan."""
+    from medsure.report.html import Report
+    from medsure.segmentation.report import build_sections
+
+    report = Report(title=title)
+    for section in build_sections(**results):
+        report.add(section)
+    return report.write
 
 
 def _fmt(value) -> str:

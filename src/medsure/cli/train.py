@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,18 +39,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: torch's choice; 1 helps on a busy shared machine)")
-    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--deterministic", action="store_true",
+                   help="strict determinism (for GPUs): torch.use_deterministic_algorithms(True) raises on an "
+                        "operation without a deterministic kernel, cudnn.deterministic is set and "
+                        "CUBLAS_WORKSPACE_CONFIG=:4096:8 on CUDA; recorded in config.json. On CPU a seed already "
+                        "gives identical weights for the same thread count and CPU kind")
+    p.add_argument("--out", required=True,
+                   help="run folder to create (config.json, checkpoint.pt, best.pt, history.json)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from medsure.cli._outputs import OutputPlan
     from medsure.models import CLASSIFIERS
     from medsure.training import TrainConfig, train
     from medsure.training.datasets import dataset_record, load_splits, parse_options
 
+    # the run folder is written epoch by epoch (that is what makes a run resumable), so it is
+    # only checked here; train() refuses a folder that already holds a run unless --resume
+    OutputPlan().folder("--out", args.out)
     if args.max_samples is not None and args.max_samples < 2:
-        raise MedsureInputError(f"--max-samples {args.max_samples}, expected at least 2")
+        raise input_error("--max-samples", args.max_samples, "at least 2")
     options = parse_options(args.option)
     if args.no_verify:
         options["verify"] = False
@@ -59,13 +69,15 @@ def run(args: argparse.Namespace) -> int:
     splits = load_splits(record)
     task = splits["train"].task
     model = args.model or ("unet" if task == "segmentation" else "resnet18")
-    if task == "segmentation" and model != "unet" or task == "classification" and model not in CLASSIFIERS:
-        raise MedsureInputError(f"--model {model} cannot do {task}")
+    if (task == "segmentation" and model != "unet") or (task == "classification" and model not in CLASSIFIERS):
+        raise input_error("--model", model, f"a {task} model: "
+                          + ("unet" if task == "segmentation" else ", ".join(CLASSIFIERS)))
     config = TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          loss=args.loss, patience=args.patience, seed=args.seed,
                          dropout=args.dropout, vflip=args.vflip, augment=not args.no_augment,
                          device=args.device, num_threads=args.threads, dataset=record,
-                         class_weights="balanced" if args.balanced else None)
+                         class_weights="balanced" if args.balanced else None,
+                         deterministic=args.deterministic)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     print(f"training {model} on {args.dataset} ({sizes}) -> {args.out}")
     result = train(config, splits, args.out, resume=args.resume)

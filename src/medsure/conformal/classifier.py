@@ -1,11 +1,15 @@
 """Split conformal classification: marginal, class-conditional (Mondrian) and group-conditional.
 
 >>> clf = SplitConformalClassifier("aps", alpha=0.1, conditional="class", seed=0)
->>> sets = clf.calibrate(cal_predictions).predict_set(test_predictions)   # bool (N, K)
+>>> sets = clf.fit(cal_predictions).predict(test_predictions)   # bool (N, K)
+>>> clf.score(test_predictions)["coverage"]
 
-The constructor only stores its arguments; :meth:`SplitConformalClassifier.calibrate` learns the
-thresholds (attributes ending in ``_``) and :meth:`SplitConformalClassifier.predict_set` builds the
-sets ``{y : score(x, y) <= q}`` with the threshold ``q`` of the sample's stratum.
+The constructor only stores its arguments; :meth:`SplitConformalClassifier.fit` learns the
+thresholds (attributes ending in ``_``), :meth:`SplitConformalClassifier.predict` builds the
+sets ``{y : score(x, y) <= q}`` with the threshold ``q`` of the sample's stratum, and
+:meth:`SplitConformalClassifier.score` measures them on labelled test data. The score's
+:class:`~medsure.conformal.scores.ScoreSpec` says what it takes, whether it randomizes and which
+parameters it has; the estimator reads only that.
 
 Inputs are :class:`medsure.artifact.Predictions` or arrays. By default arrays (and the ``logits``
 of a prediction file) are **logits** and are turned into probabilities by softmax (mean of the
@@ -14,21 +18,28 @@ probabilities: they must be finite, in [0, 1] and each row must sum to 1 within 
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from medsure.artifact import Predictions, softmax
-from medsure.conformal.quantile import check_alpha, conformal_quantile, min_calibration_size
-from medsure.conformal.scores import (CHUNK_ROWS, RAPS_LAMBDA_GRID, SAPS_DEFAULT_WEIGHT, _chunks,
-                                      _sorted_scores, check_method, label_scores, prediction_sets,
-                                      prediction_sets_per_sample, true_label_rank)
+from medsure.artifact import Predictions
+from medsure.conformal.metrics import DEFAULT_DELTA, set_metrics, stratified_validity, validity
+from medsure.conformal.quantile import conformal_quantile, conformal_quantile_of_counts, min_calibration_size
+from medsure.conformal.scores import (RAPS_LAMBDA_GRID, SCORES, ScoreSpec, check_method, check_params,
+                                      label_scores, label_scores_checked, prediction_sets, rank_score_table,
+                                      prediction_sets_per_sample, sets_checked, true_label_rank, tune_raps)
+from medsure.core import softmax
 from medsure.errors import MedsureInputError
+from medsure.validation import Boolean, Interval, NoneOk, Options, input_error, validate_params
 
 InputKind = Literal["logits", "probs"]
 Conditional = Literal["marginal", "class", "group"]
 FALLBACKS = (None, "marginal", "include")
+__all__ = ["SplitConformalClassifier", "to_probabilities", "stratified_quantiles", "random_split", "tune_raps"]
 PROB_SUM_TOLERANCE = 1e-3
+#: Rows are validated (and test rows turned into sets) in blocks of about this many bytes, small
+#: enough to stay in cache between the passes over a block.
+_CACHE_BLOCK_BYTES = 2 ** 21
 
 
 # ---- input conversion -----------------------------------------------------------------------
@@ -73,24 +84,48 @@ def to_probabilities(data: Predictions | np.ndarray, *, input: InputKind = "logi
     return _validated_probs(values, what)
 
 
+def _is_large_matrix(data: Any) -> bool:
+    """A 2-D array big enough that checking and scoring it block by block pays off."""
+    return isinstance(data, np.ndarray) and data.ndim == 2 and data.nbytes > 2 * _CACHE_BLOCK_BYTES
+
+
 def _validated_probs(values: np.ndarray, what: str) -> np.ndarray:
-    sums = values.sum(axis=2, dtype=np.float64)
-    if not np.all(np.isfinite(sums)):  # any NaN/inf makes its row sum non-finite (one pass)
+    # Row sums and the minimum are all a valid input needs; everything else works on the (T, N)
+    # sums. Few classes: one BLAS matrix-vector product (numpy's row reduction has a K-long inner
+    # loop). Many classes: blocks of rows small enough to stay in cache, so the minimum reads the
+    # block the sum just brought in (one pass over memory instead of two).
+    t, n, k = values.shape
+    flat = values.reshape(-1, k)
+    if k <= 16:
+        sums = flat @ np.ones(k, dtype=values.dtype)
+        lo = float(flat.min()) if flat.size else 0.0
+    else:
+        sums = np.empty(flat.shape[0], dtype=np.result_type(values.dtype, np.float32))
+        lo = np.inf
+        step = max(256, _CACHE_BLOCK_BYTES // (k * values.itemsize))
+        for start in range(0, flat.shape[0], step):
+            block = flat[start:start + step]
+            np.add.reduce(block, axis=1, out=sums[start:start + step])
+            lo = min(lo, float(block.min()))
+    sums = sums.reshape(t, n)
+    deviation = np.abs(sums - 1.0)
+    # NaN/inf make their row's sum non-finite, so `deviation.max() <= tol` is False for them too:
+    # the common case of valid input costs one product, one minimum and one max of (T, N)
+    if lo >= 0 and (deviation.size == 0 or float(deviation.max()) <= PROB_SUM_TOLERANCE):
+        return values[0] if values.shape[0] == 1 else values.mean(axis=0)
+    if not np.isfinite(sums).all():
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         raise MedsureInputError(f"{what}: {bad} NaN or infinite probabilities; all values must be finite")
-    lo = float(values.min())
-    worst = np.unravel_index(np.argmax(np.abs(sums - 1)), sums.shape)
+    worst = np.unravel_index(np.argmax(deviation), sums.shape)
+    off = float(deviation[worst]) > PROB_SUM_TOLERANCE
     # non-negative rows summing to 1 cannot exceed 1, so the max is needed only for the message
-    if lo < 0 or (abs(sums[worst] - 1) > PROB_SUM_TOLERANCE and float(values.max()) > 1 + PROB_SUM_TOLERANCE):
+    if lo < 0 or (off and float(values.max()) > 1 + PROB_SUM_TOLERANCE):
         raise MedsureInputError(
             f"{what}: values span [{lo:.4g}, {float(values.max()):.4g}], not probabilities in [0, 1] "
             "(drop input='probs' / --input probs if these are logits)")
-    if abs(sums[worst] - 1) > PROB_SUM_TOLERANCE:
-        raise MedsureInputError(
-            f"{what}: probabilities do not sum to 1 (row {int(worst[-1])} sums to {sums[worst]:.6g}; "
-            f"tolerance {PROB_SUM_TOLERANCE}); pass logits, or normalised probabilities")
-    # rows within the tolerance are used as given (no copy for a single (N, K) array)
-    return values[0] if values.shape[0] == 1 else values.mean(axis=0)
+    raise MedsureInputError(
+        f"{what}: probabilities do not sum to 1 (row {int(worst[-1])} sums to {sums[worst]:.6g}; "
+        f"tolerance {PROB_SUM_TOLERANCE}); pass logits, or normalised probabilities")
 
 
 def _labels_of(data: Predictions | np.ndarray, labels: Any, n: int, k: int, what: str) -> np.ndarray:
@@ -206,64 +241,43 @@ def random_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
-def tune_raps(probs: np.ndarray, labels: np.ndarray, alpha: float, *, k_reg: int | None = None,
-              lambda_grid: Sequence[float] = RAPS_LAMBDA_GRID) -> tuple[int, float]:
-    """Choose RAPS ``(k_reg, lam)`` on held-out tuning data, as the RAPS paper's procedure.
-
-    ``k_reg`` (unless given) is the ``(1 - alpha)`` empirical quantile (numpy ``method="higher"``)
-    of the true label's 1-based rank; ``lam`` is the grid value whose conformal sets — calibrated and measured
-    on the tuning data, deterministic scores — have the smallest mean size (first on ties).
-    (Angelopoulos et al. 2021, Sec. 2 and their reference code ``pick_kreg``/``pick_lamda_size``.)
-
-    Parameters
-    ----------
-    probs : ndarray (n, K)
-    labels : ndarray (n,)
-    alpha : float
-    lambda_grid : sequence of float
-
-    Returns
-    -------
-    (k_reg, lam)
-    """
-    ranks = true_label_rank(probs, labels)
-    if k_reg is None:
-        k_reg = int(np.quantile(ranks, 1 - alpha, method="higher"))
-    grid = [float(lam) for lam in lambda_grid]
-    n = probs.shape[0]
-    # Every λ shares one sort per chunk: the scores in rank order give both the label scores and
-    # (prefix sets) the set sizes, exactly as label_scores / prediction_sets compute them.
-    label_sc = np.empty((len(grid), n))
-    for rows in _chunks(n, CHUNK_ROWS):
-        p = probs[rows].astype(np.float64)
-        sp = np.sort(p, axis=1)[:, ::-1]
-        at = (np.arange(sp.shape[0]), ranks[rows] - 1)
-        for g, lam in enumerate(grid):
-            label_sc[g, rows] = _sorted_scores("raps", sp, np.zeros(sp.shape[0]), {"k_reg": k_reg, "lam": lam})[at]
-    # The tuning part only ranks λ values (coverage comes from the other calibration points), so
-    # a split too small for the (n+1)-corrected quantile falls back to the empirical one.
-    if alpha >= 1.0 / (n + 1):
-        thresholds = [conformal_quantile(label_sc[g], alpha, "RAPS tuning split") for g in range(len(grid))]
-    else:
-        thresholds = [float(np.quantile(label_sc[g], 1 - alpha, method="higher")) for g in range(len(grid))]
-    set_sizes = np.zeros(len(grid))
-    for rows in _chunks(n, CHUNK_ROWS):
-        sp = np.sort(probs[rows].astype(np.float64), axis=1)[:, ::-1]
-        for g, lam in enumerate(grid):
-            scores = _sorted_scores("raps", sp, np.zeros(sp.shape[0]), {"k_reg": k_reg, "lam": lam})
-            set_sizes[g] += np.count_nonzero(scores <= thresholds[g])
-    return k_reg, grid[int(np.argmin(set_sizes))]  # first λ on ties
-
-
 # ---- the estimator ----------------------------------------------------------------------------
+
+class _Text:
+    """Constraint: a string."""
+
+    def check(self, what: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise input_error(what, value, "a string")
+        return value
+
+
+class _RegisteredScore:
+    """Constraint: a key of the score registry (read at check time, so new entries count)."""
+
+    def check(self, what: str, value: Any) -> Any:
+        if isinstance(value, str) and value in SCORES:
+            return value
+        raise input_error(what, value, "one of " + ", ".join(SCORES))
+
+
+class _ParamsMapping:
+    """Constraint: a mapping of score-parameter names to values (checked against the score)."""
+
+    def check(self, what: str, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise input_error(what, value, "a dict of score parameters, e.g. {'lam': 0.1}")
+        return value
+
 
 class SplitConformalClassifier:
     """Split conformal prediction sets with a finite-sample coverage guarantee.
 
     Parameters
     ----------
-    method : {"lac", "aps", "raps", "topk", "saps"}
-        Conformity score (see :mod:`medsure.conformal.scores`).
+    method : str
+        Conformity score: a key of :data:`medsure.conformal.scores.SCORES`
+        (``"lac"``, ``"aps"``, ``"raps"``, ``"topk"``, ``"saps"``).
     alpha : float in (0, 1)
         Target miscoverage: sets contain the true label with probability >= 1 - alpha.
     conditional : {"marginal", "class", "group"}
@@ -274,23 +288,23 @@ class SplitConformalClassifier:
     group_key : str, optional
         ``Predictions.meta`` key holding the groups for ``conditional="group"``.
     randomized : bool
-        Randomized scores (``u ~ U[0,1)``) for aps, raps and saps: exact coverage, sets may be
-        empty. False uses ``u = 0``: never-empty, conservative sets. Ignored by lac and topk.
+        Randomized scores (``u ~ U[0,1)``) for scores declared ``randomizable`` (aps, raps,
+        saps): exact coverage, sets may be empty. False uses ``u = 0``: never-empty,
+        conservative sets. Ignored by the others (lac, topk).
     fallback : {None, "marginal", "include"}
         For class/group strata with fewer than ``ceil(1/alpha) - 1`` calibration samples: None raises
         naming the stratum and its count; "marginal" uses the marginal threshold there (no
         per-stratum guarantee); "include" always includes (coverage 1). Used fallbacks are listed
         in ``fallbacks_``.
-    k_reg, lam : int, float, optional
-        RAPS regularisation. When either is None both are tuned on ``tune_fraction`` of the
-        calibration data (a uniformly random part, as the paper's code), which is then *not*
-        used for the threshold.
-    tune_fraction : float
-        Share of calibration data held out for RAPS tuning (0.3 as the RAPS reference code).
+    params : dict, optional
+        The score's declared parameters (``ScoreSpec.params``): RAPS ``k_reg`` and ``lam``, SAPS
+        ``weight``. A parameter without a default that is not given is tuned by the score's
+        ``tune`` function on ``tune_fraction`` of the calibration data (a uniformly random part,
+        as the RAPS paper's code), which is then *not* used for the threshold.
+    tune_fraction : float in (0, 1)
+        Share of calibration data held out for tuning (0.3 as the RAPS reference code).
     lambda_grid : sequence of float
-        RAPS λ candidates.
-    weight : float, optional
-        SAPS rank weight (default 0.2).
+        RAPS λ candidates when ``lam`` is tuned.
     input : {"logits", "probs"}
         How array inputs and artifact ``logits`` are read (module docstring).
     seed : int or None
@@ -305,9 +319,9 @@ class SplitConformalClassifier:
     stratum_counts_ : ndarray (S,)
         Calibration samples per stratum.
     n_cal_ : int
-        Calibration samples used for thresholds (after the RAPS tuning hold-out).
+        Calibration samples used for thresholds (after the tuning hold-out).
     n_tune_ : int
-        Samples held out for RAPS tuning (0 otherwise).
+        Samples held out for tuning (0 otherwise).
     params_ : dict
         Score parameters in use (``k_reg``, ``lam`` or ``weight``).
     randomized_ : bool
@@ -319,29 +333,57 @@ class SplitConformalClassifier:
     class_names_ : list of str
     """
 
+    _parameter_constraints = {
+        "method": [_RegisteredScore()],
+        "alpha": [Interval(float, 0.0, 1.0, closed="neither")],
+        "conditional": [Options(("marginal", "class", "group"))],
+        "group_key": [_Text(), NoneOk],
+        "randomized": [Boolean()],
+        "fallback": [Options(("marginal", "include")), NoneOk],
+        "params": [_ParamsMapping(), NoneOk],
+        "tune_fraction": [Interval(float, 0.0, 1.0, closed="neither")],
+        "input": [Options(("logits", "probs"))],
+        "seed": [Interval(int, 0, None), NoneOk],
+    }
+
     def __init__(self, method: str = "lac", alpha: float = 0.1, *, conditional: Conditional = "marginal",
                  group_key: str | None = None, randomized: bool = True, fallback: str | None = None,
-                 k_reg: int | None = None, lam: float | None = None, tune_fraction: float = 0.3,
-                 lambda_grid: Sequence[float] = RAPS_LAMBDA_GRID, weight: float | None = None,
-                 input: InputKind = "logits", seed: int | None = 0) -> None:
+                 params: Mapping[str, Any] | None = None, tune_fraction: float = 0.3,
+                 lambda_grid: Sequence[float] = RAPS_LAMBDA_GRID, input: InputKind = "logits",
+                 seed: int | None = 0) -> None:
         self.method = method
         self.alpha = alpha
         self.conditional = conditional
         self.group_key = group_key
         self.randomized = randomized
         self.fallback = fallback
-        self.k_reg = k_reg
-        self.lam = lam
+        self.params = params
         self.tune_fraction = tune_fraction
         self.lambda_grid = lambda_grid
-        self.weight = weight
         self.input = input
         self.seed = seed
 
-    # ---- calibration ------------------------------------------------------------------------
-    def calibrate(self, cal: Predictions | np.ndarray, labels: np.ndarray | None = None, *,
-                  groups: np.ndarray | None = None, u: np.ndarray | None = None
-                  ) -> "SplitConformalClassifier":
+    @property
+    def spec(self) -> ScoreSpec:
+        """The registry entry of ``method``."""
+        return check_method(self.method)
+
+    def _score_input(self, data: Predictions | np.ndarray, what: str) -> np.ndarray:
+        """What the score function takes, per its ``ScoreSpec.input_kind``, shape (N, K)."""
+        if self.spec.input_kind == "probabilities":
+            return to_probabilities(data, input=self.input, what=what)
+        if self.input != "logits":
+            raise input_error("input", self.input, "'logits'", f"the {self.method} score takes logits")
+        values = data.sample_logits() if isinstance(data, Predictions) else np.asarray(data)
+        if values.ndim == 3 and values.shape[0] == 1:
+            values = values[0]
+        if values.ndim != 2:
+            raise input_error(what, f"shape {values.shape}", "logits (N, K) without a sample axis", raw=True)
+        return values
+
+    # ---- fit --------------------------------------------------------------------------------
+    def fit(self, cal: Predictions | np.ndarray, labels: np.ndarray | None = None, *,
+            groups: np.ndarray | None = None, u: np.ndarray | None = None) -> "SplitConformalClassifier":
         """Learn the threshold(s) from labelled calibration data.
 
         Parameters
@@ -352,22 +394,22 @@ class SplitConformalClassifier:
         groups : ndarray (N,), optional
             Group of each sample for ``conditional="group"``.
         u : ndarray (N,), optional
-            Randomization of the calibration scores (drawn from ``seed`` when None). With RAPS
-            tuning it indexes the full calibration set. For exact reproduction of other libraries.
+            Randomization of the calibration scores (drawn from ``seed`` when None). With
+            parameter tuning it indexes the full calibration set. For exact reproduction of
+            other libraries.
 
         Returns
         -------
         self
         """
-        spec = check_method(self.method)
-        alpha = check_alpha(self.alpha)
-        if self.conditional not in ("marginal", "class", "group"):
-            raise MedsureInputError(
-                f"conditional={self.conditional!r}, expected 'marginal', 'class' or 'group'")
-        if self.fallback not in FALLBACKS:
-            raise MedsureInputError(f"fallback={self.fallback!r}, expected one of {list(FALLBACKS)}")
-        probs = to_probabilities(cal, input=self.input, what="cal")
-        n, k = probs.shape
+        validate_params(self)
+        spec = self.spec
+        alpha = float(self.alpha)
+        given = check_params(spec, dict(self.params or {}), allow_missing=True)
+        # a large array is checked and scored a block of rows at a time (see _predict_blocks)
+        blocked = _is_large_matrix(cal) and not spec.needs_tuning(given)
+        values = None if blocked else self._score_input(cal, "cal")
+        n, k = cal.shape if blocked else values.shape
         y = _labels_of(cal, labels, n, k, "cal")
         g = _groups_of(cal, groups, self.group_key, n, "cal") if self.conditional == "group" else None
         self.n_classes_ = k
@@ -380,46 +422,47 @@ class SplitConformalClassifier:
             self._check_u_allowed()
             u_all = np.asarray(u, dtype=np.float64)
             if u_all.shape != (n,):
-                raise MedsureInputError(f"u has shape {u_all.shape}, expected ({n},)")
+                raise input_error("u", f"shape {u_all.shape}", f"({n},): one value per calibration sample", raw=True)
 
-        keep = np.arange(n)
         self.n_tune_ = 0
-        if self.method == "raps":
-            if self.k_reg is None or self.lam is None:
-                if not 0 < self.tune_fraction < 1:
-                    raise MedsureInputError(f"tune_fraction={self.tune_fraction}, expected 0 < f < 1")
-                tune, keep = random_split(n, self.tune_fraction, _stream(self.seed, 1))
-                # a parameter the user gave is kept; only the missing one is chosen on the tuning part
-                k_reg, lam = tune_raps(probs[tune], y[tune], alpha, k_reg=self.k_reg,
-                                       lambda_grid=self.lambda_grid if self.lam is None else (self.lam,))
-                self.n_tune_ = int(tune.size)
-            else:
-                k_reg, lam = self.k_reg, self.lam
-            self.params_ = {"k_reg": int(k_reg), "lam": float(lam)}
-        elif self.method == "saps":
-            self.params_ = {"weight": float(SAPS_DEFAULT_WEIGHT if self.weight is None else self.weight)}
-        else:
-            self.params_ = {}
-
-        if self.n_tune_:
-            probs, y = probs[keep], y[keep]
+        if spec.needs_tuning(given):
+            tune, keep = random_split(n, float(self.tune_fraction), _stream(self.seed, 1))
+            # a parameter the user gave is kept; only the missing ones are chosen on the tuning part
+            tuned = spec.tune(values[tune], y[tune], alpha, given, lambda_grid=self.lambda_grid)
+            self.params_ = check_params(spec, tuned)
+            self.n_tune_ = int(tune.size)
+            values, y = values[keep], y[keep]
             u_all = None if u_all is None else u_all[keep]
             if g is not None:
                 g = g[keep]
-        scores = label_scores(self.method, probs, y, u_all, **self.params_)
+        else:
+            self.params_ = check_params(spec, given)
+        rank_counts = None
+        if blocked:
+            scores = self._label_scores_blocks(cal, y, u_all)
+        elif spec.rank_only:  # the score of the rank: keep the rank counts for the quantile
+            rank0 = true_label_rank(values, y) - 1
+            scores = rank_score_table(spec, k, self.params_)[rank0]
+            rank_counts = np.bincount(rank0, minlength=k)
+        else:
+            scores = label_scores(self.method, values, y, u_all, **self.params_)
         self.cal_scores_ = scores
-        self.n_cal_ = int(keep.size)
+        self.n_cal_ = int(y.size)
         if self.conditional == "marginal":
             self.strata_ = ["all"]
-            self.stratum_counts_ = np.array([keep.size])
-            self.thresholds_ = np.array([conformal_quantile(scores, alpha, "calibration set")])
+            self.stratum_counts_ = np.array([y.size])
+            if rank_counts is not None:  # K distinct values: count instead of partitioning
+                threshold = conformal_quantile_of_counts(rank_score_table(spec, k, self.params_), rank_counts,
+                                                         alpha, "calibration set")
+            else:
+                threshold = conformal_quantile(scores, alpha, "calibration set")
+            self.thresholds_ = np.array([threshold])
             self.fallbacks_ = []
         elif self.conditional == "class":
             self.strata_ = list(self.class_names_)
-            strata = y
-            self.stratum_counts_ = np.bincount(strata, minlength=k)
+            self.stratum_counts_ = np.bincount(y, minlength=k)
             self.thresholds_, self.fallbacks_ = stratified_quantiles(
-                scores, strata, alpha, names=self.strata_, fallback=self.fallback, kind="class")
+                scores, y, alpha, names=self.strata_, fallback=self.fallback, kind="class")
         else:
             names, strata = np.unique(g, return_inverse=True)
             self.strata_ = [str(v) for v in names]
@@ -434,15 +477,16 @@ class SplitConformalClassifier:
     def _check_u_allowed(self) -> None:
         # a deterministic score with a randomization on one side only would break the guarantee
         if not self.randomized_:
-            raise MedsureInputError(f"u given but the {self.method} score is deterministic here "
-                                    f"(randomized={self.randomized}); pass u only to randomized scores")
+            raise input_error("u", "a randomization", f"no u: the {self.method} score is deterministic here "
+                              f"(randomized={self.randomized}, randomizable={self.spec.randomizable})",
+                              "pass u only to randomized scores", raw=True)
 
-    def _check_calibrated(self) -> None:
+    def _check_fitted(self) -> None:
         if not hasattr(self, "thresholds_"):
-            raise MedsureInputError("call calibrate(cal) before predict_set(test)")
+            raise MedsureInputError("call fit(cal) before predict(test) or score(test)")
 
-    def predict_set(self, test: Predictions | np.ndarray, *, groups: np.ndarray | None = None,
-                    u: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, test: Predictions | np.ndarray, *, groups: np.ndarray | None = None,
+                u: np.ndarray | None = None) -> np.ndarray:
         """Prediction sets for ``test``.
 
         Parameters
@@ -459,9 +503,18 @@ class SplitConformalClassifier:
         ndarray of bool (N, K)
             ``sets[i, y]`` is True when label ``y`` is in the set of sample ``i``.
         """
-        self._check_calibrated()
-        probs = to_probabilities(test, input=self.input, what="test")
-        n, k = probs.shape
+        self._check_fitted()
+        if _is_large_matrix(test):
+            return self._predict_blocks(test, groups, u)
+        values = self._score_input(test, "test")
+        u, per_sample = self._prepare_predict(test, values.shape, groups, u)
+        return self._sets(values, u, per_sample)
+
+    def _prepare_predict(self, test: Predictions | np.ndarray, shape: tuple[int, ...],
+                         groups: np.ndarray | None, u: np.ndarray | None
+                         ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Checked randomization (N,) and, for group-conditional runs, per-sample thresholds (N,)."""
+        n, k = shape
         if k != self.n_classes_:
             raise MedsureInputError(
                 f"test has K={k} classes but calibration had K={self.n_classes_}; "
@@ -470,27 +523,157 @@ class SplitConformalClassifier:
             u = _stream(self.seed, 3).random(n) if self.randomized_ else None
         else:
             self._check_u_allowed()
-        if self.conditional == "marginal":
-            return prediction_sets(self.method, probs, self.thresholds_[0], u, **self.params_)
-        if self.conditional == "class":
-            return prediction_sets(self.method, probs, self.thresholds_, u, **self.params_)
+        if self.conditional != "group":
+            return u, None
         g = _groups_of(test, groups, self.group_key, n, "test")
         lookup = {name: i for i, name in enumerate(self.strata_)}
-        unseen = sorted(set(np.unique(g).tolist()) - set(lookup))
+        present, inverse = np.unique(g, return_inverse=True)
+        unseen = sorted(set(present.tolist()) - set(lookup))
         if unseen and self.fallback is None:
             raise MedsureInputError(
                 f"test groups {unseen} have no calibration samples (calibrated groups: {self.strata_}); "
                 "use fallback='marginal' or 'include'")
         fallback_q = (self._marginal_threshold if self.fallback == "marginal" else np.inf)
         table = np.append(self.thresholds_, fallback_q)
-        index = np.array([lookup.get(v, len(self.strata_)) for v in np.unique(g)])
-        per_sample = table[index[np.searchsorted(np.unique(g), g)]]
-        return prediction_sets_per_sample(self.method, probs, per_sample, u, **self.params_)
+        index = np.array([lookup.get(v, len(self.strata_)) for v in present.tolist()])
+        return u, table[index[inverse]]
+
+    def _sets(self, values: np.ndarray, u: np.ndarray | None, per_sample: np.ndarray | None,
+              out: np.ndarray | None = None) -> np.ndarray:
+        if self.conditional == "marginal":
+            return prediction_sets(self.method, values, self.thresholds_[0], u, out=out, **self.params_)
+        if self.conditional == "class":
+            return prediction_sets(self.method, values, self.thresholds_, u, out=out, **self.params_)
+        return prediction_sets_per_sample(self.method, values, per_sample, u, out=out, **self.params_)
+
+    def _predict_blocks(self, test: np.ndarray, groups: np.ndarray | None, u: np.ndarray | None) -> np.ndarray:
+        """:meth:`predict` for a large (N, K) array, a block of rows at a time: each block is
+        checked and turned into sets while it is still in cache. Same checks, same sets."""
+        n, k = test.shape
+        u, per_sample = self._prepare_predict(test, test.shape, groups, u)
+        sets = np.empty((n, k), dtype=bool)
+        spec = self.spec
+        threshold = self.thresholds_[0] if self.conditional == "marginal" else self.thresholds_
+        for rows, values in self._checked_blocks(test, "test"):
+            sets_checked(spec, values, threshold if per_sample is None else per_sample[rows, None],
+                         None if u is None else u[rows], self.params_, out=sets[rows])
+        return sets
+
+    def _label_scores_blocks(self, cal: np.ndarray, y: np.ndarray, u: np.ndarray | None) -> np.ndarray:
+        """Calibration scores of a large (N, K) array, checked and scored block by block."""
+        scores = np.empty(cal.shape[0])
+        spec = self.spec
+        for rows, values in self._checked_blocks(cal, "cal"):
+            scores[rows] = label_scores_checked(spec, values, y[rows], None if u is None else u[rows], self.params_)
+        return scores
+
+    def _checked_blocks(self, data: np.ndarray, what: str):
+        """Yield ``(rows, score input of those rows)`` for blocks of rows that fit in cache. The
+        checks are those of the whole array; a failing block re-checks the whole array so the
+        message describes all of it."""
+        n, k = data.shape
+        step = max(256, _CACHE_BLOCK_BYTES // (k * data.itemsize))
+        # probabilities given as float64: only their values need checking, block by block
+        direct = (self.input == "probs" and self.spec.input_kind == "probabilities" and data.dtype == np.float64
+                  and k >= 2)
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            try:
+                values = _validated_probs(data[None, rows], what) if direct else self._score_input(data[rows], what)
+            except MedsureInputError:
+                self._score_input(data, what)  # raises the message about the whole input
+                raise
+            yield rows, values
+
+    # ---- scoring ------------------------------------------------------------------------------
+    @property
+    def exact_(self) -> bool:
+        """Whether the fitted score is tie-free, so the coverage band's upper end applies too.
+
+        Randomized scores are; Top-K and deterministic APS/RAPS/SAPS over-cover by design. An
+        elementwise score (LAC) is tie-free in theory, but saturated float softmax outputs
+        (p = 1.0) tie in practice: it counts as exact only when no two calibration scores tie at
+        a threshold.
+        """
+        self._check_fitted()
+        if self.randomized_:
+            return True
+        if self.spec.form != "elementwise":
+            return False
+        finite = self.thresholds_[np.isfinite(self.thresholds_)]
+        return all(np.count_nonzero(self.cal_scores_ == t) <= 1 for t in finite)
+
+    def score(self, test: Predictions | np.ndarray, labels: np.ndarray | None = None, *,
+              groups: np.ndarray | None = None, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+        """Set metrics, coverage band and validity on labelled test data.
+
+        Parameters
+        ----------
+        test : Predictions or ndarray (N, K) / (T, N, K)
+        labels : ndarray (N,), optional
+            True test labels (read from ``test`` when it is a labelled Predictions).
+        groups : ndarray (N,), optional
+            Test groups for ``conditional="group"`` (else ``meta[group_key]``).
+        delta : float
+            Mass outside the coverage band.
+
+        Returns
+        -------
+        dict
+            See :meth:`score_sets`.
+        """
+        self._check_fitted()
+        sets = self.predict(test, groups=groups)
+        y = _labels_of(test, labels, sets.shape[0], self.n_classes_, "test")
+        if self.conditional == "group":
+            groups = _groups_of(test, groups, self.group_key, sets.shape[0], "test")
+        return self.score_sets(sets, y, groups=groups, delta=delta)
+
+    def score_sets(self, sets: np.ndarray, labels: np.ndarray, *, groups: np.ndarray | None = None,
+                   delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+        """:meth:`score` for sets already built by :meth:`predict` (no second prediction).
+
+        Returns
+        -------
+        dict
+            :meth:`describe`, :func:`~medsure.conformal.metrics.set_metrics` and
+            :func:`~medsure.conformal.metrics.validity` merged; for class/group runs also
+            ``per_stratum`` (coverage and band of every stratum). For strata that used a
+            fallback the band is approximate (``"include"`` strata count as always covered;
+            ``"marginal"`` strata use the marginal calibration size).
+        """
+        self._check_fitted()
+        alpha = float(self.alpha)
+        labels = np.asarray(labels)
+        result: dict[str, Any] = self.describe()
+        result["class_names"] = list(self.class_names_)
+        result.update(set_metrics(sets, labels, alpha))
+        exact = self.exact_
+        if self.conditional == "marginal":
+            result.update(validity(result["coverage"], alpha, self.n_cal_, labels.size, exact=exact,
+                                   delta=delta))
+            return result
+        if self.conditional == "class":
+            test_strata, names = labels, list(self.strata_)
+        else:
+            if groups is None:
+                raise MedsureInputError("group-conditional scoring needs the test groups")
+            groups = np.asarray(groups).astype(str)
+            names = sorted(set(self.strata_) | set(np.unique(groups).tolist()))
+            test_strata = np.searchsorted(np.asarray(names), groups)
+        fallback_of = {f["stratum"]: f["fallback"] for f in self.fallbacks_}
+        cal_count = dict(zip(self.strata_, (int(c) for c in self.stratum_counts_)))
+        modes = [fallback_of.get(name, None if name in cal_count else self.fallback) for name in names]
+        hit = sets[np.arange(labels.size), labels]
+        result.update(stratified_validity(
+            hit, test_strata, names, [cal_count.get(name, 0) for name in names], modes, alpha,
+            n_cal_marginal=self.n_cal_, exact=exact, delta=delta, kind=self.conditional))
+        return result
 
     # ---- description ------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        """JSON-ready summary of the calibrated state."""
-        self._check_calibrated()
+        """JSON-ready summary of the fitted state."""
+        self._check_fitted()
         return {
             "method": self.method,
             "alpha": float(self.alpha),

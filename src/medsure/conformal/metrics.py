@@ -191,3 +191,82 @@ def validity(coverage_value: float, alpha: float, n_cal: int | Sequence[int],
     if np.ndim(n_cal) == 0:
         out["expected_coverage"] = expected_coverage(int(n_cal), alpha)
     return out
+
+
+def stratified_validity(hit: np.ndarray, test_strata: np.ndarray, names: Sequence[str],
+                        cal_counts: Sequence[int], modes: Sequence[str | None], alpha: float, *,
+                        n_cal_marginal: int, exact: bool, delta: float = DEFAULT_DELTA,
+                        kind: str = "class") -> dict[str, Any]:
+    """Validity of a class- or group-conditional run: every stratum against its own band, and
+    the overall coverage against the convolution of the per-stratum laws.
+
+    Parameters
+    ----------
+    hit : ndarray of bool (N,)
+        Whether each test sample's set contains its label.
+    test_strata : ndarray of int (N,)
+        Stratum index of each test sample in ``names``.
+    names : sequence of str (S,)
+    cal_counts : sequence of int (S,)
+        Calibration samples per stratum (0 for a stratum without calibration samples).
+    modes : sequence (S,) of None, "marginal" or "include"
+        The fallback a stratum used (None: its own threshold).
+    alpha : float
+    n_cal_marginal : int
+        Calibration size of the marginal threshold (for "marginal" fallbacks).
+    exact : bool
+        Tie-free score (see :func:`validity`).
+    delta : float
+        Overall mass outside the band; each stratum is tested at ``delta / (number tested)``
+        (Bonferroni), so a correct run is flagged with probability at most ``delta``.
+    kind : str
+        "class" or "group", for the note.
+
+    Returns
+    -------
+    dict with ``per_stratum`` (rows ``stratum, n_cal, n_test, fallback, coverage`` and, for strata
+    with their own threshold, the :func:`validity` keys), ``coverage_band``, ``band_delta``,
+    ``band_status``, ``valid``, ``exact_band``, ``band_note``.
+    """
+    hit = np.asarray(hit, dtype=bool)
+    test_strata = np.asarray(test_strata)
+    n_test_of = np.bincount(test_strata, minlength=len(names))
+    hits_of = np.bincount(test_strata, weights=hit, minlength=len(names))
+    n_tested = sum(1 for s in range(len(names)) if n_test_of[s] and modes[s] is None)
+    stratum_delta = delta / max(n_tested, 1)
+    rows, band_cal, band_test, always = [], [], [], 0
+    for s, name in enumerate(names):
+        m, mode = int(n_test_of[s]), modes[s]
+        row: dict[str, Any] = {"stratum": name, "n_cal": int(cal_counts[s]), "n_test": m, "fallback": mode,
+                               "coverage": float(hits_of[s] / m) if m else None}
+        if m and mode is None:
+            row.update(validity(row["coverage"], alpha, int(cal_counts[s]), m, exact=exact, delta=stratum_delta))
+            band_cal.append(int(cal_counts[s]))
+            band_test.append(m)
+        elif m and mode == "marginal":
+            band_cal.append(n_cal_marginal)
+            band_test.append(m)
+        elif m:
+            always += m
+        rows.append(row)
+    n_test = hit.size
+    if band_test:
+        low, high = coverage_band(np.array(band_cal), alpha, np.array(band_test), delta)
+        covered_part = sum(band_test)
+        low = (low * covered_part + always) / n_test
+        high = (high * covered_part + always) / n_test
+    else:
+        low = high = 1.0
+    cov = float(hit.mean())
+    status = "below" if cov < low else "above" if cov > high else "inside"
+    valid = status == "inside" or (status == "above" and not exact)
+    return {
+        "per_stratum": rows,
+        "coverage_band": [low, high], "band_delta": delta, "band_status": status,
+        "valid": bool(valid and all(r.get("valid", True) for r in rows)),
+        "exact_band": bool(exact),
+        "band_note": (f"overall coverage {cov:.4f} vs band [{low:.4f}, {high:.4f}] "
+                      f"(convolution of the per-{kind} beta-binomial laws); "
+                      f"{sum(1 for r in rows if r.get('valid') is False)} stratum/strata outside "
+                      f"their own band (each at delta/{max(n_tested, 1)}, Bonferroni)"),
+    }

@@ -133,3 +133,59 @@ def plot_set_sizes(metrics: dict[str, Any], title: str = "set sizes"):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_class_coverage_stability(result: dict[str, Any]):
+    """Per class: mean coverage over the splits with its 5-95% range, against calibration size.
+
+    Takes the result of :func:`medsure.conformal.analysis.calibration_size_study`; the legend
+    gives each class's pooled count, so a rare class's wide range reads as what it is.
+    """
+    rows = result["rows"]
+    levels = result["quantile_levels"]
+    lo_i, hi_i = levels.index(0.05), levels.index(0.95)
+    xs = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    n_classes = len(result["class_names"])
+    offsets = np.linspace(-0.25, 0.25, n_classes) if n_classes > 1 else np.zeros(1)
+    for j, name in enumerate(result["class_names"]):
+        entries = [r["per_class"][j] for r in rows]
+        ok = [e["mean"] is not None for e in entries]
+        x = xs[ok] + offsets[j]
+        mean = np.array([e["mean"] for e in entries if e["mean"] is not None])
+        low = np.array([e["quantiles"][lo_i] for e in entries if e["quantiles"] is not None])
+        high = np.array([e["quantiles"][hi_i] for e in entries if e["quantiles"] is not None])
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o-", capsize=3, ms=4,
+                    label=f"{name} (n={result['class_counts'][j]})")
+    ax.axhline(1 - result["alpha"], color="tab:red", ls="--", lw=1, label="target 1-α")
+    ax.set_xticks(xs, [f"{r['n_cal']}" for r in rows])
+    ax.set_xlabel("calibration size")
+    ax.set_ylabel("class-conditional coverage")
+    ax.set_title(f"{result['method']}: per-class coverage over {result['n_repeats']} splits (bars: 5-95%)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confused_pairs(result: dict[str, Any], thumbnails: np.ndarray | None, class_names: Sequence[str]):
+    """One row per confused class pair: thumbnails of its hardest cases whose set holds both."""
+    pairs = result["pairs"]
+    cols = max(1, max((len(p["cases"]) for p in pairs), default=1))
+    fig, axes = plt.subplots(len(pairs), cols, figsize=(2.1 * cols, 2.5 * len(pairs)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row, pair in enumerate(pairs):
+        a, b = pair["classes"]
+        axes[row, 0].text(-0.15, 0.5, f"{class_names[a]}\n/ {class_names[b]}", transform=axes[row, 0].transAxes,
+                          ha="right", va="center", fontsize=8)
+        for ax, case in zip(axes[row], pair["cases"]):
+            if thumbnails is not None:
+                img = thumbnails[case["index"]]
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+            else:
+                ax.text(0.5, 0.5, case["id"], ha="center", va="center", fontsize=8)
+            ax.set_title(f"true: {class_names[case['label']]}\nsize {case['set_size']}, p(true) {case['p_true']:.2f}",
+                         fontsize=7, color="k" if case["covered"] else "tab:red")
+    fig.suptitle("hardest cases per confused class pair (sets contain both; red: true label missed)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,108 +1,48 @@
-"""Conformal report sections and study outputs (outer layer: HTML and files).
+"""Conformal report sections and figures (outer layer: renders results, computes nothing).
 
-``build_sections(cal, test, *, alpha=0.1, seed=0)`` is what ``medsure demo`` calls;
-``run_all_analyses`` + ``write_analysis_outputs`` back ``medsure conformal-study``.
+Everything here takes the results of :func:`medsure.conformal.analysis.evaluate_conformal_study`
+(a :class:`~medsure.conformal.analysis.ConformalStudy`); ``medsure conformal-study`` and
+``medsure demo`` compute it once and hand it on.
 """
 from __future__ import annotations
 
 import html
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from medsure.artifact import Predictions, check_compatible
-from medsure.conformal import analysis
-from medsure.conformal.classifier import SplitConformalClassifier, to_probabilities
-from medsure.conformal.metrics import DEFAULT_DELTA
-from medsure.errors import MedsureInputError
 from medsure.report.html import Report, Section, figure_to_data_uri, html_table, img_tag
+
+if TYPE_CHECKING:  # a results type only: this module imports no analysis code
+    from medsure.conformal.analysis import ConformalStudy
 
 ORDER = 300  # report position of the conformal sections
 
 
-def run_all_analyses(cal: Predictions, test: Predictions, *, method: str = "aps", alpha: float = 0.1,
-                     seed: int = 0, randomized: bool = True, n_repeats: int = 100,
-                     input: str = "logits", delta: float = DEFAULT_DELTA) -> dict[str, Any]:
-    """Run the main evaluation and every analysis; returns JSON-ready results by name.
-
-    Keys: ``run`` (``method`` marginal on cal → test, with band and validity), ``run_class``
-    (class-conditional, or its error), ``calibration_size``, ``confidence_sweep``,
-    ``method_comparison``, ``class_overlap``, ``hardest_cases``. The thumbnails of the hardest
-    cases stay in ``test.thumbnails`` (indices in the result).
-    """
-    check_compatible(cal, test)
-    if cal.labels is None or test.labels is None:
-        raise MedsureInputError("the conformal analyses need labelled calibration and test files")
-    cal_p = to_probabilities(cal, input=input, what="cal")
-    test_p = to_probabilities(test, input=input, what="test")
-    names = list(map(str, cal.class_names))
-    results: dict[str, Any] = {}
-    clf = SplitConformalClassifier(method, alpha, randomized=randomized, input="probs", seed=seed)
-    clf.calibrate(cal_p, cal.labels)
-    sets = clf.predict_set(test_p)
-    results["run"] = analysis.evaluate(clf, sets, test.labels, delta=delta)
-    try:
-        clf_c = SplitConformalClassifier(method, alpha, conditional="class", randomized=randomized,
-                                         input="probs", seed=seed).calibrate(cal_p, cal.labels)
-        results["run_class"] = analysis.evaluate(clf_c, clf_c.predict_set(test_p), test.labels,
-                                                 delta=delta)
-    except MedsureInputError as exc:
-        results["run_class"] = {"error": str(exc)}
-    pooled_p, pooled_y = np.concatenate([cal_p, test_p]), np.concatenate([cal.labels, test.labels])
-    results["calibration_size"] = analysis.calibration_size_study(
-        pooled_p, pooled_y, method=method, alpha=alpha, n_repeats=n_repeats, randomized=randomized,
-        seed=seed, delta=delta)
-    results["confidence_sweep"] = analysis.confidence_sweep(
-        cal_p, cal.labels, test_p, test.labels, method=method, randomized=randomized, seed=seed,
-        delta=delta)
-    results["method_comparison"] = analysis.method_comparison(
-        cal_p, cal.labels, test_p, test.labels, alpha=alpha, seed=seed, delta=delta)
-    results["class_overlap"] = analysis.overlap_study(sets, test.labels, names)
-    results["hardest_cases"] = analysis.hardest_cases(sets, test_p, test.labels, test.ids)
-    results["hardest_cases"]["class_names"] = names
-    return results
-
-
-def _figures(results: dict[str, Any], thumbnails: np.ndarray | None) -> dict[str, Any]:
+def figures(study: ConformalStudy) -> dict[str, Any]:
+    """One matplotlib Figure per analysis (the caller saves and closes them)."""
     from medsure.conformal import plots
 
+    results = study.analyses
     names = results["class_overlap"]["class_names"]
-    return {
+    figs = {
         "run": plots.plot_set_sizes(results["run"], f"{results['run']['method']}: set sizes"),
         "calibration_size": plots.plot_calibration_size(results["calibration_size"]),
+        "class_coverage_stability": plots.plot_class_coverage_stability(results["calibration_size"]),
         "confidence_sweep": plots.plot_confidence_sweep(results["confidence_sweep"]),
         "method_comparison": plots.plot_method_comparison(results["method_comparison"]),
         "class_overlap": plots.plot_class_overlap(results["class_overlap"]),
-        "hardest_cases": plots.plot_hardest_cases(results["hardest_cases"], thumbnails, names),
+        "hardest_cases": plots.plot_hardest_cases(results["hardest_cases"], study.thumbnails, names),
     }
+    if results["hardest_cases"]["pairs"]:
+        figs["confused_pairs"] = plots.plot_confused_pairs(results["hardest_cases"], study.thumbnails, names)
+    return figs
 
 
-def write_analysis_outputs(results: dict[str, Any], out_dir: str | Path, *,
-                           thumbnails: np.ndarray | None = None,
-                           report_path: str | Path | None = None) -> list[Path]:
-    """Write ``<name>.json`` and ``<name>.png`` per analysis (and the HTML report if asked)."""
-    from medsure.utils.io import atomic_write, write_json
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, result in results.items():
-        write_json(out_dir / f"{name}.json", result)
-        written.append(out_dir / f"{name}.json")
-    for name, fig in _figures(results, thumbnails).items():
-        with atomic_write(out_dir / f"{name}.png", "wb") as handle:
-            fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        written.append(out_dir / f"{name}.png")
-    if report_path is not None:
-        report = Report(title="medsure conformal study")
-        for section in sections_from_results(results, thumbnails):
-            report.add(section)
-        report.write(report_path)
-    return written
+def build_report(study: ConformalStudy, *, title: str = "medsure conformal study") -> Report:
+    """The HTML report of a study (written by the caller)."""
+    report = Report(title=title)
+    for section in build_sections(study):
+        report.add(section)
+    return report
 
 
 def _status_html(result: dict[str, Any]) -> str:
@@ -115,11 +55,24 @@ def _status_html(result: dict[str, Any]) -> str:
             f"<p>{html.escape(result['band_note'])}</p>")
 
 
-def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None, *,
-                          order: int = ORDER) -> list[Section]:
-    """Report sections from :func:`run_all_analyses` output; each section's ``summary`` holds the
-    JSON result of its analysis."""
-    figs = {name: figure_to_data_uri(fig) for name, fig in _figures(results, thumbnails).items()}
+def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section]:
+    """Report sections of a study; each section's ``summary`` holds the JSON result of its
+    analysis.
+
+    Parameters
+    ----------
+    study : ConformalStudy
+    order : int
+        Report position of the first section (the others follow it).
+
+    Returns
+    -------
+    list of Section (keys ``conformal``, ``conformal-calsize``, ``conformal-sweep``,
+    ``conformal-methods``, ``conformal-overlap``, ``conformal-hardest``; orders ``order`` to
+    ``order + 5``)
+    """
+    results = study.analyses
+    figs = {name: figure_to_data_uri(fig) for name, fig in figures(study).items()}
     run = results["run"]
     names = results["class_overlap"]["class_names"]
     alpha = run["alpha"]
@@ -157,11 +110,16 @@ def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None
                 "band low": r["band"][0], "band high": r["band"][1],
                 "outside band": r["fraction_outside_band"], "mean size": r["mean_set_size"]}
                for r in cs["rows"]]
+    stability = _class_stability_rows(cs)
     sections.append(Section(
         "Conformal: calibration-set size", "<p>Random calibration/test splits of the pooled data "
         f"({cs['n_repeats']} per size). Small calibration sets give widely varying coverage: the "
         f"band widens as n shrinks; about {100 * cs['delta']:g}% of splits should fall outside.</p>"
-        + html_table(cs_rows) + img_tag(figs["calibration_size"], "calibration size study"),
+        + html_table(cs_rows) + img_tag(figs["calibration_size"], "calibration size study")
+        + "<h3>Per-class coverage stability</h3><p>The same splits, coverage within each true class "
+        "(rarest class first). A marginal method promises nothing per class; a rare class's coverage "
+        "swings most from one calibration draw to the next. Quantiles are over the splits.</p>"
+        + html_table(stability) + img_tag(figs["class_coverage_stability"], "per-class coverage stability"),
         key="conformal-calsize", order=order + 1, summary=cs))
 
     sw = results["confidence_sweep"]
@@ -197,39 +155,44 @@ def sections_from_results(results: dict[str, Any], thumbnails: np.ndarray | None
         "name the classes the model confuses.</p>" + img_tag(figs["class_overlap"], "class overlap"),
         key="conformal-overlap", order=order + 4, summary=results["class_overlap"]))
 
-    hc_rows = [{"id": c["id"], "true": names[c["label"]], "set": ", ".join(names[j] for j in c["set"]),
-                "p(true)": c["p_true"], "covered": c["covered"]} for c in results["hardest_cases"]["cases"]]
-    sections.append(Section(
-        "Conformal: hardest cases", "<p>Test samples with the largest prediction sets.</p>"
-        + img_tag(figs["hardest_cases"], "hardest cases") + html_table(hc_rows),
-        key="conformal-hardest", order=order + 5, summary=results["hardest_cases"]))
+    hc = results["hardest_cases"]
+    hc_rows = [_case_row(c, names) for c in hc["cases"]]
+    body = ("<p>Test samples with the largest prediction sets (then the lowest probability of the true "
+            "label).</p>" + img_tag(figs["hardest_cases"], "hardest cases") + html_table(hc_rows))
+    if hc["pairs"]:
+        body += ("<h3>By confused class pair</h3><p>Pairs the overlap matrix finds most often in one set "
+                 "(strength: the larger of the two off-diagonal shares); for each, the hardest cases whose "
+                 "set contains both classes.</p>" + img_tag(figs["confused_pairs"], "confused pairs"))
+        for pair in hc["pairs"]:
+            a, b = pair["classes"]
+            body += (f"<h4>{html.escape(names[a])} / {html.escape(names[b])}: strength {pair['strength']:.3f}, "
+                     f"{pair['n_both']} sets contain both</h4>"
+                     + html_table([_case_row(c, names) for c in pair["cases"]]))
+    else:
+        body += "<p>No class pair shares sets often enough to list (overlap below 5%).</p>"
+    sections.append(Section("Conformal: hardest cases", body, key="conformal-hardest", order=order + 5,
+                            summary=hc))
     return sections
 
 
-def build_sections(cal: Predictions, test: Predictions, *, alpha: float = 0.1, seed: int = 0,
-                   method: str = "aps", n_repeats: int = 50, order: int = ORDER) -> list[Section]:
-    """Conformal report sections for ``medsure demo``.
+def _case_row(case: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    return {"id": case["id"], "true": names[case["label"]], "set": ", ".join(names[j] for j in case["set"]),
+            "p(true)": case["p_true"], "covered": case["covered"]}
 
-    Parameters
-    ----------
-    cal, test : Predictions
-        Labelled classification predictions (calibration and test split of the same model).
-    alpha : float
-        Target miscoverage.
-    seed : int
-        Seed of the randomization and of the random splits.
-    method : str
-        Score for the main run, size study, sweep, overlap and hardest cases.
-    n_repeats : int
-        Random splits per calibration size.
-    order : int
-        Report position of the first section (the others follow it).
 
-    Returns
-    -------
-    list of Section (keys ``conformal``, ``conformal-calsize``, ``conformal-sweep``,
-    ``conformal-methods``, ``conformal-overlap``, ``conformal-hardest``; orders ``order`` to
-    ``order + 5``)
-    """
-    results = run_all_analyses(cal, test, method=method, alpha=alpha, seed=seed, n_repeats=n_repeats)
-    return sections_from_results(results, test.thumbnails, order=order)
+def _class_stability_rows(cs: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per (class, calibration size), rarest class first."""
+    rows = []
+    order = sorted(range(len(cs["class_names"])), key=lambda j: cs["class_counts"][j])
+    at = {level: i for i, level in enumerate(cs["quantile_levels"])}
+    for j in order:
+        for r in cs["rows"]:
+            e = r["per_class"][j]
+            q = e["quantiles"]
+            rows.append({"class": e["class"], "count": e["count"], "n_cal": r["n_cal"],
+                         "test samples (mean)": e["mean_n_test"],
+                         "mean coverage": e["mean"] if e["mean"] is not None else "-",
+                         "sd": e["sd"] if e["sd"] is not None else "-",
+                         "5% / 50% / 95%": (f"{q[at[0.05]]:.3f} / {q[at[0.5]]:.3f} / {q[at[0.95]]:.3f}"
+                                             if q is not None else "-")})
+    return rows

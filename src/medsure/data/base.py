@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 
 @dataclass(frozen=True)
@@ -40,20 +40,21 @@ class ImageDataset:
     def __post_init__(self) -> None:
         n = self.images.shape[0]
         if self.images.ndim != 4:
-            raise MedsureInputError(f"images: shape {self.images.shape}, expected (N, H, W, C)")
+            raise input_error("images", f"shape {self.images.shape}", "shape (N, H, W, C)", raw=True)
         if self.ids.shape != (n,):
-            raise MedsureInputError(f"ids: shape {self.ids.shape}, expected ({n},)")
+            raise input_error("ids", f"shape {self.ids.shape}", f"shape ({n},), one id per image", raw=True)
         if self.targets is not None:
             want = (n,) if self.task == "classification" else (n, *self.images.shape[1:3])
             if self.targets.shape != want:
-                raise MedsureInputError(f"targets: shape {self.targets.shape}, expected {want}")
+                raise input_error("targets", f"shape {self.targets.shape}", f"shape {want}", raw=True)
             k = len(self.class_names)
             if self.targets.size and (self.targets.min() < 0 or self.targets.max() >= k):
-                raise MedsureInputError(
-                    f"targets span [{self.targets.min()}, {self.targets.max()}], expected [0, {k})")
+                raise input_error("targets", f"values in [{self.targets.min()}, {self.targets.max()}]",
+                                  f"class indices in [0, {k - 1}] for {k} class names", raw=True)
         for key, values in self.meta.items():
             if np.shape(values) != (n,):
-                raise MedsureInputError(f"meta '{key}': shape {np.shape(values)}, expected ({n},)")
+                raise input_error(f"meta '{key}'", f"shape {np.shape(values)}", f"shape ({n},), one value per image",
+                                  raw=True)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -11,8 +11,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from medsure.errors import MedsureInputError
-
+from medsure.validation import input_error
 
 _CHUNK = 128  # images hashed at a time: bounds memory for large originals
 
@@ -22,7 +21,7 @@ def _as_nhwc(images: np.ndarray) -> np.ndarray:
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
-        raise MedsureInputError(f"images: shape {images.shape}, expected (N, H, W) or (N, H, W, C)")
+        raise input_error("images", f"shape {images.shape}", "shape (N, H, W) or (N, H, W, C)", raw=True)
     return images
 
 
@@ -65,7 +64,7 @@ def difference_hash(images: np.ndarray, hash_size: int = 8) -> np.ndarray:
     ndarray of bool, shape (N, hash_size**2)
     """
     if hash_size < 2:
-        raise MedsureInputError(f"hash_size={hash_size}, expected >= 2")
+        raise input_error("hash_size", hash_size, "an integer >= 2")
     small = _thumbnails(images, hash_size, hash_size + 1)
     return (small[:, :, 1:] > small[:, :, :-1]).reshape(len(small), -1)
 
@@ -73,7 +72,7 @@ def difference_hash(images: np.ndarray, hash_size: int = 8) -> np.ndarray:
 def average_hash(images: np.ndarray, hash_size: int = 8) -> np.ndarray:
     """aHash: thumbnail pixels above the thumbnail mean. Returns bool (N, hash_size**2)."""
     if hash_size < 2:
-        raise MedsureInputError(f"hash_size={hash_size}, expected >= 2")
+        raise input_error("hash_size", hash_size, "an integer >= 2")
     small = _thumbnails(images, hash_size, hash_size)
     flat = small.reshape(len(small), -1)
     return flat > flat.mean(axis=1, keepdims=True)
@@ -103,9 +102,9 @@ def duplicate_groups(hashes: np.ndarray, max_distance: int) -> np.ndarray:
     """
     hashes = np.asarray(hashes, dtype=bool)
     if hashes.ndim != 2:
-        raise MedsureInputError(f"hashes: shape {hashes.shape}, expected (N, B)")
+        raise input_error("hashes", f"shape {hashes.shape}", "shape (N, B)", raw=True)
     if max_distance < 0:
-        raise MedsureInputError(f"max_distance={max_distance}, expected >= 0")
+        raise input_error("max_distance", max_distance, "a number >= 0")
     n = len(hashes)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -148,8 +147,8 @@ def near_duplicates_of(reference: np.ndarray, query: np.ndarray, *, min_correlat
         return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
 
     if np.shape(reference)[1:] != np.shape(query)[1:]:
-        raise MedsureInputError(f"reference images {np.shape(reference)[1:]} and query images "
-                                f"{np.shape(query)[1:]} differ in size")
+        raise input_error("query images", f"image shape {np.shape(query)[1:]}",
+                          f"the reference images' shape {np.shape(reference)[1:]} (they differ in size)", raw=True)
     ref, qry = standardised(reference), standardised(query)
     out = np.zeros(len(qry), dtype=bool)
     if len(ref) == 0:
@@ -184,7 +183,8 @@ def group_label_conflict(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
     groups = np.asarray(groups)
     labels = np.asarray(labels)
     if groups.shape != labels.shape or groups.ndim != 1:
-        raise MedsureInputError(f"groups {groups.shape} and labels {labels.shape} must both be (N,)")
+        raise input_error("groups and labels", f"shapes {groups.shape} and {labels.shape}", "both of shape (N,)",
+                          raw=True)
     pairs = np.unique(np.stack([groups, labels], axis=1), axis=0)
     distinct = np.unique(pairs[:, 0], return_counts=True)
     conflicted = distinct[0][distinct[1] > 1]

@@ -20,6 +20,7 @@ from medsure.data.base import ImageDataset
 from medsure.errors import ChecksumError, DataUnavailableError, MedsureInputError
 from medsure.utils.io import atomic_write
 from medsure.utils.progress import progress
+from medsure.validation import input_error
 
 ZENODO_RECORD = "https://zenodo.org/records/10519652/files"
 SIZES = (28, 64, 128, 224)
@@ -120,12 +121,12 @@ def get_flag(flag: str) -> MedMNISTFlag:
     try:
         return FLAGS[flag.lower()]
     except KeyError:
-        raise MedsureInputError(f"unknown MedMNIST flag {flag!r}; 2-D flags: {sorted(FLAGS)}") from None
+        raise input_error("MedMNIST flag", flag, "one of the 2-D flags: " + ", ".join(sorted(FLAGS))) from None
 
 
 def check_size(flag: str, size: int) -> int:
     if size not in SIZES:
-        raise MedsureInputError(f"MedMNIST {flag}: size {size} does not exist, expected one of {SIZES}")
+        raise input_error(f"MedMNIST {flag} size", size, "one of " + ", ".join(map(str, SIZES)))
     return int(size)
 
 
@@ -171,11 +172,13 @@ def download_file(url: str, path: str | os.PathLike, *, expected_md5: str | None
                         digest.update(chunk)
                         bar.update(len(chunk))
                 if expected_md5 is not None and digest.hexdigest() != expected_md5:
-                    raise ChecksumError(f"downloaded {url}: MD5 {digest.hexdigest()}, expected {expected_md5}; "
-                                        f"the file was not kept")
+                    raise input_error(f"download {url}", f"MD5 {digest.hexdigest()}",
+                                      f"the official MD5 {expected_md5}",
+                                      "the file was not kept; try again later", raw=True, kind=ChecksumError)
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise DataUnavailableError(
-            f"cannot download {url} ({exc}); offline? Download it elsewhere and place it at {path}") from exc
+        raise input_error(f"download {url}", f"a network error ({exc})", "a reachable server",
+                          f"offline? Download it elsewhere and place it at {path}", raw=True,
+                          kind=DataUnavailableError) from exc
     return path
 
 
@@ -202,13 +205,16 @@ def fetch_medmnist(flag: str, size: int = 28, *, root: str | os.PathLike | None 
     expected = info.md5[size]
     if not path.is_file():
         if not download:
-            raise DataUnavailableError(f"MedMNIST file {info.filename(size)} not found; place it at {path} "
-                                       f"(from {info.url(size)}) or pass download=True")
+            raise input_error(f"MedMNIST file {info.filename(size)}", f"no file at {path}",
+                              "the file in the data folder",
+                              f"place it there (from {info.url(size)}) or pass download=True "
+                              "(--download on the command line)", raw=True, kind=DataUnavailableError)
         download_file(info.url(size), path, expected_md5=expected)
     found = md5sum(path)
     if found != expected and verify:
-        raise ChecksumError(f"{path}: MD5 {found}, expected the official {expected}; replace the file "
-                            f"(from {info.url(size)}) or pass verify=False (--no-verify on the command line) to use it anyway")
+        raise input_error(f"MedMNIST file {path}", f"MD5 {found}", f"the official MD5 {expected}",
+                          f"replace the file (from {info.url(size)}) or pass verify=False (--no-verify on the "
+                          "command line) to use it anyway", raw=True, kind=ChecksumError)
     provenance = {"source": "medmnist", "flag": info.flag, "size": size, "file": str(path),
                   "url": info.url(size), "md5": found, "expected_md5": expected,
                   "verified": found == expected, "verified_against": "official MedMNIST MD5", "license": info.license, "citation": CITATION}
@@ -226,28 +232,31 @@ def load_medmnist_npz(path: str | os.PathLike, *, class_names: tuple[str, ...] |
 
     path = Path(path)
     if not path.is_file():
-        raise DataUnavailableError(f"MedMNIST file not found: {path}")
+        raise input_error("MedMNIST file", f"{path}, which does not exist", "an existing .npz file", raw=True,
+                          kind=DataUnavailableError)
     images, labels, source, ids = [], [], [], []
     try:
         with np.load(path, allow_pickle=False) as npz:
             for split in splits:
                 for key in (f"{split}_images", f"{split}_labels"):
                     if key not in npz.files:
-                        raise MedsureInputError(f"{path}: no array {key!r}; has {npz.files}, "
-                                                f"expected the MedMNIST layout")
+                        raise input_error(f"MedMNIST file {path}", f"arrays {npz.files} without {key!r}",
+                                          "the MedMNIST layout (<split>_images, <split>_labels)", raw=True)
                 x = np.asarray(npz[f"{split}_images"])
                 y = np.asarray(npz[f"{split}_labels"])
                 if x.ndim == 3:
                     x = x[..., None]
                 if x.ndim != 4 or x.dtype != np.uint8:
-                    raise MedsureInputError(f"{path}: {split}_images {x.shape} {x.dtype}, "
-                                            f"expected uint8 (N, H, W) or (N, H, W, 3)")
+                    raise input_error(f"MedMNIST file {path}, {split}_images", f"shape {x.shape} of dtype {x.dtype}",
+                                      "uint8 of shape (N, H, W) or (N, H, W, 3)", raw=True)
                 if y.ndim == 2 and y.shape[1] != 1:
-                    raise MedsureInputError(f"{path}: {split}_labels shape {y.shape} is multi-label; "
-                                            f"medsure supports single-label classification")
+                    raise input_error(f"MedMNIST file {path}, {split}_labels", f"shape {y.shape} (multi-label)",
+                                      "one label per image (medsure supports single-label classification)",
+                                      raw=True)
                 y = y.reshape(-1).astype(np.int64)
                 if len(y) != len(x):
-                    raise MedsureInputError(f"{path}: {len(x)} {split} images but {len(y)} labels")
+                    raise input_error(f"MedMNIST file {path}, {split}_labels", f"{len(y)} labels",
+                                      f"{len(x)}, one per {split} image", raw=True)
                 images.append(x)
                 labels.append(y)
                 source.append(np.full(len(x), split))
@@ -255,7 +264,8 @@ def load_medmnist_npz(path: str | os.PathLike, *, class_names: tuple[str, ...] |
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, MedsureInputError):
             raise
-        raise MedsureInputError(f"cannot read {path}: {exc} (corrupt or truncated npz?)") from exc
+        raise input_error(f"MedMNIST file {path}", f"an unreadable archive ({exc})", "a readable .npz",
+                          "the file is corrupt or truncated; download it again", raw=True) from exc
     return ImageDataset(images=np.concatenate(images), targets=np.concatenate(labels),
                         ids=np.concatenate(ids), class_names=np.asarray(class_names),
                         task="classification", meta={"source_split": np.concatenate(source)},
@@ -267,7 +277,7 @@ def load_medmnist(flag: str, size: int = 28, *, root: str | os.PathLike | None =
     """Official MedMNIST 2-D set as one ImageDataset (``meta["source_split"]`` = official split)."""
     info = get_flag(flag)
     if info.task.startswith("multi-label"):
-        raise MedsureInputError(f"{flag} is multi-label ({len(info.labels)} labels per image); "
-                                f"medsure's ImageDataset holds one label per image")
+        raise input_error("MedMNIST flag", f"{flag!r}, a multi-label set ({len(info.labels)} labels per image)",
+                          "a single-label flag (medsure's ImageDataset holds one label per image)", raw=True)
     path, provenance = fetch_medmnist(flag, size, root=root, download=download, verify=verify)
     return load_medmnist_npz(path, class_names=info.labels, provenance=provenance)

@@ -14,8 +14,18 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from medsure.data.base import ImageDataset
-from medsure.errors import DataUnavailableError, MedsureInputError
+from medsure.errors import DataUnavailableError
 from medsure.utils.progress import progress
+from medsure.validation import describe, input_error
+
+
+def _missing(what: str, path: Path, *, folder: bool = False) -> Exception:
+    """The error for a path that is not the file (or folder) expected: says what is there instead."""
+    expected = "an existing folder" if folder else "an existing file"
+    if path.exists():  # a folder where a file belongs, or the reverse: not "missing"
+        there = "a file" if folder else "a folder"
+        return input_error(what, f"{path}, {there}", expected, raw=True)
+    return input_error(what, f"{path}, which does not exist", expected, raw=True, kind=DataUnavailableError)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -27,7 +37,7 @@ def _size_tuple(image_size: int | tuple[int, int] | None) -> tuple[int, int] | N
         image_size = (int(image_size), int(image_size))
     height, width = (int(v) for v in image_size)
     if height < 1 or width < 1:
-        raise MedsureInputError(f"image_size={image_size}, expected positive int or (height, width)")
+        raise input_error("image_size", image_size, "a positive int or (height, width)")
     return height, width
 
 
@@ -51,9 +61,9 @@ def read_image(path: str | os.PathLike, *, mode: str = "L",
     from PIL import Image, UnidentifiedImageError
 
     if mode not in ("L", "RGB"):
-        raise MedsureInputError(f"mode={mode!r}, expected 'L' or 'RGB'")
+        raise input_error("mode", mode, "'L' or 'RGB'")
     if resample not in ("bilinear", "nearest"):
-        raise MedsureInputError(f"resample={resample!r}, expected 'bilinear' or 'nearest'")
+        raise input_error("resample", resample, "'bilinear' or 'nearest'")
     size = _size_tuple(image_size)
     path = Path(path)
     try:
@@ -65,9 +75,12 @@ def read_image(path: str | os.PathLike, *, mode: str = "L",
                 img = img.resize((size[1], size[0]), method)
             array = np.asarray(img, dtype=np.uint8)
     except FileNotFoundError:
-        raise DataUnavailableError(f"image file not found: {path}") from None
+        raise _missing("image file", path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise MedsureInputError(f"cannot read image {path}: {exc} (file truncated or not an image?)") from exc
+        if path.is_dir():
+            raise _missing("image file", path) from None
+        raise input_error(f"image file {path}", f"an unreadable image ({exc})", "a PNG, JPEG, BMP or TIFF image",
+                          "the file is truncated or not an image", raw=True) from exc
     return array[..., None] if array.ndim == 2 else array
 
 
@@ -83,8 +96,8 @@ def read_images(paths: Sequence[str | os.PathLike], *, mode: str = "L",
         return np.zeros((0, *size, channels), dtype=np.uint8)
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise MedsureInputError(
-            f"images have different sizes {sorted(shapes)[:3]}...; pass image_size to resize them")
+        raise input_error("images", f"different sizes {sorted(shapes)[:3]}...", "images of one size",
+                          "pass image_size to resize them", raw=True)
     return np.stack(arrays)
 
 
@@ -92,7 +105,7 @@ def list_images(folder: str | os.PathLike, *, exclude: Callable[[str], bool] | N
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataUnavailableError(f"folder not found: {folder}")
+        raise _missing("image folder", folder, folder=True)
     files = [p for p in folder.iterdir()
              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if exclude is not None:
@@ -118,17 +131,17 @@ def read_folder_per_class(root: str | os.PathLike, *, class_names: Sequence[str]
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataUnavailableError(f"dataset folder not found: {root}")
+        raise _missing("dataset folder", root, folder=True)
     if class_names is None:
         class_names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_names:
-        raise MedsureInputError(f"{root} has no class sub-folders, expected root/<class>/<image>")
+        raise input_error(f"dataset folder {root}", "no class sub-folders", "the layout root/<class>/<image>", raw=True)
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(class_names):
         files = list_images(root / name, exclude=exclude)
         if not files:
-            raise MedsureInputError(f"class folder {root / name} holds no images")
+            raise input_error(f"class folder {root / name}", "no images", "at least one image per class", raw=True)
         paths += files
         labels += [label] * len(files)
     images = read_images(paths, mode=mode, image_size=image_size, desc=f"reading {root.name}")
@@ -147,16 +160,16 @@ def read_csv_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a CSV with a header row into columns of str (N,)."""
     path = Path(path)
     if not path.is_file():
-        raise DataUnavailableError(f"CSV file not found: {path}")
+        raise _missing("CSV file", path)
     with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.reader(handle))
     if not rows:
-        raise MedsureInputError(f"CSV file {path} is empty, expected a header row")
+        raise input_error(f"CSV file {path}", "an empty file", "a header row", raw=True)
     header, body = rows[0], rows[1:]
     bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
     if bad:
-        raise MedsureInputError(f"CSV file {path}: rows {bad[:5]} have a different number of columns "
-                                f"than the header ({len(header)})")
+        raise input_error(f"CSV file {path}", f"rows {bad[:5]} with a different number of columns",
+                          f"{len(header)} columns in every row, as in the header", raw=True)
     table = np.asarray(body, dtype=str).reshape(len(body), len(header))
     return {name: table[:, i] for i, name in enumerate(header)}
 
@@ -173,15 +186,16 @@ def read_csv_labelled(csv_path: str | os.PathLike, image_dir: str | os.PathLike,
     table = read_csv_table(csv_path)
     for column in (id_column, label_column, *meta_columns):
         if column not in table:
-            raise MedsureInputError(f"CSV {csv_path} has no column {column!r}; columns: {sorted(table)}")
+            raise input_error(f"CSV {csv_path} column", column, "one of " + ", ".join(map(repr, sorted(table))))
     try:
         raw = table[label_column].astype(np.float64)
     except ValueError as exc:
-        raise MedsureInputError(f"CSV {csv_path} column {label_column!r}: non-numeric label ({exc})") from None
+        raise input_error(f"CSV {csv_path} column {label_column!r}", f"a non-numeric label ({exc})",
+                          "integer class indices", raw=True) from None
     labels = raw.astype(np.int64)
     if np.any(labels != raw) or np.any((labels < 0) | (labels >= len(class_names))):
-        raise MedsureInputError(f"CSV {csv_path} column {label_column!r}: labels {np.unique(raw)[:10]}, "
-                                f"expected integers in [0, {len(class_names)})")
+        raise input_error(f"CSV {csv_path} column {label_column!r}", f"labels {np.unique(raw)[:10].tolist()}",
+                          f"integers in [0, {len(class_names) - 1}] for classes {list(class_names)}", raw=True)
     ids = table[id_column]
     paths = [Path(image_dir) / f"{i}{suffix}" for i in ids]
     images = read_images(paths, mode=mode, image_size=image_size, desc=f"reading {Path(image_dir).name}")
@@ -206,12 +220,13 @@ def map_mask_values(mask: np.ndarray, value_map: Mapping[int, int], *, name: str
         if 0 <= raw < len(lut):
             lut[raw] = label
     if mask.size and mask.min() < 0:
-        raise MedsureInputError(f"{name}: negative mask value {mask.min()}, expected one of {sorted(value_map)}")
+        raise input_error(name, f"negative mask value {mask.min()}", f"one of {describe(sorted(value_map))}", raw=True)
     mapped = lut[mask]
     if np.any(mapped < 0):
         unknown = np.unique(mask[mapped < 0])
-        raise MedsureInputError(f"{name}: mask values {unknown[:10].tolist()} not in the value map "
-                                f"{dict(value_map)}")
+        raise input_error(name, f"mask values {unknown[:10].tolist()}",
+                          f"values of the value map {describe(dict(value_map))}",
+                          raw=True)
     return mapped
 
 
@@ -228,15 +243,17 @@ def read_image_mask_pairs(image_dir: str | os.PathLike, mask_dir: str | os.PathL
     nearest neighbour (value map) or thresholded after bilinear resizing (threshold).
     """
     if (value_map is None) == (threshold is None):
-        raise MedsureInputError("give exactly one of value_map (exact mask values) or threshold (binary)")
+        raise input_error("value_map and threshold", "both" if value_map is not None else "neither",
+                          "exactly one of value_map (exact mask values) or threshold (binary)", raw=True)
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     image_paths = list_images(image_dir)
     if not image_paths:
-        raise MedsureInputError(f"{image_dir} holds no images")
+        raise input_error(f"image folder {image_dir}", "no images", "at least one image", raw=True)
     mask_paths = [mask_dir / (p.stem + mask_suffix if mask_suffix else p.name) for p in image_paths]
     missing = [str(m) for m in mask_paths if not m.is_file()]
     if missing:
-        raise DataUnavailableError(f"{len(missing)} masks missing, e.g. {missing[0]}")
+        raise input_error(f"mask folder {mask_dir}", f"{len(missing)} masks missing, e.g. {missing[0]}",
+                          "one mask per image", raw=True, kind=DataUnavailableError)
     images = read_images(image_paths, mode=mode, image_size=image_size, desc=f"reading {image_dir.parent.name}")
     masks = []
     for mask_path in progress(mask_paths, desc="reading masks"):
@@ -265,29 +282,31 @@ def read_hdf5_patches(path: str | os.PathLike, *, image_key: str = "images", lab
 
     path = Path(path)
     if not path.is_file():
-        raise DataUnavailableError(f"HDF5 file not found: {path}")
+        raise _missing("HDF5 file", path)
     try:
         with h5py.File(path, "r") as handle:
             for key in (image_key, label_key):
                 if key not in handle:
-                    raise MedsureInputError(f"HDF5 file {path} has no dataset {key!r}; has {list(handle)}")
+                    raise input_error(f"HDF5 file {path}", f"datasets {list(handle)}", f"a dataset {key!r}", raw=True)
             images = np.asarray(handle[image_key][...], dtype=np.float32)
             labels = np.asarray(handle[label_key][...])
     except OSError as exc:
-        raise MedsureInputError(f"cannot read HDF5 file {path}: {exc}") from exc
+        raise input_error(f"HDF5 file {path}", f"an unreadable file ({exc})", "a readable HDF5 file", raw=True) from exc
     if images.ndim == 3:
         images = images[..., None]
     elif images.ndim == 4 and images.shape[1] <= 4 and images.shape[-1] > 4:
         images = np.moveaxis(images, 1, -1)
     if images.ndim != 4:
-        raise MedsureInputError(f"{path}: {image_key} shape {images.shape}, expected (N, C, H, W) or (N, H, W)")
+        raise input_error(f"HDF5 file {path}, {image_key}", f"shape {images.shape}", "shape (N, C, H, W) or (N, H, W)",
+                          raw=True)
     if labels.ndim == 4 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.shape != images.shape[:3]:
-        raise MedsureInputError(f"{path}: {label_key} shape {labels.shape}, expected {images.shape[:3]}")
+        raise input_error(f"HDF5 file {path}, {label_key}", f"shape {labels.shape}", f"shape {images.shape[:3]}",
+                          raw=True)
     rounded = np.rint(labels)
     if not np.array_equal(rounded, labels):
-        raise MedsureInputError(f"{path}: {label_key} holds non-integer values, expected label ids")
+        raise input_error(f"HDF5 file {path}, {label_key}", "non-integer values", "integer label ids", raw=True)
     return images, rounded.astype(np.int64)
 
 
@@ -297,12 +316,13 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     path = Path(path)
     if not path.is_file():
-        raise DataUnavailableError(f"NIfTI file not found: {path}")
+        raise _missing("NIfTI file", path)
     try:
         image = nib.load(str(path))
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except Exception as exc:  # nibabel raises several unrelated types for broken files
-        raise MedsureInputError(f"cannot read NIfTI file {path}: {exc}") from exc
+        raise input_error(f"NIfTI file {path}", f"an unreadable file ({exc})", "a readable NIfTI image",
+                          raw=True) from exc
     return data, np.asarray(image.affine, dtype=np.float64)
 
 
@@ -316,12 +336,13 @@ def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, object]]:
 
     path = Path(path)
     if not path.is_file():
-        raise DataUnavailableError(f"DICOM file not found: {path}")
+        raise _missing("DICOM file", path)
     try:
         dataset = pydicom.dcmread(str(path))
         pixels = dataset.pixel_array.astype(np.float32)
     except Exception as exc:  # pydicom raises several types for broken or pixel-less files
-        raise MedsureInputError(f"cannot read DICOM file {path}: {exc}") from exc
+        raise input_error(f"DICOM file {path}", f"an unreadable file ({exc})", "a DICOM file with pixel data",
+                          raw=True) from exc
     slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
     header = {key: str(getattr(dataset, key)) for key in ("Modality", "PixelSpacing", "PatientSex", "PatientAge")

@@ -16,13 +16,28 @@ from typing import Any, Callable
 import numpy as np
 
 from medsure.data.base import ImageDataset
-from medsure.data.dedup import exact_duplicate_groups, group_label_conflict, near_duplicate_groups
-from medsure.data.medmnist import FLAGS, fetch_medmnist, get_flag, load_medmnist_npz, md5sum
+from medsure.data.dedup import (
+    exact_duplicate_groups,
+    group_label_conflict,
+    near_duplicate_groups,
+)
+from medsure.data.medmnist import (
+    FLAGS,
+    fetch_medmnist,
+    get_flag,
+    load_medmnist_npz,
+    md5sum,
+)
 from medsure.data.readers import (
-    read_csv_labelled, read_csv_table, read_folder_per_class, read_hdf5_patches, read_image_mask_pairs,
+    read_csv_labelled,
+    read_csv_table,
+    read_folder_per_class,
+    read_hdf5_patches,
+    read_image_mask_pairs,
 )
 from medsure.data.transforms import resize_images, resize_masks
-from medsure.errors import DataUnavailableError, MedsureInputError
+from medsure.errors import DataUnavailableError
+from medsure.validation import input_error
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 DEFAULT_IMAGE_SIZE = 64
@@ -50,9 +65,10 @@ def _find_dir(name: str, root: str | os.PathLike | None, subdirs: tuple[str, ...
     for folder in candidates:
         if (folder / marker).exists():
             return folder
-    raise DataUnavailableError(
-        f"{name}: data not found; expected {candidates[0] / marker} (set root=, or env MEDSURE_DATA_ROOT "
-        f"to the folder holding {subdirs[0]}/)")
+    raise input_error(f"{name} data", f"no {marker} under {', '.join(map(str, candidates))}",
+                      f"{candidates[0] / marker}",
+                      f"set root=, or env MEDSURE_DATA_ROOT to the folder holding {subdirs[0]}/", raw=True,
+                      kind=DataUnavailableError)
 
 
 def embedded_manifest() -> dict[str, Any]:
@@ -66,14 +82,16 @@ def embedded_manifest() -> dict[str, Any]:
 def _embedded_file(name: str, verify: bool = True) -> tuple[Path, dict[str, Any]]:
     entry = embedded_manifest().get(name)
     if entry is None:
-        raise DataUnavailableError(f"embedded copy of {name} missing from {EMBEDDED_DIR} "
-                                   f"(rebuild with scripts/build_embedded.py)")
+        raise input_error(f"embedded copy of {name}", f"no entry in {EMBEDDED_DIR}'s manifest",
+                          "an embedded file", "rebuild with scripts/build_embedded.py", raw=True,
+                          kind=DataUnavailableError)
     path = EMBEDDED_DIR / entry["file"]
     if not path.is_file():
-        raise DataUnavailableError(f"embedded file missing: {path} (rebuild with scripts/build_embedded.py)")
+        raise input_error("embedded file", f"{path}, which does not exist", "the file listed in the manifest",
+                          "rebuild with scripts/build_embedded.py", raw=True, kind=DataUnavailableError)
     found = md5sum(path)
     if verify and found != entry["md5"]:
-        raise MedsureInputError(f"embedded file {path}: MD5 {found}, expected {entry['md5']}; reinstall medsure")
+        raise input_error(f"embedded file {path}", f"MD5 {found}", f"MD5 {entry['md5']}", "reinstall medsure", raw=True)
     provenance = {"source": "embedded", "dataset": name, "file": str(path), "md5": found,
                   "expected_md5": entry["md5"], "verified": found == entry["md5"],
                   # the embedded file is a re-save: its MD5 is medsure's manifest's, not the source's
@@ -86,7 +104,8 @@ def _embedded_file(name: str, verify: bool = True) -> tuple[Path, dict[str, Any]
 def _options(name: str, options: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise MedsureInputError(f"load_dataset({name!r}): unknown option(s) {unknown}; accepted: {sorted(allowed)}")
+        raise input_error(f"load_dataset({name!r}) options", f"unknown option(s) {unknown}",
+                          "options among " + ", ".join(sorted(allowed)), raw=True)
     return {**allowed, **options}
 
 
@@ -95,8 +114,8 @@ def _resize_dataset(ds: ImageDataset, image_size: int | None, *, max_size: int |
     if image_size is None or ds.image_size == (image_size, image_size):
         return ds
     if max_size is not None and image_size > max_size:
-        raise MedsureInputError(f"image_size={image_size}: this copy is {max_size}x{max_size} and is not "
-                                f"upsampled; {hint}")
+        raise input_error("image_size", image_size, f"at most {max_size} (this copy is {max_size}x{max_size} and is "
+                          "not upsampled)", hint)
     targets = ds.targets
     if ds.task == "segmentation" and targets is not None:
         targets = resize_masks(targets, image_size)
@@ -106,7 +125,7 @@ def _resize_dataset(ds: ImageDataset, image_size: int | None, *, max_size: int |
 
 def _check_image_size(image_size: int | None) -> None:
     if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 8):
-        raise MedsureInputError(f"image_size={image_size!r}, expected an int >= 8")
+        raise input_error("image_size", image_size, "an int >= 8")
 
 
 # --------------------------------------------------------------------------- MedMNIST
@@ -119,9 +138,11 @@ def _load_medmnist(name: str, root, image_size, **options) -> ImageDataset:
         return load_medmnist_npz(path, class_names=info.labels, provenance=provenance)
     if root is None and not opts["download"]:
         embedded = " (only 28x28 is embedded)" if name in embedded_manifest() else ""
-        raise DataUnavailableError(
-            f"{name} at {size}x{size} is not embedded{embedded}; pass download=True to fetch the official "
-            f"file, or root= the folder holding {info.filename(size) if size in (28, 64, 128, 224) else '...'}")
+        raise input_error(f"{name} image size", f"{size}x{size}, which is not embedded{embedded}",
+                          "an embedded size, download=True or root=",
+                          "pass download=True to fetch the official file, or root= the folder holding "
+                          f"{info.filename(size) if size in (28, 64, 128, 224) else '...'}", raw=True,
+                          kind=DataUnavailableError)
     folder = None
     if root is not None:
         filename = info.filename(size)
@@ -176,8 +197,8 @@ def _load_isic2017(name: str, root, image_size, **options) -> ImageDataset:
                             meta={"source_split": np.full(len(paths), "test")},
                             provenance={"source": str(folder), "dataset": "isic2017", "subset": "test"})
     if opts["subset"] != "labelled":
-        raise MedsureInputError(f"isic2017: subset={opts['subset']!r}, expected 'labelled' (Training + "
-                                f"Validation) or 'test' (Test_v2, unlabelled)")
+        raise input_error("isic2017 subset", opts["subset"],
+                          "'labelled' (Training + Validation) or 'test' (Test_v2, unlabelled)")
     parts = []
     for source, stem in (("train", "Training"), ("val", "Validation")):
         part = read_csv_labelled(folder / f"ISIC-2017_{stem}_Classes.csv", folder / f"ISIC-2017_{stem}_Data",
@@ -187,7 +208,8 @@ def _load_isic2017(name: str, root, image_size, **options) -> ImageDataset:
         lookup = {i: k for k, i in enumerate(table["image_id"])}
         missing = [i for i in part.ids if i not in lookup]
         if missing:
-            raise MedsureInputError(f"isic2017 {stem} metadata lacks {len(missing)} images, e.g. {missing[0]}")
+            raise input_error(f"isic2017 {stem} metadata", f"no rows for {len(missing)} images, e.g. {missing[0]}",
+                              "a row for every image", raw=True)
         rows = np.asarray([lookup[i] for i in part.ids])
         age_raw = table["age_approximate"][rows]
         age = np.full(len(rows), np.nan)
@@ -216,7 +238,8 @@ def _load_ph2(name: str, root, image_size, **options) -> ImageDataset:
             images, masks = npz["images"], npz["masks"].astype(np.int64)
             labels, names, class_names = npz["labels"].astype(np.int64), npz["names"], npz["class_names"]
     except (OSError, ValueError, KeyError) as exc:
-        raise MedsureInputError(f"cannot read {path}: {exc}") from exc
+        raise input_error(f"ph2 file {path}", f"an unreadable archive ({exc})",
+                          "a .npz with images, masks, labels, names and class_names", raw=True) from exc
     meta = {"diagnosis": class_names[labels].astype(str)}
     provenance = {"source": str(path), "dataset": "ph2", "md5": md5sum(path)}
     if opts["task"] == "segmentation":
@@ -230,7 +253,7 @@ def _load_ph2(name: str, root, image_size, **options) -> ImageDataset:
         ds = ImageDataset(images=images, targets=labels, ids=names.astype(str), class_names=class_names,
                           task="classification", meta=meta, provenance=provenance)
     else:
-        raise MedsureInputError(f"ph2: task={opts['task']!r}, expected 'classification' or 'segmentation'")
+        raise input_error("ph2 task", opts["task"], "'classification' or 'segmentation'")
     return _resize_dataset(ds, size)
 
 
@@ -299,7 +322,8 @@ def _load_folder(name: str, root, image_size, **options) -> ImageDataset:
     opts = _options(name, options, {"mode": "RGB", "class_names": None, "dedup": False,
                                     "max_distance": BUSI_MAX_DISTANCE})
     if root is None:
-        raise MedsureInputError("load_dataset('folder') needs root=<folder with one sub-folder per class>")
+        raise input_error("load_dataset('folder') root", None, "a folder with one sub-folder per class",
+                          "pass root=<folder>")
     ds = read_folder_per_class(root, class_names=opts["class_names"], mode=opts["mode"],
                                image_size=DEFAULT_IMAGE_SIZE if image_size is None else image_size)
     if opts["dedup"]:
@@ -360,5 +384,5 @@ def load_dataset(name: str, *, root: str | Path | None = None, image_size: int |
     if loader is None and key in FLAGS:
         loader = _load_medmnist
     if loader is None:
-        raise MedsureInputError(f"unknown dataset {name!r}; known: {available_datasets()}")
+        raise input_error("dataset", name, "a known dataset: " + ", ".join(available_datasets()))
     return loader(key, root, image_size, **options)

@@ -11,22 +11,25 @@ from typing import Mapping
 import numpy as np
 
 from medsure.data.base import ImageDataset
-from medsure.errors import MedsureInputError
 from medsure.utils.random import make_generator
+from medsure.validation import describe, input_error
 
 
 def _check_fractions(fractions: Mapping[str, float], n: int) -> tuple[list[str], np.ndarray]:
     if not isinstance(fractions, Mapping) or not fractions:
-        raise MedsureInputError(f"fractions={fractions!r}, expected a non-empty dict of split name -> fraction")
+        raise input_error("fractions", fractions, "a non-empty dict of split name -> fraction")
     names = [str(k) for k in fractions]
     values = np.asarray([float(v) for v in fractions.values()], dtype=np.float64)
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise MedsureInputError(f"fractions={dict(fractions)}: every fraction must be > 0")
+        raise input_error("fractions", dict(fractions), "every fraction a finite number > 0")
     if abs(values.sum() - 1.0) > 1e-6:
-        raise MedsureInputError(f"fractions={dict(fractions)} sum to {values.sum():.6g}, expected 1")
+        raise input_error("fractions", f"{describe(dict(fractions))}, summing to {values.sum():.6g}",
+                          "fractions that sum to 1", raw=True)
     too_small = [name for name, v in zip(names, values) if n * v < 1]
     if too_small:
-        raise MedsureInputError(f"fractions={dict(fractions)} with {n} samples leave split(s) {too_small} empty")
+        raise input_error("fractions", f"{describe(dict(fractions))} for {n} samples",
+                          "every split at least one sample",
+                          f"split(s) {too_small} would be empty; use larger fractions or more samples", raw=True)
     return names, values
 
 
@@ -79,7 +82,7 @@ def split_indices(strata: np.ndarray, groups: np.ndarray | None, *, seed: int | 
         groups = np.arange(n)
     groups = np.asarray(groups)
     if groups.shape != (n,):
-        raise MedsureInputError(f"groups: shape {groups.shape}, expected ({n},)")
+        raise input_error("groups", f"shape {groups.shape}", f"shape ({n},), one group per sample", raw=True)
     _, group_index = np.unique(groups, return_inverse=True)
     n_groups = int(group_index.max()) + 1 if n else 0
     _, stratum_index = np.unique(strata, return_inverse=True)
@@ -114,8 +117,8 @@ def split_indices(strata: np.ndarray, groups: np.ndarray | None, *, seed: int | 
     out = {name: np.nonzero(sample_split == i)[0].astype(np.int64) for i, name in enumerate(names)}
     empty = [name for name, idx in out.items() if len(idx) == 0]
     if empty:
-        raise MedsureInputError(f"split(s) {empty} came out empty: too few groups ({n_groups}) "
-                                f"for fractions {dict(fractions)}")
+        raise input_error("groups", f"{n_groups} groups for fractions {describe(dict(fractions))}",
+                          "enough groups for every split", f"split(s) {empty} came out empty", raw=True)
     return out
 
 
@@ -142,7 +145,8 @@ def split_dataset(ds: ImageDataset, *, seed: int, fractions: dict[str, float], s
         if group_key in ds.meta:
             groups = np.asarray(ds.meta[group_key])
         elif group_key != "dup_group":
-            raise MedsureInputError(f"group_key={group_key!r} is not in meta; available: {sorted(ds.meta)}")
+            raise input_error("group_key", group_key,
+                              f"a key of the dataset's meta: {', '.join(sorted(ds.meta)) or 'none'}")
     strata = stratum_labels(ds) if stratify else np.zeros(len(ds), dtype=np.int64)
     indices = split_indices(strata, groups, seed=seed, fractions=fractions)
     out = {}
@@ -161,7 +165,8 @@ def split_dataset(ds: ImageDataset, *, seed: int, fractions: dict[str, float], s
 def official_splits(ds: ImageDataset) -> dict[str, ImageDataset]:
     """Subsets by ``meta["source_split"]`` (the source's own train/val/test), in that order."""
     if "source_split" not in ds.meta:
-        raise MedsureInputError("dataset has no meta['source_split']; use split_dataset instead")
+        raise input_error("dataset meta", f"keys {sorted(ds.meta)}", "a 'source_split' key",
+                          "use split_dataset instead", raw=True)
     labels = np.asarray(ds.meta["source_split"]).astype(str)
     order = [s for s in ("train", "val", "test") if s in labels] + sorted(set(labels) - {"train", "val", "test"})
     return {s: ds.subset(np.nonzero(labels == s)[0]) for s in order}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 
 def resize_images(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -17,7 +17,7 @@ def resize_images(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     height, width = (size, size) if isinstance(size, (int, np.integer)) else size
     images = np.asarray(images)
     if images.ndim != 4:
-        raise MedsureInputError(f"images: shape {images.shape}, expected (N, H, W, C)")
+        raise input_error("images", f"shape {images.shape}", "shape (N, H, W, C)", raw=True)
     if images.shape[1:3] == (height, width):
         return images.copy()
     tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
@@ -33,7 +33,7 @@ def resize_masks(masks: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     height, width = (size, size) if isinstance(size, (int, np.integer)) else size
     masks = np.asarray(masks)
     if masks.ndim != 3:
-        raise MedsureInputError(f"masks: shape {masks.shape}, expected (N, H, W)")
+        raise input_error("masks", f"shape {masks.shape}", "shape (N, H, W)", raw=True)
     # pixel-centre sampling, the same rule as PIL's NEAREST
     rows = np.minimum(((np.arange(height) + 0.5) * masks.shape[1] / height).astype(np.int64), masks.shape[1] - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * masks.shape[2] / width).astype(np.int64), masks.shape[2] - 1)

@@ -1,5 +1,15 @@
-"""A learned combination of CSFs: logistic regression on standardised CSFs predicting
-correctness, fitted on calibration data only and applied to new data."""
+"""A combination of CSFs over CSFs standardised on calibration data.
+
+Two modes, one class:
+
+- learned (``weights=None``): logistic regression on the standardised CSFs predicting
+  correctness, fitted on labelled calibration data only; the score is the log-odds of a correct
+  prediction.
+- fixed (``weights={"msr": 1, "energy": 0.5}``): the user's weights. Each CSF (oriented higher =
+  confident) is standardised with the calibration mean and standard deviation, and the score is
+  ``sum_j w_j (x_j - mean_j) / std_j``: a weight says how much one standard deviation of that CSF
+  counts, whatever its units. Needs calibration CSFs but no labels.
+"""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -7,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from medsure.errors import MedsureInputError
+from medsure.validation import Interval, validate_params
 
 __all__ = ["CombinedCSF"]
 
@@ -17,9 +28,11 @@ class CombinedCSF:
     Parameters
     ----------
     names : sequence of str or None
-        Which CSFs to combine; None = every key given to :meth:`fit`.
+        Which CSFs to combine; None = every key given to :meth:`fit` (or of ``weights``).
     C : float
         Inverse L2 strength of the logistic regression.
+    weights : mapping of CSF name to float, or None
+        Fixed weights over the standardised CSFs; None = learn them.
 
     Attributes
     ----------
@@ -28,9 +41,17 @@ class CombinedCSF:
     weights_ : ndarray (F,), intercept_ : float
     """
 
-    def __init__(self, names: Sequence[str] | None = None, C: float = 1.0) -> None:
+    _parameter_constraints = {"C": [Interval(float, 0.0, None, closed="neither")]}
+
+    def __init__(self, names: Sequence[str] | None = None, C: float = 1.0,
+                 weights: Mapping[str, float] | None = None) -> None:
         self.names = names
         self.C = C
+        self.weights = weights
+
+    @property
+    def mode(self) -> str:
+        return "learned" if self.weights is None else "fixed"
 
     def _matrix(self, csfs: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
         missing = [n for n in names if n not in csfs]
@@ -38,14 +59,21 @@ class CombinedCSF:
             raise MedsureInputError(f"csfs: missing {missing}; the combination needs {list(names)}")
         return np.stack([np.asarray(csfs[n], dtype=np.float64) for n in names], axis=1)
 
-    def fit(self, cal_csfs: Mapping[str, np.ndarray], cal_errors: np.ndarray) -> "CombinedCSF":
-        """Fit on calibration CSFs (each ``(n,)``, higher = confident) and errors ``(n,)``."""
+    def fit(self, cal_csfs: Mapping[str, np.ndarray], cal_errors: np.ndarray | None = None) -> "CombinedCSF":
+        """Fit on calibration CSFs (each ``(n,)``, higher = confident) and errors ``(n,)``
+        (errors are not used, and may be None, with fixed weights)."""
+        validate_params(self)
         from sklearn.linear_model import LogisticRegression
 
+        if self.weights is not None:
+            return self._fit_fixed(cal_csfs)
         names = list(self.names) if self.names is not None else sorted(cal_csfs)
         if not names:
             raise MedsureInputError("csfs: no CSF given to combine")
         x = self._matrix(cal_csfs, names)
+        if cal_errors is None:
+            raise MedsureInputError("the learned combined CSF needs labelled calibration cases; "
+                                    "give fixed weights to combine without labels")
         errors = np.asarray(cal_errors).astype(int)
         if errors.shape != (x.shape[0],):
             raise MedsureInputError(f"errors: shape {errors.shape}, expected ({x.shape[0]},)")
@@ -53,17 +81,39 @@ class CombinedCSF:
             raise MedsureInputError(
                 "the combined CSF needs both correct and wrong calibration predictions; "
                 f"got {int(errors.sum())} errors out of {errors.shape[0]}")
-        self.mean_ = x.mean(axis=0)
-        scale = x.std(axis=0)
-        self.scale_ = np.where(scale > 0, scale, 1.0)
+        self._standardise(x)
         model = LogisticRegression(C=self.C, max_iter=1000).fit((x - self.mean_) / self.scale_, 1 - errors)
         self.weights_ = model.coef_[0].copy()
         self.intercept_ = float(model.intercept_[0])
         self.names_ = names
         return self
 
+    def _standardise(self, x: np.ndarray) -> None:
+        if x.shape[0] < 2:
+            raise MedsureInputError(f"the combined CSF needs at least 2 calibration cases to standardise the CSFs; "
+                                    f"got {x.shape[0]}")
+        self.mean_ = x.mean(axis=0)
+        scale = x.std(axis=0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+
+    def _fit_fixed(self, cal_csfs: Mapping[str, np.ndarray]) -> "CombinedCSF":
+        weights = dict(self.weights)
+        names = list(self.names) if self.names is not None else list(weights)
+        if not names or set(names) != set(weights):
+            raise MedsureInputError(f"weights: got weights for {sorted(weights)}; expected one weight for each "
+                                    f"combined CSF {names}")
+        values = np.array([weights[n] for n in names], dtype=np.float64)
+        if not np.all(np.isfinite(values)) or not np.any(values != 0):
+            raise MedsureInputError(f"weights: got {weights}; expected finite numbers, not all zero")
+        self._standardise(self._matrix(cal_csfs, names))
+        self.weights_ = values
+        self.intercept_ = 0.0
+        self.names_ = names
+        return self
+
     def score(self, csfs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Combined confidence ``(N,)``: the log-odds of a correct prediction."""
+        """Combined confidence ``(N,)``: the log-odds of a correct prediction (learned), or the
+        weighted sum of standardised CSFs (fixed)."""
         if not hasattr(self, "weights_"):
             raise MedsureInputError("CombinedCSF is not fitted: call fit(cal_csfs, cal_errors) first")
         x = self._matrix(csfs, self.names_)

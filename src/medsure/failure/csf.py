@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import logsumexp
 
-from medsure.artifact import softmax
+from medsure.core import entropy, entropy_decomposition, softmax
 from medsure.errors import MedsureInputError
 
 __all__ = [
@@ -28,8 +28,6 @@ __all__ = [
     "sample_mutual_information", "sample_variance", "cam_concentration", "confidence",
     "logit_csfs", "sample_csfs", "LOGIT_CSFS", "SAMPLE_CSFS", "CAM_CSFS",
 ]
-
-_EPS = 1e-12
 
 
 def _logits(x: np.ndarray, ndim: int = 2) -> np.ndarray:
@@ -40,10 +38,6 @@ def _logits(x: np.ndarray, ndim: int = 2) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
         raise MedsureInputError("logits: expected finite floating-point values")
     return arr.astype(np.float64)
-
-
-def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
-    return -np.sum(p * np.log(np.clip(p, _EPS, 1.0)), axis=axis)
 
 
 # ---- single-output CSFs (N, K) -----------------------------------------------------------
@@ -60,7 +54,7 @@ def max_logit(logits: np.ndarray) -> np.ndarray:
 
 def predictive_entropy(logits: np.ndarray) -> np.ndarray:
     """Shannon entropy of the softmax (nats). Lower = confident."""
-    return _entropy(softmax(_logits(logits), axis=1), axis=1)
+    return entropy(softmax(_logits(logits), axis=1), axis=1)
 
 
 def margin(logits: np.ndarray) -> np.ndarray:
@@ -104,23 +98,25 @@ def sample_msr(sample_logits: np.ndarray) -> np.ndarray:
     return _sample_probs(sample_logits).mean(axis=0).max(axis=1)
 
 
+def _decomposition(sample_logits: np.ndarray):
+    """:func:`medsure.core.entropy_decomposition` of the per-sample softmax (float64)."""
+    return entropy_decomposition(_sample_probs(sample_logits), sample_axis=0, class_axis=2)
+
+
 def sample_predictive_entropy(sample_logits: np.ndarray) -> np.ndarray:
     """Entropy of the mean softmax (total uncertainty). Lower = confident."""
-    return _entropy(_sample_probs(sample_logits).mean(axis=0), axis=1)
+    return _decomposition(sample_logits).total
 
 
 def sample_expected_entropy(sample_logits: np.ndarray) -> np.ndarray:
     """Mean over samples of the per-sample entropy (aleatoric part). Lower = confident."""
-    return _entropy(_sample_probs(sample_logits), axis=2).mean(axis=0)
+    return _decomposition(sample_logits).aleatoric
 
 
 def sample_mutual_information(sample_logits: np.ndarray) -> np.ndarray:
-    """Predictive minus expected entropy (epistemic part, BALD). Lower = confident.
-
-    Clipped at 0 against rounding (it is non-negative by Jensen's inequality)."""
-    p = _sample_probs(sample_logits)
-    mi = _entropy(p.mean(axis=0), axis=1) - _entropy(p, axis=2).mean(axis=0)
-    return np.maximum(mi, 0.0)
+    """Predictive minus expected entropy (epistemic part, BALD), clipped at 0 against rounding.
+    Lower = confident."""
+    return _decomposition(sample_logits).epistemic
 
 
 def sample_variance(sample_logits: np.ndarray) -> np.ndarray:
@@ -148,7 +144,7 @@ def cam_concentration(cams: np.ndarray) -> np.ndarray:
     flat = cams.reshape(cams.shape[0], -1)
     total = flat.sum(axis=1, keepdims=True)
     dist = np.where(total > 0, flat / np.where(total > 0, total, 1.0), 1.0 / flat.shape[1])
-    return 1.0 - _entropy(dist, axis=1) / np.log(flat.shape[1])
+    return 1.0 - entropy(dist, axis=1) / np.log(flat.shape[1])
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -162,16 +158,20 @@ class CSFSpec:
     higher_is_confident: bool
     fn: Callable[[np.ndarray], np.ndarray]
     description: str = ""
+    #: a logit CSF that depends on the logits only through the softmax probabilities, so it can
+    #: score log-probabilities (e.g. the mean softmax of a sample axis) in place of logits
+    probability_only: bool = False
 
 
 LOGIT_CSFS: dict[str, CSFSpec] = {s.name: s for s in [
-    CSFSpec("msr", "logits", True, msr, "maximum softmax response"),
+    CSFSpec("msr", "logits", True, msr, "maximum softmax response", probability_only=True),
     CSFSpec("max_logit", "logits", True, max_logit, "largest logit"),
-    CSFSpec("predictive_entropy", "logits", False, predictive_entropy, "softmax entropy"),
-    CSFSpec("margin", "logits", True, margin, "top-1 minus top-2 probability"),
-    CSFSpec("topk_margin", "logits", True, topk_margin, "top-1 minus top-3 probability (k clipped to K)"),
+    CSFSpec("predictive_entropy", "logits", False, predictive_entropy, "softmax entropy", probability_only=True),
+    CSFSpec("margin", "logits", True, margin, "top-1 minus top-2 probability", probability_only=True),
+    CSFSpec("topk_margin", "logits", True, topk_margin, "top-1 minus top-3 probability (k clipped to K)",
+            probability_only=True),
     CSFSpec("energy", "logits", False, energy, "free energy -logsumexp(z)"),
-    CSFSpec("doctor", "logits", False, doctor, "DOCTOR D_alpha (Granese et al. 2021)"),
+    CSFSpec("doctor", "logits", False, doctor, "DOCTOR D_alpha (Granese et al. 2021)", probability_only=True),
 ]}
 SAMPLE_CSFS: dict[str, CSFSpec] = {s.name: s for s in [
     CSFSpec("msr", "samples", True, sample_msr, "max of mean softmax"),

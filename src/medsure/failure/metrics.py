@@ -22,6 +22,25 @@ FPR@95TPR
     Share of errors accepted at the most selective threshold that still accepts 95 % of correct cases.
 AUPR_error
     Average precision of the negated confidence for detecting the errors.
+
+Variants for comparison with fd-shifts (Jaeger et al. 2023, ``RiskCoverageStats``)
+    Every output names its variant (:data:`VARIANTS`). fd-shifts prints areas multiplied by
+    1000; medsure never scales.
+
+    - ``aurc`` (variant ``"discrete"``): the mean selective risk above.
+    - ``aurc_interpolated`` (``"fd-shifts-trapezoid"``): fd-shifts' AURC: the trapezoid rule
+      over the risk-coverage points (one per distinct confidence) plus the point (coverage 0,
+      risk of the most selective point). Differs from the discrete form by up to ~1 % relative.
+    - ``eaurc`` (``"discrete"``): ``aurc`` minus the discrete oracle
+      ``(1/n) sum_k max(k - n_correct, 0) / k``.
+    - ``eaurc_interpolated`` (``"fd-shifts-continuous-oracle"``): ``aurc_interpolated`` minus
+      fd-shifts' continuous oracle ``err + (1 - err) ln(1 - err)`` (err = error rate).
+    - ``augrc`` (``"trapezoid"``): identical to fd-shifts' AUGRC.
+    - ``fpr95`` (``"tpr>=0.95-no-interpolation"``): no interpolation between thresholds; the
+      lowest FPR (share of errors accepted) among thresholds (ties grouped) accepting at least
+      95 % of the correct cases.
+    - ``fpr95_fdshifts`` (``"fd-shifts-tpr>=0.9495"``): fd-shifts' rule, ``min(fpr[tpr >= 0.9495])``
+      on scikit-learn's ``roc_curve(correct, confidence)`` (which drops collinear points).
 """
 from __future__ import annotations
 
@@ -30,13 +49,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from medsure.core import auroc_from_tie_blocks, binary_auroc, bootstrap_counts, percentile_bootstrap, tie_blocks
 from medsure.errors import MedsureInputError
-from medsure.utils.random import make_generator
 
 __all__ = [
     "RiskCoverageCurve", "risk_coverage_curve", "aurc", "excess_aurc", "augrc", "auroc_failure",
     "fpr_at_95_tpr", "aupr_error", "selective_risk_at_coverage", "failure_metrics",
     "bootstrap_ci", "bootstrap_counts", "METRICS", "check_confidence_errors",
+    "aurc_interpolated", "excess_aurc_interpolated", "fpr_at_95_tpr_fdshifts", "VARIANTS",
+    "VARIANT_METRICS", "variant_metrics",
 ]
 
 
@@ -137,16 +158,12 @@ def _need_both(errors: np.ndarray, metric: str) -> None:
 def auroc_failure(confidence: np.ndarray, errors: np.ndarray) -> float:
     """ROC AUC of the confidence separating correct (positive) from wrong predictions.
 
-    Computed as the Mann-Whitney statistic with ties counted one half (equal to
-    ``sklearn.metrics.roc_auc_score(1 - errors, confidence)``)."""
-    from scipy.stats import rankdata
-
+    :func:`medsure.core.binary_auroc` (ties count one half; equal to
+    ``sklearn.metrics.roc_auc_score(1 - errors, confidence)``). Raises when the errors are all
+    0 or all 1 (:func:`failure_metrics` reports it as undefined)."""
     confidence, errors = check_confidence_errors(confidence, errors)
     _need_both(errors, "auroc_f")
-    ranks = rankdata(confidence)
-    correct = errors == 0
-    n_pos, n_neg = int(correct.sum()), int((~correct).sum())
-    return float((ranks[correct].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return binary_auroc(confidence, errors == 0)
 
 
 def fpr_at_95_tpr(confidence: np.ndarray, errors: np.ndarray, tpr: float = 0.95) -> float:
@@ -205,13 +222,9 @@ def _weighted_metrics(confidence: np.ndarray, errors: np.ndarray, weights: np.nd
     ``(B, M)`` block sums. Metrics needing both classes are NaN for resamples that lack one;
     callers drop them. With ``weights = 1`` this reproduces :func:`aurc`, :func:`augrc`...
     """
-    order = np.argsort(-confidence, kind="stable")
-    conf_sorted = confidence[order]
-    starts = np.flatnonzero(np.r_[True, conf_sorted[1:] != conf_sorted[:-1]])
-    w = weights[:, order].astype(np.float64)
-    m = np.add.reduceat(w, starts, axis=1)  # (B, M) cases per tie block, descending confidence
-    s = np.add.reduceat(w * errors[order], starts, axis=1)  # errors per block
-    n = w.sum(axis=1)[:, None]
+    # (B, M) cases and errors per tie block, descending confidence
+    m, s = tie_blocks(confidence, errors, weights)
+    n = m.sum(axis=1)[:, None]
     cum_m, cum_s = np.cumsum(m, axis=1), np.cumsum(s, axis=1)
     prev_m, prev_s = cum_m - m, cum_s - s
     n_int = int(round(float(n[0, 0])))
@@ -229,12 +242,10 @@ def _weighted_metrics(confidence: np.ndarray, errors: np.ndarray, weights: np.nd
     out = {"aurc": aurc_b, "eaurc": aurc_b - oracle, "augrc": augrc_b}
     both = (n_err > 0) & (n_cor > 0)
     safe_err, safe_cor = np.where(both, n_err, 1.0), np.where(both, n_cor, 1.0)
-    pos = m - s  # correct cases per block
-    neg_below = n_err[:, None] - cum_s  # errors with strictly lower confidence
-    auroc = np.sum(pos * (neg_below + 0.5 * s), axis=1) / (safe_cor * safe_err)
+    auroc = auroc_from_tie_blocks(m - s, s)  # correct cases (positives) and errors per block
     tpr = (cum_m - cum_s) / safe_cor[:, None]
     first = np.argmax(tpr >= 0.95 - 1e-12, axis=1)
-    fpr95 = cum_s[np.arange(w.shape[0]), first] / safe_err
+    fpr95 = cum_s[np.arange(m.shape[0]), first] / safe_err
     # average precision for errors, ranking by increasing confidence (blocks reversed)
     rs, rm = np.cumsum(s[:, ::-1], axis=1), np.cumsum(m[:, ::-1], axis=1)
     precision = np.divide(rs, rm, out=np.zeros_like(rs), where=rm > 0)
@@ -242,11 +253,6 @@ def _weighted_metrics(confidence: np.ndarray, errors: np.ndarray, weights: np.nd
     for name, values in (("auroc_f", auroc), ("fpr95", fpr95), ("aupr_error", ap)):
         out[name] = np.where(both, values, np.nan)
     return out
-
-
-def bootstrap_counts(n: int, n_boot: int, seed: int | np.random.Generator = 0) -> np.ndarray:
-    """Bootstrap multiplicities ``(n_boot, n)``: each row counts how often each case is drawn."""
-    return make_generator(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)
 
 
 def bootstrap_ci(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int = 1000,
@@ -259,20 +265,14 @@ def bootstrap_ci(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int = 10
     are dropped for the metrics that need both.
     """
     confidence, errors = check_confidence_errors(confidence, errors)
-    if counts is None:
-        counts = bootstrap_counts(confidence.shape[0], n_boot, seed)
-    if counts.ndim != 2 or counts.shape[1] != confidence.shape[0]:
-        raise MedsureInputError(f"counts: shape {counts.shape}, expected (n_boot, {confidence.shape[0]})")
-    parts = [_weighted_metrics(confidence, errors, counts[i:i + chunk]) for i in range(0, counts.shape[0], chunk)]
-    alpha = (1.0 - level) / 2.0
-    out = {}
+    intervals = percentile_bootstrap(lambda w: _weighted_metrics(confidence, errors, w), confidence.shape[0],
+                                     n_boot=n_boot, level=level, seed=seed, counts=counts, chunk=chunk)
+    out: dict[str, tuple[float, float]] = {}
     for name in METRICS:
-        values = np.concatenate([p[name] for p in parts])
-        values = values[np.isfinite(values)]
-        if values.size == 0:
+        interval = intervals[name]
+        if interval is None:
             raise MedsureInputError(f"bootstrap: no resample had both correct and wrong predictions for {name}")
-        lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-        out[name] = (float(lo), float(hi))
+        out[name] = interval
     return out
 
 
@@ -289,15 +289,9 @@ def failure_metrics(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int =
     confidence, errors = check_confidence_errors(confidence, errors)
     intervals: dict = {}
     if n_boot > 0 or counts is not None:
-        if counts is None:
-            counts = bootstrap_counts(confidence.shape[0], n_boot, seed)
-        chunk = 250  # resamples scored at once: memory stays O(chunk x N), as in bootstrap_ci
-        pieces = [_weighted_metrics(confidence, errors, counts[i:i + chunk]) for i in range(0, counts.shape[0], chunk)]
-        parts = {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
-        alpha = (1.0 - level) / 2.0
-        for name, values in parts.items():
-            values = values[np.isfinite(values)]
-            intervals[name] = [float(v) for v in np.quantile(values, [alpha, 1 - alpha])] if values.size else None
+        found = percentile_bootstrap(lambda w: _weighted_metrics(confidence, errors, w), confidence.shape[0],
+                                     n_boot=n_boot, level=level, seed=seed, counts=counts)
+        intervals = {name: None if ci is None else list(ci) for name, ci in found.items()}
     out: dict = {}
     for name, fn in METRICS.items():
         try:
@@ -309,4 +303,98 @@ def failure_metrics(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int =
             continue
         out[name] = {"value": value, "ci": intervals.get(name)}
     out["selective_risk"] = {str(c): r for c, r in selective_risk_at_coverage(confidence, errors, coverages).items()}
+    return out
+
+
+# ---- fd-shifts-compatible variants ------------------------------------------------------------
+
+#: the variant every reported metric follows (see the module docstring)
+VARIANTS: dict[str, str] = {
+    "aurc": "discrete",
+    "aurc_interpolated": "fd-shifts-trapezoid",
+    "eaurc": "discrete",
+    "eaurc_interpolated": "fd-shifts-continuous-oracle",
+    "augrc": "trapezoid",
+    "auroc_f": "mann-whitney-ties-half",
+    "fpr95": "tpr>=0.95-no-interpolation",
+    "fpr95_fdshifts": "fd-shifts-tpr>=0.9495",
+    "aupr_error": "average-precision",
+}
+
+
+def aurc_interpolated(confidence: np.ndarray, errors: np.ndarray) -> float:
+    """fd-shifts' AURC: trapezoid over the risk-coverage points plus (coverage 0, first risk)."""
+    curve = risk_coverage_curve(confidence, errors)
+    cov = np.r_[0.0, curve.coverage]
+    risk = np.r_[curve.selective_risk[0], curve.selective_risk]
+    return float(np.sum(np.diff(cov) * (risk[1:] + risk[:-1]) / 2.0))
+
+
+def _continuous_oracle_aurc(error_rate: np.ndarray | float) -> np.ndarray:
+    """fd-shifts' oracle AURC ``err + (1 - err) ln(1 - err)`` (1 when every case is wrong)."""
+    err = np.asarray(error_rate, dtype=np.float64)
+    safe = np.minimum(err, 1.0 - 1e-300)
+    return np.where(err >= 1.0, 1.0, err + (1.0 - err) * np.log1p(-safe))
+
+
+def excess_aurc_interpolated(confidence: np.ndarray, errors: np.ndarray) -> float:
+    """fd-shifts' e-AURC: :func:`aurc_interpolated` minus the continuous oracle AURC."""
+    confidence, errors = check_confidence_errors(confidence, errors)
+    return aurc_interpolated(confidence, errors) - float(_continuous_oracle_aurc(errors.mean()))
+
+
+def fpr_at_95_tpr_fdshifts(confidence: np.ndarray, errors: np.ndarray) -> float:
+    """fd-shifts' FPR@95TPR: ``min(fpr[tpr >= 0.9495])`` on ``roc_curve(correct, confidence)``."""
+    from sklearn.metrics import roc_curve
+
+    confidence, errors = check_confidence_errors(confidence, errors)
+    _need_both(errors, "fpr95_fdshifts")
+    fpr, tpr, _ = roc_curve(1 - errors, confidence)
+    return float(np.min(fpr[tpr >= 0.9495]))
+
+
+VARIANT_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "aurc_interpolated": aurc_interpolated,
+    "eaurc_interpolated": excess_aurc_interpolated,
+    "fpr95_fdshifts": fpr_at_95_tpr_fdshifts,
+}
+
+
+def _weighted_interpolated(confidence: np.ndarray, errors: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`aurc_interpolated` and :func:`excess_aurc_interpolated` for bootstrap
+    multiplicities ``weights (B, N)`` at once (tie blocks of the sorted confidence)."""
+    m, s = tie_blocks(confidence, errors, weights)  # (B, M) cases and errors per tie block
+    cum_m = np.cumsum(m, axis=1)
+    cum_s = np.cumsum(s, axis=1)
+    n = cum_m[:, -1:]
+    risk = np.divide(cum_s, cum_m, out=np.zeros_like(cum_s), where=cum_m > 0)
+    prev_m = cum_m - m
+    prev_risk = np.concatenate([risk[:, :1], risk[:, :-1]], axis=1)
+    # the first accepted block joins the point (coverage 0, its own risk)
+    prev_risk = np.where(prev_m > 0, prev_risk, risk)
+    area = np.sum(m / n * (risk + prev_risk) / 2.0, axis=1)
+    return {"aurc_interpolated": area,
+            "eaurc_interpolated": area - _continuous_oracle_aurc(cum_s[:, -1] / n[:, 0])}
+
+
+def variant_metrics(confidence: np.ndarray, errors: np.ndarray, *, counts: np.ndarray | None = None,
+                    level: float = 0.95) -> dict[str, dict]:
+    """The fd-shifts-compatible metrics of :data:`VARIANT_METRICS`, each
+    ``{"value", "ci", "variant"}`` (``"undefined"`` with a reason instead of a value when the
+    data cannot define it). Intervals use the bootstrap multiplicities ``counts (B, N)`` when
+    given (the same resamples as :func:`failure_metrics`); ``fpr95_fdshifts`` has none."""
+    confidence, errors = check_confidence_errors(confidence, errors)
+    intervals: dict[str, list[float]] = {}
+    if counts is not None:
+        found = percentile_bootstrap(lambda w: _weighted_interpolated(confidence, errors, w), confidence.shape[0],
+                                     level=level, counts=counts)
+        intervals = {name: list(ci) for name, ci in found.items() if ci is not None}
+    out: dict[str, dict] = {}
+    for name, fn in VARIANT_METRICS.items():
+        try:
+            value = fn(confidence, errors)
+        except MedsureInputError as exc:
+            out[name] = {"value": None, "ci": None, "undefined": str(exc), "variant": VARIANTS[name]}
+            continue
+        out[name] = {"value": value, "ci": intervals.get(name), "variant": VARIANTS[name]}
     return out

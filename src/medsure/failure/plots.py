@@ -1,4 +1,4 @@
-"""Risk-coverage plots (matplotlib, Agg backend)."""
+"""Risk-coverage plots (matplotlib, Agg backend): they draw curves computed by the analysis."""
 from __future__ import annotations
 
 import matplotlib
@@ -7,16 +7,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from medsure.failure.metrics import risk_coverage_curve  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:  # a results type, for annotations only: plots draw, they compute nothing
+    from medsure.failure.metrics import RiskCoverageCurve
 
 
-def plot_risk_coverage(csfs: dict[str, np.ndarray], errors: np.ndarray, *, title: str = "",
+def plot_risk_coverage(curves: dict[str, RiskCoverageCurve], *, title: str = "",
                        review_coverage: float | None = None, target_risk: float | None = None):
-    """Selective and generalized risk against coverage for each CSF, with the oracle."""
+    """Selective and generalized risk against coverage for each curve (``"oracle"`` dotted)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    oracle = -np.asarray(errors, dtype=float)
-    for name, conf in {**csfs, "oracle": oracle}.items():
-        c = risk_coverage_curve(conf, errors)
+    for name, c in curves.items():
         style = {"color": "k", "ls": ":"} if name == "oracle" else {}
         ax1.step(np.r_[0, c.coverage], np.r_[c.selective_risk[0], c.selective_risk], where="pre", label=name, **style)
         ax2.plot(np.r_[0, c.coverage], np.r_[0, c.generalized_risk], label=name, **style)

@@ -17,6 +17,7 @@ from scipy.stats import beta
 
 from medsure.errors import MedsureInputError
 from medsure.failure.metrics import check_confidence_errors
+from medsure.validation import Interval, validate_params
 
 __all__ = ["clopper_pearson_upper", "SelectiveRiskThreshold"]
 
@@ -57,16 +58,16 @@ class SelectiveRiskThreshold:
         Every threshold the search evaluated with its coverage, empirical risk and bound.
     """
 
+    _parameter_constraints = {"target_risk": [Interval(float, 0.0, 1.0, closed="neither")],
+                              "delta": [Interval(float, 0.0, 1.0, closed="neither")]}
+
     def __init__(self, target_risk: float = 0.05, delta: float = 0.1) -> None:
         self.target_risk = target_risk
         self.delta = delta
 
     def fit(self, confidence: np.ndarray, errors: np.ndarray) -> "SelectiveRiskThreshold":
         """Fit on calibration confidences ``(n,)`` (higher = confident) and errors ``(n,)``."""
-        if not 0.0 < self.target_risk < 1.0:
-            raise MedsureInputError(f"target_risk: got {self.target_risk}, expected a value in (0, 1)")
-        if not 0.0 < self.delta < 1.0:
-            raise MedsureInputError(f"delta: got {self.delta}, expected a value in (0, 1)")
+        validate_params(self)
         confidence, errors = check_confidence_errors(confidence, errors)
         n = confidence.shape[0]
         levels = np.sort(confidence)  # ascending; z-th threshold accepts confidence >= levels[z]

@@ -11,8 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from medsure.artifact import Predictions  # noqa: E402
-from medsure.evaluation import classification_summary, segmentation_summary  # noqa: E402
-from medsure.segmentation.metrics import dice_per_label, image_dice  # noqa: E402
 from medsure.report.html import Section, figure_to_data_uri, html_table, img_tag  # noqa: E402
 
 
@@ -58,12 +56,22 @@ def training_curves_figure(history: list[dict[str, Any]], title: str):
     return fig
 
 
-def classification_section(test: Predictions, *, history: list[dict[str, Any]] | None = None,
+def _or_na(value: Any) -> Any:
+    return "n/a" if value is None else value
+
+
+def classification_section(summary: dict[str, Any], test: Predictions, *,
+                           history: list[dict[str, Any]] | None = None,
                            title: str = "Classification performance") -> Section:
-    summary = classification_summary(test)
+    """Render a :func:`medsure.evaluation.classification_summary` of ``test`` (computed by the
+    caller): overall table, per-class precision / recall / F1, confusion matrix, training curves."""
     rows = [{"n test": summary["n"], "accuracy": summary["accuracy"],
-             "AUC": summary["auc"] if summary["auc"] is not None else "n/a"}]
+             f"loss (mean cross-entropy, clip {summary['log_loss_clip']:g})": summary["log_loss"],
+             "AUC": _or_na(summary["auc"]), "macro F1": _or_na(summary["macro_f1"])}]
     body = html_table(rows)
+    body += html_table([{"class": name, "precision": _or_na(m["precision"]), "recall": _or_na(m["recall"]),
+                         "F1": _or_na(m["f1"]), "support": m["support"]}
+                        for name, m in summary["per_class"].items()])
     body += img_tag(figure_to_data_uri(confusion_figure(np.array(summary["confusion_matrix"]),
                                                         summary["class_names"])), "confusion matrix")
     if history:
@@ -96,24 +104,32 @@ def overlay_figure(images: np.ndarray, masks: np.ndarray, predicted: np.ndarray,
     return fig
 
 
-def segmentation_section(test: Predictions, images: np.ndarray | None = None, *,
-                         history: list[dict[str, Any]] | None = None, n_examples: int = 4,
-                         title: str = "Segmentation performance") -> Section:
-    """Dice table, training curves and overlays (``images``: (N, H, W) or (N, H, W, 3) for display)."""
-    summary = segmentation_summary(test)
+def segmentation_section(summary: dict[str, Any], test: Predictions, *, image_dice: np.ndarray | None = None,
+                         images: np.ndarray | None = None, history: list[dict[str, Any]] | None = None,
+                         n_examples: int = 4, title: str = "Segmentation performance") -> Section:
+    """Dice table, training curves and overlays, rendered from precomputed results.
+
+    Parameters
+    ----------
+    summary : ``medsure.evaluation.segmentation_summary(test)`` (``n``, ``dice_per_label``),
+        computed by the caller
+    test : the predictions summarised (overlay labels and provenance are read from it)
+    image_dice : per-image Dice (N,) of ``test``, e.g. ``SegmentationResults.image_dice``; with
+        ``images`` it adds an overlay figure of the first images with foreground
+    images : (N, H, W) or (N, H, W, 3) display images of ``test``
+    """
     rows = [{"label": k, "mean Dice": v if v is not None else "n/a"} for k, v in summary["dice_per_label"].items()]
     body = f"<p>{summary['n']} test images.</p>" + html_table(rows)
     if history:
         body += img_tag(figure_to_data_uri(training_curves_figure(history, "Training curves")),
                         "training curves")
-    if images is not None and test.masks is not None:
-        predicted = test.probabilities().argmax(axis=1)
-        dice = image_dice(dice_per_label(predicted, test.masks, test.n_classes))
-        dice = np.nan_to_num(dice, nan=1.0)  # both empty: a perfect (empty) segmentation
+    if images is not None and image_dice is not None and test.masks is not None:
+        predicted = test.probabilities().argmax(axis=1)  # the shown label map, not a metric
+        shown_dice = np.nan_to_num(np.asarray(image_dice, dtype=float), nan=1.0)  # both empty: a perfect empty map
         has_fg = test.masks.reshape(test.n_samples, -1).max(axis=1) > 0
         order = np.flatnonzero(has_fg)[:n_examples] if has_fg.any() else np.arange(min(n_examples, test.n_samples))
         body += img_tag(figure_to_data_uri(overlay_figure(images[order], test.masks[order], predicted[order],
-                                                          test.ids[order], dice[order], test.n_classes)),
+                                                          test.ids[order], shown_dice[order], test.n_classes)),
                         "overlays")
     body += f"<p>Provenance: <code>{html.escape(_provenance_line(test))}</code></p>"
     return Section(title, body, key="segmentation", order=20, summary=summary)

@@ -2,6 +2,9 @@
 
 Angelopoulos, Bates, Fisch, Lei & Schuster, "Conformal Risk Control" (ICLR 2024; arXiv 2022).
 
+:class:`ConformalMask` (``fit`` on cal, ``predict`` masks, ``fnr`` per image) is the estimator;
+:func:`evaluate_conformal_mask` is the analysis behind ``medsure conformal-mask`` and the report.
+
 For a foreground label k, the conformal mask at threshold λ is ``{pixels: p_k >= λ}``. Its loss
 on an image is the false-negative rate ``FNR_i(λ) = |GT_i ∖ mask_i(λ)| / |GT_i|``, which is
 bounded by B = 1 and non-decreasing in λ. On n calibration images we pick
@@ -24,12 +27,14 @@ that label's FNR at α; the label masks may overlap.
 """
 from __future__ import annotations
 
-from typing import Literal
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from medsure.artifact import Predictions
-from medsure.errors import MedsureInputError
+from medsure.artifact import Predictions, check_compatible
+from medsure.validation import Interval, Options, check_alpha, check_choice, input_error, validate_params
 
 EmptyPolicy = Literal["zero", "exclude"]
 
@@ -58,12 +63,12 @@ def crc_threshold(probs: np.ndarray, gt: np.ndarray, alpha: float, *,
     if empty_gt == "exclude":
         keep = gt_count > 0
         probs, gt, gt_count = probs[keep], gt[keep], gt_count[keep]
-    elif empty_gt != "zero":
-        raise MedsureInputError(f"empty_gt={empty_gt!r}, expected 'zero' or 'exclude'")
+    else:
+        check_choice("empty_gt", empty_gt, ("zero", "exclude"))
     n = int(gt.shape[0])
     if n == 0:
-        raise MedsureInputError("conformal mask calibration needs at least one calibration image "
-                                "(with a non-empty ground truth when empty_gt='exclude')")
+        raise input_error("calibration images", "none", "at least one image (with a non-empty ground truth "
+                          "when empty_gt='exclude')", raw=True)
     # R̂(λ) <= target  ⇔  n/(n+1) R̂ + 1/(n+1) <= α  (B = 1).
     target = ((n + 1) * alpha - 1.0) / n
     if target < -1e-12:  # alpha < 1/(n+1): only the whole image is safe
@@ -101,7 +106,7 @@ def fnr(probs: np.ndarray, gt: np.ndarray, threshold: float) -> np.ndarray:
     probs = np.asarray(probs)
     gt = np.asarray(gt, dtype=bool)
     if probs.shape != gt.shape:
-        raise MedsureInputError(f"probabilities shape {probs.shape} differs from ground truth {gt.shape}")
+        raise input_error("probabilities", f"shape {probs.shape}", f"the ground truth's shape {gt.shape}", raw=True)
     n = gt.shape[0]
     gt_count = gt.reshape(n, -1).sum(axis=1)
     missed = (gt & (probs < threshold)).reshape(n, -1).sum(axis=1)
@@ -119,7 +124,8 @@ def fnr_curve(probs: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> np.n
     gt = np.asarray(gt, dtype=bool)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != gt.shape or probs.ndim != 3:
-        raise MedsureInputError(f"probabilities shape {probs.shape} and ground truth {gt.shape} must match (N, H, W)")
+        raise input_error("probabilities", f"shape {probs.shape} with ground truth {gt.shape}",
+                          "two equal (N, H, W) shapes", raw=True)
     n = gt.shape[0]
     gt_count = gt.reshape(n, -1).sum(axis=1)
     image_index = np.nonzero(gt)[0]
@@ -135,12 +141,12 @@ def fnr_curve(probs: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> np.n
 
 def _check_binary(probs: np.ndarray, gt: np.ndarray, alpha: float) -> None:
     if probs.shape != gt.shape or probs.ndim != 3:
-        raise MedsureInputError(
-            f"probabilities shape {probs.shape} and ground truth shape {gt.shape} must be equal and (N, H, W)")
-    if not (0.0 < float(alpha) < 1.0):
-        raise MedsureInputError(f"alpha={alpha!r}, expected a number in (0, 1)")
+        raise input_error("probabilities", f"shape {probs.shape} with ground truth {gt.shape}",
+                          "two equal (N, H, W) shapes", raw=True)
+    check_alpha(alpha)
     if probs.size and (not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1):
-        raise MedsureInputError("probabilities must be finite and in [0, 1]")
+        raise input_error("probabilities", f"values in [{np.nanmin(probs):.4g}, {np.nanmax(probs):.4g}]"
+                          if np.isfinite(probs).any() else "no finite value", "finite values in [0, 1]", raw=True)
 
 
 class ConformalMask:
@@ -158,13 +164,17 @@ class ConformalMask:
     class_names_ : ndarray (K - 1,) of str, foreground label names
     """
 
+    _parameter_constraints: ClassVar[dict] = {"alpha": [Interval(float, 0.0, 1.0, closed="neither")],
+                              "empty_gt": [Options(("zero", "exclude"))]}
+
     def __init__(self, alpha: float = 0.1, *, empty_gt: EmptyPolicy = "zero") -> None:
         self.alpha = alpha
         self.empty_gt = empty_gt
 
-    def calibrate(self, cal: Predictions) -> "ConformalMask":
+    def fit(self, cal: Predictions) -> ConformalMask:
         """Choose one λ per foreground label on the labelled calibration predictions."""
-        probs, masks = _probs_and_masks(cal, "calibration")
+        validate_params(self)
+        probs, masks = _probs_and_masks(cal, "cal predictions")
         k = probs.shape[1]
         self.lambda_ = np.array([
             crc_threshold(probs[:, j], masks == j, self.alpha, empty_gt=self.empty_gt) for j in range(1, k)])
@@ -178,31 +188,126 @@ class ConformalMask:
         """Conformal masks, bool ndarray (N, K - 1, H, W): pixel in mask k when p_k >= lambda_k."""
         self._check_fitted()
         probs = pred.probabilities()
-        if probs.shape[1] - 1 != self.lambda_.size:
-            raise MedsureInputError(
-                f"predictions have K={probs.shape[1]} labels but the mask was calibrated for "
-                f"K={self.lambda_.size + 1}")
+        self._check_labels(probs.shape[1])
         return probs[:, 1:] >= self.lambda_[None, :, None, None]
 
     def fnr(self, pred: Predictions) -> np.ndarray:
         """Per-image FNR per foreground label, ndarray (N, K - 1); 0 where the GT is empty."""
         self._check_fitted()
-        probs, masks = _probs_and_masks(pred, "test")
-        if probs.shape[1] - 1 != self.lambda_.size:
-            raise MedsureInputError(
-                f"predictions have K={probs.shape[1]} labels but the mask was calibrated for "
-                f"K={self.lambda_.size + 1}")
+        probs, masks = _probs_and_masks(pred, "test predictions")
+        self._check_labels(probs.shape[1])
         return np.stack([fnr(probs[:, j], masks == j, self.lambda_[j - 1])
                          for j in range(1, probs.shape[1])], axis=1)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "lambda_"):
-            raise MedsureInputError("ConformalMask used before calibrate()")
+            raise input_error("ConformalMask", "an unfitted mask", "a fitted one", "call fit(cal) first", raw=True)
+
+    def _check_labels(self, k: int) -> None:
+        if k - 1 != self.lambda_.size:
+            raise input_error("predictions", f"K={k} labels", f"K={self.lambda_.size + 1} as in the fit",
+                              "use predictions of the model the mask was fitted for", raw=True)
 
 
 def _probs_and_masks(pred: Predictions, role: str) -> tuple[np.ndarray, np.ndarray]:
-    if pred.task != "segmentation":
-        raise MedsureInputError(f"{role} predictions: expected a segmentation artifact, got {pred.task!r}")
-    if pred.masks is None:
-        raise MedsureInputError(f"{role} predictions have no 'masks'; conformal masks need ground truth")
+    from medsure.segmentation.evaluate import require_segmentation  # evaluate imports no conformal code
+
+    require_segmentation(pred, role)
     return pred.probabilities(), pred.masks
+
+
+@dataclass
+class ConformalMaskResults:
+    """Everything :func:`evaluate_conformal_mask` measured; ``to_dict()`` is the JSON.
+
+    Per-label arrays have length K - 1 (foreground labels, in ``labels`` order). ``test_fnr``,
+    ``test_masks``, ``grid`` and ``cal_fnr_curves`` feed the report's figures and stay out of
+    the JSON.
+    """
+
+    alpha: float
+    empty_gt: str
+    labels: list[str]
+    lambda_: np.ndarray
+    n_cal: np.ndarray
+    n_test: int
+    fnr: list[float | None]           # mean test FNR per label (None: no test image shows it, "exclude")
+    fnr_above_alpha: list[float | None]  # fraction of test images with FNR > alpha per label
+    mask_fraction: np.ndarray          # conformal-mask area / image area per label
+    argmax_fraction: np.ndarray        # arg-max area / image area per label
+    test_fnr: np.ndarray               # (N, K - 1)
+    test_masks: np.ndarray             # bool (N, K - 1, H, W)
+    grid: np.ndarray                   # (M,) thresholds of the calibration FNR curves
+    cal_fnr_curves: dict[str, np.ndarray]  # label -> (M,) mean calibration FNR per threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        """Binary tasks get plain numbers; multi-label tasks a value per foreground label."""
+        binary = len(self.labels) == 1
+
+        def per_label(values) -> Any:
+            values = [None if v is None else (int(v) if isinstance(v, (int, np.integer)) else float(v))
+                      for v in values]
+            return values[0] if binary else dict(zip(self.labels, values, strict=True))
+
+        return {"alpha": self.alpha, "empty_gt": self.empty_gt, "labels": list(self.labels),
+                "lambda": per_label(self.lambda_), "fnr": per_label(self.fnr),
+                "fnr_above_alpha": per_label(self.fnr_above_alpha), "n_cal": per_label(self.n_cal),
+                "n_test": self.n_test, "mask_fraction": per_label(self.mask_fraction),
+                "argmax_fraction": per_label(self.argmax_fraction)}
+
+
+def evaluate_conformal_mask(cal: Predictions, test: Predictions, *, alpha: float = 0.1,
+                            empty_gt: EmptyPolicy = "zero", grid_size: int = 101) -> ConformalMaskResults:
+    """Fit conformal masks on ``cal`` and measure them on ``test`` (the conformal-mask analysis).
+
+    Refuses a calibration set too small for ``alpha`` (fewer than ⌈1/α⌉ - 1 images showing a
+    label): there the guarantee can only be met by putting the whole image in the mask.
+
+    Parameters
+    ----------
+    cal, test : labelled segmentation predictions of one model
+    alpha : target expected per-image FNR, in (0, 1)
+    empty_gt : ``"zero"`` or ``"exclude"`` (module docstring); with ``"exclude"`` the test FNR
+        is averaged over the test images that show the label
+    grid_size : thresholds of the calibration FNR curves kept for the figure
+
+    Returns
+    -------
+    ConformalMaskResults
+    """
+    from medsure.segmentation.evaluate import require_segmentation
+
+    require_segmentation(cal, "cal predictions")
+    require_segmentation(test, "test predictions")
+    check_compatible(cal, test)
+    needed = math.ceil(1.0 / check_alpha(alpha)) - 1
+    if cal.n_samples < needed:
+        raise input_error("cal predictions", f"{cal.n_samples} images", f"at least {needed} for alpha={alpha}",
+                          "otherwise the guarantee forces the whole image into the mask", raw=True)
+    mask = ConformalMask(alpha=alpha, empty_gt=empty_gt).fit(cal)
+    labels = [str(c) for c in mask.class_names_]
+    for name, n_used in zip(labels, mask.n_cal_, strict=True):
+        if n_used < needed:  # with empty_gt="exclude" only images showing the label count
+            raise input_error(f"label {name!r}", f"{int(n_used)} calibration images showing it",
+                              f"at least {needed} for alpha={alpha}",
+                              "otherwise the guarantee forces the whole image into the mask", raw=True)
+    test_fnr = mask.fnr(test)
+    sets = mask.predict(test)
+    k = test.n_classes
+    present = np.stack([(test.masks == j).reshape(test.n_samples, -1).any(axis=1) for j in range(1, k)], axis=1)
+    counted = present if empty_gt == "exclude" else np.ones_like(present)
+    fnr_means = [float(test_fnr[counted[:, j], j].mean()) if counted[:, j].any() else None for j in range(k - 1)]
+    above = [float(np.mean(test_fnr[counted[:, j], j] > alpha)) if counted[:, j].any() else None
+             for j in range(k - 1)]
+    test_probs = test.probabilities()
+    predicted = test_probs.argmax(axis=1)
+    cal_probs = cal.probabilities()
+    grid = np.linspace(0.0, 1.0, grid_size)
+    curves = {name: fnr_curve(cal_probs[:, j + 1], cal.masks == j + 1, grid).mean(axis=0)
+              for j, name in enumerate(labels)}
+    return ConformalMaskResults(
+        alpha=float(alpha), empty_gt=empty_gt, labels=labels, lambda_=mask.lambda_, n_cal=mask.n_cal_,
+        n_test=test.n_samples, fnr=fnr_means, fnr_above_alpha=above,
+        mask_fraction=sets.mean(axis=(0, 2, 3)),
+        argmax_fraction=np.array([(predicted == j).mean() for j in range(1, k)]),
+        test_fnr=test_fnr, test_masks=sets, grid=grid, cal_fnr_curves=curves)

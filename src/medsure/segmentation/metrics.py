@@ -2,27 +2,29 @@
 
 Empty structures (documented policy, used everywhere in medsure.segmentation)
 -----------------------------------------------------------------------------
-Dice, per image and label
+Dice, per image and label (:mod:`medsure.core.dice`, the one definition)
     GT and prediction both empty: undefined, NaN (nothing to segment, nothing predicted; it is
-    excluded from means, as in :mod:`medsure.evaluation`). GT empty but prediction not, or the
-    reverse: 0.
+    excluded from means). GT empty but prediction not, or the reverse: 0. The summary number is
+    :func:`medsure.core.mean_dice`, also the trainer's early-stopping metric.
 HD95, per image and label
     Both empty: NaN (undefined). Exactly one empty: NaN as well, because a surface distance to
     nothing does not exist; :func:`hd95_per_label` reports these cases so summaries can count
     them (``n_undefined``) instead of silently averaging them away. Averages are over the
     images where both structures exist.
-Dice and HD95 themselves are computed by MONAI (``compute_dice``,
-``compute_hausdorff_distance(percentile=95)``) on one-hot maps.
+HD95 is computed by MONAI (``compute_hausdorff_distance(percentile=95)``) on one-hot maps; Dice
+by :func:`medsure.core.dice_per_label`, pinned to MONAI ``compute_dice`` by the tests.
 """
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
 
 import numpy as np
 from scipy import stats
 
-from medsure.calibration.metrics import binned_calibration
-from medsure.errors import MedsureInputError
+from medsure.core import calibration_error, check_label_maps, nanmean
+from medsure.core import dice_per_label as core_dice_per_label
+from medsure.validation import input_error, validate_params
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -31,19 +33,8 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return (labels[:, None] == np.arange(n_classes)[None, :, None, None]).astype(np.float32)
 
 
-def _check_label_maps(predicted: np.ndarray, masks: np.ndarray, n_classes: int) -> None:
-    if np.shape(predicted) != np.shape(masks) or np.ndim(masks) != 3:
-        raise MedsureInputError(
-            f"predicted labels shape {np.shape(predicted)} and masks shape {np.shape(masks)} "
-            "must be equal and (N, H, W)")
-    for name, values in (("predicted labels", predicted), ("masks", masks)):
-        if np.size(values) and (np.min(values) < 0 or np.max(values) >= n_classes):
-            raise MedsureInputError(
-                f"{name} span [{np.min(values)}, {np.max(values)}], expected labels in [0, {n_classes})")
-
-
 def dice_per_label(predicted: np.ndarray, masks: np.ndarray, n_classes: int) -> np.ndarray:
-    """Dice of every foreground label in every image, computed with MONAI.
+    """Dice of every foreground label in every image (:func:`medsure.core.dice_per_label`).
 
     Parameters
     ----------
@@ -54,18 +45,7 @@ def dice_per_label(predicted: np.ndarray, masks: np.ndarray, n_classes: int) -> 
     -------
     float64 ndarray (N, K - 1); NaN where the label is absent from both maps (see module doc).
     """
-    import torch
-    from monai.metrics import compute_dice
-
-    _check_label_maps(predicted, masks, n_classes)
-    pred_oh = torch.from_numpy(one_hot(predicted, n_classes))
-    gt_oh = torch.from_numpy(one_hot(masks, n_classes))
-    # ignore_empty=False: GT empty & prediction non-empty → 0 (a false positive is an error);
-    # both empty → MONAI gives 1, which we turn into NaN below (undefined, excluded).
-    dice = compute_dice(pred_oh, gt_oh, include_background=False, ignore_empty=False).double().numpy()
-    both_empty = (pred_oh[:, 1:].sum(dim=(2, 3)) == 0) & (gt_oh[:, 1:].sum(dim=(2, 3)) == 0)
-    dice[both_empty.numpy()] = np.nan
-    return dice
+    return core_dice_per_label(predicted, masks, n_classes)
 
 
 def hd95_per_label(predicted: np.ndarray, masks: np.ndarray, n_classes: int, *,
@@ -85,7 +65,7 @@ def hd95_per_label(predicted: np.ndarray, masks: np.ndarray, n_classes: int, *,
     import torch
     from monai.metrics import compute_hausdorff_distance
 
-    _check_label_maps(predicted, masks, n_classes)
+    check_label_maps(predicted, masks, n_classes)
     n = np.shape(masks)[0]
     out = np.full((n, n_classes - 1), np.nan)
     pred_oh = one_hot(predicted, n_classes)
@@ -117,12 +97,7 @@ def image_dice(dice: np.ndarray) -> np.ndarray:
     -------
     ndarray (N,); NaN for images where no label is defined (empty GT and empty prediction).
     """
-    dice = np.asarray(dice, dtype=np.float64)
-    defined = np.isfinite(dice)
-    total = np.where(defined, dice, 0.0).sum(axis=1)
-    count = defined.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return nanmean(np.asarray(dice, dtype=np.float64), axis=1)
 
 
 def segment_calibration(probs: np.ndarray, masks: np.ndarray, *, n_bins: int = 10) -> dict[str, np.ndarray | float]:
@@ -161,9 +136,8 @@ def segment_calibration(probs: np.ndarray, masks: np.ndarray, *, n_bins: int = 1
     if image.size == 0:
         result["ece"] = float("nan")
         return result
-    # the classifier ECE's bins ((lo, hi], medsure.calibration.metrics), with Dice as the outcome
-    bins = binned_calibration(confidence.astype(np.float64), seg_dice, n_bins=n_bins)
-    result["ece"] = float(np.sum(bins.count * bins.gaps) / image.size)
+    # the classifier ECE's bins and rule (medsure.core.calibration_error), with Dice as the outcome
+    result["ece"] = calibration_error(confidence.astype(np.float64), seg_dice, n_bins=n_bins)
     return result
 
 
@@ -192,13 +166,14 @@ def uncertainty_error_overlap(uncertainty: np.ndarray, error: np.ndarray, *,
     u = np.asarray(uncertainty, dtype=np.float64).ravel()
     e = np.asarray(error).astype(bool).ravel()
     if u.shape != e.shape:
-        raise MedsureInputError(f"uncertainty has {u.size} values but the error map has {e.size}")
+        raise input_error("error map", f"{e.size} values", f"one per uncertainty value ({u.size})", raw=True)
     if u.size == 0 or not np.all(np.isfinite(u)):
-        raise MedsureInputError("uncertainty map must be non-empty and finite")
+        raise input_error("uncertainty map", "no values" if u.size == 0 else "NaN or infinite values",
+                          "a non-empty, finite map", raw=True)
     if np.isscalar(thresholds) or np.ndim(thresholds) == 0:
         m = int(thresholds)  # type: ignore[arg-type]
         if m < 1:
-            raise MedsureInputError(f"thresholds={m}, expected at least 1")
+            raise input_error("thresholds", m, "at least 1")
         grid = np.linspace(u.min(), u.max(), m + 1)[:-1] if u.max() > u.min() else np.array([u.min()])
     else:
         grid = np.asarray(thresholds, dtype=np.float64).ravel()
@@ -253,10 +228,19 @@ class DicePredictor:
     n_fit_ : int, images used by :meth:`fit` (NaN Dice dropped)
     """
 
-    def fit(self, image_uncertainty: np.ndarray, dice: np.ndarray) -> "DicePredictor":
+    _parameter_constraints: ClassVar[dict] = {}  # no constructor parameters (declared for the one estimator shape)
+
+    def fit(self, image_uncertainty: np.ndarray, dice: np.ndarray) -> DicePredictor:
+        """Least-squares line Dice ≈ intercept_ + slope_ · uncertainty on images with a defined Dice.
+
+        Parameters
+        ----------
+        image_uncertainty, dice : ndarray (N,); NaN Dice (nothing to segment) is dropped
+        """
+        validate_params(self)
         u, d = _paired_finite(image_uncertainty, dice)
         if u.size < 2:
-            raise MedsureInputError(f"DicePredictor needs at least 2 images with a defined Dice, got {u.size}")
+            raise input_error("DicePredictor.fit", f"{u.size} image(s) with a defined Dice", "at least 2", raw=True)
         if np.ptp(u) == 0:
             self.slope_, self.intercept_ = 0.0, float(d.mean())
         else:
@@ -268,7 +252,7 @@ class DicePredictor:
     def predict(self, image_uncertainty: np.ndarray) -> np.ndarray:
         """Predicted Dice (N,) in [0, 1]."""
         if not hasattr(self, "slope_"):
-            raise MedsureInputError("DicePredictor.predict called before fit")
+            raise input_error("DicePredictor", "an unfitted predictor", "a fitted one", "call fit first", raw=True)
         u = np.asarray(image_uncertainty, dtype=np.float64)
         return np.clip(self.intercept_ + self.slope_ * u, 0.0, 1.0)
 
@@ -286,6 +270,6 @@ def _paired_finite(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise MedsureInputError(f"got {a.size} uncertainty values but {b.size} Dice values")
+        raise input_error("Dice values", b.size, f"one per uncertainty value ({a.size})")
     keep = np.isfinite(a) & np.isfinite(b)
     return a[keep], b[keep]

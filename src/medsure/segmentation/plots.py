@@ -1,14 +1,14 @@
 """Figures for segmentation uncertainty (outer layer: matplotlib only here and in report.py)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
 
 _LABEL_COLOURS = np.array([[0, 0, 0, 0], [0.9, 0.2, 0.2, 0.45], [0.2, 0.5, 0.95, 0.45],
                            [0.2, 0.8, 0.3, 0.45], [0.9, 0.7, 0.1, 0.45], [0.7, 0.3, 0.8, 0.45]])
@@ -85,7 +85,7 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, np.ndarray], float]
     ``bins`` is the output of :func:`medsure.segmentation.calibration.calibration_bins`.
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
-    for ax, (title, bins, ece) in zip(axes[0], panels):
+    for ax, (title, bins, ece) in zip(axes[0], panels, strict=False):
         filled = bins["count"] > 0
         edges = bins["edges"]
         centres = 0.5 * (edges[:-1] + edges[1:])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 
 def label_boundaries(labels: np.ndarray) -> np.ndarray:
@@ -27,7 +27,7 @@ def label_boundaries(labels: np.ndarray) -> np.ndarray:
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
-        raise MedsureInputError(f"label maps shape {labels.shape}, expected (N, H, W)")
+        raise input_error("label maps", f"shape {labels.shape}", "(N, H, W)", raw=True)
     out = np.zeros(labels.shape, dtype=bool)
     vertical = labels[:, 1:, :] != labels[:, :-1, :]
     horizontal = labels[:, :, 1:] != labels[:, :, :-1]
@@ -57,9 +57,9 @@ def boundary_band(predicted: np.ndarray, masks: np.ndarray, width: int = 2) -> n
     predicted = np.asarray(predicted)
     masks = np.asarray(masks)
     if predicted.shape != masks.shape:
-        raise MedsureInputError(f"predicted labels shape {predicted.shape} differs from masks {masks.shape}")
+        raise input_error("predicted labels", f"shape {predicted.shape}", f"the masks' shape {masks.shape}", raw=True)
     if int(width) != width or width < 0:
-        raise MedsureInputError(f"band width {width!r}, expected a non-negative integer")
+        raise input_error("band width", width, "a non-negative integer")
     edges = label_boundaries(predicted) | label_boundaries(masks)
     if width == 0:
         return edges

@@ -1,148 +1,148 @@
-"""Report sections for segmentation uncertainty (outer layer: HTML only here)."""
+"""Report sections for segmentation uncertainty (outer layer: renders results, computes nothing).
+
+The numbers and arrays come from :func:`medsure.segmentation.evaluate.evaluate_segmentation`
+(:class:`~medsure.segmentation.evaluate.SegmentationResults`) and
+:func:`medsure.segmentation.conformal_mask.evaluate_conformal_mask`
+(:class:`~medsure.segmentation.conformal_mask.ConformalMaskResults`), computed once by the CLI or
+the demo and handed here.
+"""
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medsure.artifact import Predictions, check_compatible
 from medsure.report.html import Section, figure_to_data_uri, html_table, img_tag
-from medsure.segmentation.calibration import calibration_bins, pixel_confidence
-from medsure.segmentation.conformal_mask import ConformalMask, fnr_curve
-from medsure.segmentation.evaluate import evaluate_segmentation, require_segmentation
-from medsure.segmentation.metrics import DicePredictor, dice_per_label, image_dice, segment_calibration
-from medsure.segmentation.regions import boundary_band
-from medsure.segmentation.uncertainty import image_uncertainty, uncertainty_maps
+
+if TYPE_CHECKING:  # results types only: this module imports no analysis code
+    from medsure.segmentation.conformal_mask import ConformalMaskResults
+    from medsure.segmentation.evaluate import SegmentationResults
 
 
-def build_sections(cal: Predictions, test: Predictions, *, shift: Predictions | None = None,
-                   alpha: float = 0.1, uncertainty: str = "entropy", n_examples: int = 4,
-                   order: int = 60) -> list[Section]:
-    """Segmentation-uncertainty sections for the demo report.
+def build_sections(segmentation: SegmentationResults | None = None,
+                   conformal: ConformalMaskResults | None = None, *, order: int = 60) -> list[Section]:
+    """Segmentation-uncertainty sections of a report.
 
     Parameters
     ----------
-    cal, test : labelled segmentation predictions of one model (cal fits the conformal mask and
-        the Dice predictor; everything else is measured on test)
-    shift : optional predictions of the same model on shifted images (shift-detection AUROC)
-    alpha : target expected FNR of the conformal masks
-    uncertainty : per-pixel map shown and used for UEO / Dice prediction / shift
-    n_examples : images in the overlay gallery (worst, median and best Dice among them)
+    segmentation : results of ``evaluate_segmentation`` on the test images (summary, overlays,
+        calibration and uncertainty-quality sections); None leaves them out
+    conformal : results of ``evaluate_conformal_mask`` on the same test images (conformal-mask
+        section, and the mask column of the overlays); None leaves them out
     order : sort key of the first section
 
     Returns
     -------
-    list of Section: metrics summary, overlays, reliability diagrams, conformal masks.
+    list of Section: summary, overlays, reliability diagrams (with ``segmentation``), conformal
+    masks (with ``conformal``).
     """
+    sections: list[Section] = []
+    if segmentation is not None:
+        sections += _segmentation_sections(segmentation, conformal, order)
+    if conformal is not None:
+        sections.append(_conformal_section(conformal, order + 3))
+    return sections
+
+
+def _segmentation_sections(r: SegmentationResults, conformal: ConformalMaskResults | None,
+                           order: int) -> list[Section]:
     from medsure.segmentation import plots
 
-    require_segmentation(cal, "cal")
-    require_segmentation(test, "test")
-    check_compatible(cal, test)
-    k = test.n_classes
-    names = [str(c) for c in test.class_names[1:]]
-    maps = uncertainty_maps(test)
-    metrics = evaluate_segmentation(test, shift=shift, uncertainty=uncertainty, maps=maps)
-    probs, predicted, masks = maps["probabilities"], maps["predicted"], test.masks
-    umap = maps[uncertainty]
-    dice = dice_per_label(predicted, masks, k)
-    per_image = image_dice(dice)
-    scores = image_uncertainty(umap, predicted, reduce="foreground_mean")
-
-    cal_maps = uncertainty_maps(cal)
-    cal_scores = image_uncertainty(cal_maps[uncertainty], cal_maps["predicted"], reduce="foreground_mean")
-    cal_dice = image_dice(dice_per_label(cal_maps["predicted"], cal.masks, k))
-    predictor = DicePredictor().fit(cal_scores, cal_dice)
-    predictor_score = predictor.score(scores, per_image)
-
-    conformal = ConformalMask(alpha=alpha).calibrate(cal)
-    test_fnr = conformal.fnr(test)
-    sets = conformal.predict(test)
-
-    # ---- summary ------------------------------------------------------------------------
-    rows = [{"label": n, "Dice": metrics["dice"][n], "HD95 (px)": metrics["hd95"][n],
-             "HD95 undefined": metrics["hd95_n_undefined"][n]} for n in names]
+    names = list(r.labels)
+    rows = [{"label": n, "Dice": _na(r.dice[n]), "HD95 (px)": _na(r.hd95[n]), "HD95 undefined": r.hd95_n_undefined[n]}
+            for n in names]
     summary_rows = [
-        ("pixel ECE / ACE / MCE", f"{metrics['ece']:.4f} / {metrics['ace']:.4f} / {metrics['mce']:.4f}"),
-        (f"boundary-band ECE (±{metrics['boundary_width']} px, {metrics['boundary_pixel_fraction']:.1%} of pixels)",
-         _f(metrics["ece_boundary"])),
-        ("segment-level ECE (mean confidence vs Dice)", _f(metrics["segment_ece"])),
-        (f"UEO (best, {uncertainty} > {metrics['ueo_threshold']:.3f})", _f(metrics["ueo"])),
-        ("Spearman(image uncertainty, Dice)", _f(metrics["dice_pred_corr"])),
-        ("Dice predictor fitted on cal: test MAE / Pearson",
-         f"{_f(predictor_score['mae'])} / {_f(predictor_score['pearson'])}"),
+        ("pixel ECE (equal-width / equal-mass bins) / MCE",
+         f"{r.ece:.4f} / {r.ece_equal_mass:.4f} / {r.mce:.4f}"),
+        (f"boundary-band ECE (±{r.boundary_width} px, {r.boundary_pixel_fraction:.1%} of pixels)",
+         _f(r.ece_boundary)),
+        ("segment-level ECE (mean confidence vs Dice)", _f(r.segment_ece)),
+        (f"UEO (best, {r.uncertainty} > {r.ueo_threshold:.3f})", _f(r.ueo)),
+        (f"Spearman(image uncertainty [{r.image_reduce}], Dice)", _f(r.dice_pred_corr)),
+        ("Dice predictor, 2-fold cross-fitted on these images: MAE", _f(r.dice_pred_mae)),
     ]
-    if shift is not None:
-        summary_rows.append((f"shift AUROC ({shift.n_samples} shifted vs {test.n_samples} test images)",
-                             _f(metrics["shift_auroc"])))
-    kind = test.sample_kind or "single model"
-    body = (f"<p>{test.n_samples} test images, {k - 1} foreground label(s); uncertainty from "
-            f"<b>{html.escape(kind)}</b> ({metrics['n_model_samples']} sample(s)), per-pixel "
-            f"{html.escape(uncertainty)}. Dice is NaN (excluded) where a label is absent from both "
-            "prediction and ground truth; HD95 is undefined where either is empty.</p>"
+    if r.dice_predictor is not None:
+        summary_rows.append((f"Dice predictor fitted on {r.n_cal_images} cal images: test MAE / Pearson",
+                             f"{_f(r.dice_predictor['mae'])} / {_f(r.dice_predictor['pearson'])}"))
+    if r.shift_auroc is not None:
+        summary_rows.append((f"shift AUROC [{r.image_reduce}] ({r.n_shift_images} shifted vs {r.n_images} test "
+                             "images)", _f(r.shift_auroc)))
+    kind = r.sample_kind or "single model"
+    body = (f"<p>{r.n_images} test images, {len(names)} foreground label(s); uncertainty from "
+            f"<b>{html.escape(kind)}</b> ({r.n_model_samples} sample(s)), per-pixel "
+            f"{html.escape(r.uncertainty)}, image-level reduction <code>{html.escape(r.image_reduce)}</code>. "
+            "Dice is NaN (excluded) where a label is absent from both prediction and ground truth; HD95 is "
+            "undefined where either is empty.</p>"
             + html_table(rows) + html_table(summary_rows, header=["metric", "value"]))
+    if r.shift_auroc_by_reduction is not None:
+        reduction_rows = [{"image reduction": name + (" (used)" if name == r.image_reduce else ""),
+                           "shift AUROC": auc, "Spearman with Dice": _na(r.dice_spearman_by_reduction.get(name))}
+                          for name, auc in r.shift_auroc_by_reduction.items()]
+        body += ("<p>Shift detection by every image-level reduction of the uncertainty map (which one "
+                 "works depends on the shift; see benchmarks/segmentation_shift.md):</p>"
+                 + html_table(reduction_rows))
+    summary = {"ece": r.ece, "ece_boundary": r.ece_boundary, "segment_ece": r.segment_ece, "ueo": r.ueo,
+               "dice_pred_corr": r.dice_pred_corr}
+    if r.shift_auroc_by_reduction is not None:
+        summary["shift_auroc_by_reduction"] = r.shift_auroc_by_reduction
     sections = [Section("Segmentation uncertainty: summary", body, key="seg-summary", order=order,
-                        summary={k_: metrics[k_] for k_ in ("ece", "ece_boundary", "segment_ece", "ueo",
-                                                            "dice_pred_corr") if k_ in metrics})]
+                        summary=summary)]
 
-    # ---- overlays -----------------------------------------------------------------------
-    finite = np.flatnonzero(np.isfinite(per_image))
-    ranked = finite[np.argsort(per_image[finite])] if finite.size else np.arange(test.n_samples)
-    # worst → best Dice; dict.fromkeys drops repeats without losing that order
-    spread = ranked[np.linspace(0, ranked.size - 1, min(n_examples, ranked.size)).astype(int)]
-    picks = np.array(list(dict.fromkeys(spread.tolist())), dtype=int)
-    titles = [f"{test.ids[i]}\nDice {per_image[i]:.2f}" for i in picks]
-    thumbs = None if test.thumbnails is None else test.thumbnails[picks]
-    fig = plots.overlay_figure(masks=masks[picks], predicted=predicted[picks], uncertainty=umap[picks],
-                               conformal=sets[picks], titles=titles, n_classes=k, thumbnails=thumbs,
-                               uncertainty_name=uncertainty, alpha=alpha)
-    sections.append(Section(
-        "Segmentation uncertainty: prediction, uncertainty and error maps",
-        "<p>Rows run from the worst to the best test Dice. Uncertainty should light up where the "
-        "error map does; the conformal mask (yellow, ground truth outlined in cyan) should cover "
-        "the structure.</p>" + img_tag(figure_to_data_uri(fig), "overlays"),
-        key="seg-overlays", order=order + 1))
+    if r.examples is not None and r.examples.index.size:
+        ex = r.examples
+        titles = [f"{i}\nDice {d:.2f}" for i, d in zip(ex.ids, ex.dice, strict=True)]
+        masks_shown = None if conformal is None else conformal.test_masks[ex.index]
+        fig = plots.overlay_figure(masks=ex.masks, predicted=ex.predicted, uncertainty=ex.uncertainty,
+                                   conformal=masks_shown, titles=titles, n_classes=len(names) + 1,
+                                   thumbnails=ex.thumbnails, uncertainty_name=r.uncertainty,
+                                   alpha=None if conformal is None else conformal.alpha)
+        sections.append(Section(
+            "Segmentation uncertainty: prediction, uncertainty and error maps",
+            "<p>Rows run from the worst to the best test Dice. Uncertainty should light up where the "
+            "error map does" + ("; the conformal mask (yellow, ground truth outlined in cyan) should cover "
+                                "the structure" if conformal is not None else "") + ".</p>"
+            + img_tag(figure_to_data_uri(fig), "overlays"),
+            key="seg-overlays", order=order + 1))
 
-    # ---- reliability ----------------------------------------------------------------------
-    conf, correct = pixel_confidence(probs, masks)
-    band = boundary_band(predicted, masks, width=metrics["boundary_width"])
-    fig = plots.reliability_figure([
-        ("all pixels", calibration_bins(conf, correct), metrics["ece"]),
-        ("boundary band", calibration_bins(conf[band], correct[band]), metrics["ece_boundary"]),
-    ])
-    segments = segment_calibration(probs, masks)
-    fig2 = plots.segment_and_ueo_figure(segments["confidence"], segments["dice"],
-                                        np.asarray(metrics["ueo_curve"]["thresholds"]),
-                                        np.asarray(metrics["ueo_curve"]["ueo"]), scores, per_image,
-                                        uncertainty_name=uncertainty)
+    fig = plots.reliability_figure([("all pixels", r.reliability["all pixels"], r.ece),
+                                    ("boundary band", r.reliability["boundary band"], r.ece_boundary)])
+    fig2 = plots.segment_and_ueo_figure(r.segment_confidence, r.segment_dice,
+                                        np.asarray(r.ueo_curve["thresholds"]), np.asarray(r.ueo_curve["ueo"]),
+                                        r.image_scores, r.image_dice, uncertainty_name=r.uncertainty)
     sections.append(Section(
         "Segmentation uncertainty: calibration and uncertainty quality",
         "<p>Pixel reliability over all pixels is dominated by easy background; the boundary band "
         "keeps only pixels near a predicted or true contour.</p>"
         + img_tag(figure_to_data_uri(fig), "pixel reliability") + img_tag(figure_to_data_uri(fig2), "UEO"),
         key="seg-calibration", order=order + 2))
-
-    # ---- conformal masks ------------------------------------------------------------------
-    grid = np.linspace(0.0, 1.0, 101)
-    cal_probs = cal_maps["probabilities"]
-    curves = {n: fnr_curve(cal_probs[:, j + 1], cal.masks == j + 1, grid).mean(axis=0)
-              for j, n in enumerate(names)}
-    fig = plots.fnr_figure(grid, curves, dict(zip(names, map(float, conformal.lambda_))), alpha)
-    rows = [{"label": n, "λ̂": float(conformal.lambda_[j]), "test mean FNR": float(test_fnr[:, j].mean()),
-             "test images with FNR > α": float(np.mean(test_fnr[:, j] > alpha)),
-             "mask / image area": float(sets[:, j].mean()),
-             "arg-max area": float((predicted == j + 1).mean())}
-            for j, n in enumerate(names)]
-    sections.append(Section(
-        f"Segmentation uncertainty: conformal masks (α = {alpha})",
-        f"<p>Conformal risk control (Angelopoulos et al. 2022) picks λ̂ per label on "
-        f"{cal.n_samples} calibration images so that the expected per-image false-negative rate of "
-        f"the mask {{p ≥ λ̂}} on a new image is at most α = {alpha} (images without the structure "
-        "count as FNR 0). The guarantee is on the average over images, not on every image.</p>"
-        + html_table(rows) + img_tag(figure_to_data_uri(fig), "FNR curve"),
-        key="seg-conformal", order=order + 3,
-        summary={"lambda": conformal.lambda_.tolist(), "fnr": test_fnr.mean(axis=0).tolist()}))
     return sections
+
+
+def _conformal_section(c: ConformalMaskResults, order: int) -> Section:
+    from medsure.segmentation import plots
+
+    fig = plots.fnr_figure(c.grid, c.cal_fnr_curves, dict(zip(c.labels, map(float, c.lambda_), strict=True)), c.alpha)
+    rows = [{"label": n, "λ̂": float(c.lambda_[j]), "cal images": int(c.n_cal[j]), "test mean FNR": _na(c.fnr[j]),
+             "test images with FNR > α": _na(c.fnr_above_alpha[j]), "mask / image area": float(c.mask_fraction[j]),
+             "arg-max area": float(c.argmax_fraction[j])}
+            for j, n in enumerate(c.labels)]
+    policy = ("images without the structure count as FNR 0" if c.empty_gt == "zero"
+              else "images without the structure are excluded")
+    return Section(
+        f"Segmentation uncertainty: conformal masks (α = {c.alpha})",
+        f"<p>Conformal risk control (Angelopoulos et al. 2022) picks λ̂ per label on "
+        f"{int(np.max(c.n_cal))} calibration images so that the expected per-image false-negative rate of "
+        f"the mask {{p ≥ λ̂}} on a new image is at most α = {c.alpha} ({policy}). The guarantee is on "
+        "the average over images, not on every image.</p>"
+        + html_table(rows) + img_tag(figure_to_data_uri(fig), "FNR curve"),
+        key="seg-conformal", order=order,
+        summary={"lambda": np.asarray(c.lambda_).tolist(), "fnr": list(c.fnr)})
+
+
+def _na(value):
+    """A value for a table cell: undefined (None or NaN) shows as n/a."""
+    return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else value
 
 
 def _f(value) -> str:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
+from medsure.core import binary_auroc
 from medsure.errors import MedsureInputError
 
 
@@ -11,8 +11,8 @@ def shift_auroc(in_distribution: np.ndarray, shifted: np.ndarray) -> float:
     """AUROC of an image-level score for telling shifted images from in-distribution ones.
 
     Shifted images are the positive class and a higher score should mean "more likely shifted"
-    (e.g. higher mean entropy). Computed as the Mann–Whitney statistic with ties counted as 1/2,
-    which equals ``sklearn.metrics.roc_auc_score`` on the concatenated scores.
+    (e.g. higher mean entropy). :func:`medsure.core.binary_auroc` (ties count 1/2), which
+    equals ``sklearn.metrics.roc_auc_score`` on the concatenated scores.
 
     Parameters
     ----------
@@ -30,6 +30,4 @@ def shift_auroc(in_distribution: np.ndarray, shifted: np.ndarray) -> float:
             f"shift AUROC needs images in both groups, got {a.size} in-distribution and {b.size} shifted")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise MedsureInputError("shift scores must be finite")
-    ranks = rankdata(np.concatenate([a, b]))  # average ranks give ties 1/2
-    u_stat = ranks[a.size:].sum() - b.size * (b.size + 1) / 2.0
-    return float(u_stat / (a.size * b.size))
+    return binary_auroc(np.concatenate([a, b]), np.r_[np.zeros(a.size, bool), np.ones(b.size, bool)])

@@ -1,9 +1,14 @@
-"""Validation metrics used for early stopping (pure functions)."""
+"""Validation metrics used for early stopping (pure functions).
+
+They are the report's metrics, from :mod:`medsure.core`, so the number the trainer selects
+``best.pt`` by is the number the report shows for the same predictions.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from medsure.artifact import softmax
+from medsure.core import dice_per_label, macro_ovr_auroc, softmax
+from medsure.core import mean_dice as mean_of_dice
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -12,33 +17,21 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def auc(logits: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC; macro one-vs-rest for K > 2. NaN when a class is absent from ``labels``."""
-    from sklearn.metrics import roc_auc_score
-
-    k = logits.shape[1]
-    if len(np.unique(labels)) < k:
-        return float("nan")
-    probs = softmax(logits.astype(np.float64), axis=1)
-    if k == 2:
-        return float(roc_auc_score(labels, probs[:, 1]))
-    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    """ROC AUC of logits ``(N, K)`` for labels ``(N,)``: binary for K = 2, macro one-vs-rest
+    for K > 2 (:func:`medsure.core.macro_ovr_auroc`). NaN when a class is absent from ``labels``."""
+    return macro_ovr_auroc(softmax(np.asarray(logits, dtype=np.float64), axis=1), np.asarray(labels))
 
 
 def mean_dice(pred_labels: np.ndarray, masks: np.ndarray, n_classes: int) -> float:
-    """Dice per image and foreground class, averaged; empty prediction and truth count as 1.
+    """The report's mean Dice (:func:`medsure.core.mean_dice` of :func:`medsure.core.dice_per_label`).
+
+    An image where a label is absent from both prediction and mask does not count for that
+    label (undefined, not 1); NaN when no Dice is defined at all, which the trainer treats as
+    "no improvement".
 
     Parameters
     ----------
     pred_labels, masks : int arrays (N, H, W)
     n_classes : K including background (class 0, excluded)
     """
-    n = pred_labels.shape[0]
-    pred = pred_labels.reshape(n, -1)
-    true = masks.reshape(n, -1)
-    scores = []
-    for c in range(1, n_classes):  # loop over classes only (K is tiny), vectorised over pixels
-        p, t = pred == c, true == c
-        inter = np.sum(p & t, axis=1)
-        denom = p.sum(axis=1) + t.sum(axis=1)
-        scores.append(np.where(denom == 0, 1.0, 2.0 * inter / np.maximum(denom, 1)))
-    return float(np.mean(scores))
+    return mean_of_dice(dice_per_label(pred_labels, masks, n_classes))

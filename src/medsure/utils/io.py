@@ -14,6 +14,8 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
+from medsure.validation import input_error
+
 
 def _umask() -> int:
     mask = os.umask(0)  # reading the umask means setting it; restore at once
@@ -25,11 +27,18 @@ def _umask() -> int:
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success rename it over ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. A missing parent
+    folder is created. Errors name ``path`` — never the hidden temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise input_error("output file", f"'{path}', an existing folder", "a file path",
+                          f"name a file inside it, e.g. {path / 'result'}", raw=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # a parent that is a file, a read-only folder...
+        raise _naming(exc, path) from exc
     try:
         # text is UTF-8 whatever the locale (the HTML report declares utf-8 and holds α, ±, ≥)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
@@ -38,11 +47,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             os.fsync(handle.fileno())
         # mkstemp creates 0600; give the result the permissions a plain open() would
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:  # e.g. a folder of that name appeared meanwhile
+            raise _naming(exc, path) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same OS error, reported under the user's ``path`` instead of a temporary name."""
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 __all__ = ["normalize_cam", "overlay_cam", "to_rgb"]
 
@@ -23,7 +23,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3:
-        raise MedsureInputError(f"image: shape {image.shape}, expected (H, W), (H, W, 1) or (H, W, 3)")
+        raise input_error("image", f"shape {image.shape}", "(H, W), (H, W, 1) or (H, W, 3)", raw=True)
     if image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     return image
@@ -35,6 +35,6 @@ def overlay_cam(image: np.ndarray, cam: np.ndarray, *, alpha: float = 0.45, cmap
 
     rgb = to_rgb(image).astype(np.float32)
     if cam.shape != rgb.shape[:2]:
-        raise MedsureInputError(f"cam: shape {cam.shape}, expected {rgb.shape[:2]} to match the image")
+        raise input_error("cam", f"shape {cam.shape}", f"{rgb.shape[:2]} to match the image", raw=True)
     heat = matplotlib.colormaps[cmap](normalize_cam(cam))[..., :3] * 255.0
     return ((1 - alpha) * rgb + alpha * heat).round().clip(0, 255).astype(np.uint8)

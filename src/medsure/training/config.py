@@ -1,0 +1,98 @@
+"""The settings of one training run: :class:`TrainConfig` (plain values, saved in ``config.json``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from medsure.validation import check_choice, check_float, check_int, input_error
+
+MONITORS = ("auto", "auc", "accuracy", "dice", "loss")
+CLASSIFICATION_LOSSES = ("ce",)
+SEGMENTATION_LOSSES = ("ce", "dice", "ce_dice")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (all plain values, saved as ``config.json``).
+
+    Attributes
+    ----------
+    model : "resnet18", "resnet50", "small_cnn" or "unet"
+    epochs : maximal number of epochs
+    batch_size, lr, weight_decay : optimisation (AdamW, cosine learning-rate decay)
+    loss : "auto" (ce for classification, ce_dice for segmentation), "ce", "dice", "ce_dice"
+    monitor : validation metric for early stopping and ``best.pt``: "auto" (AUC for
+        classification — accuracy when a class is missing from val —, Dice for segmentation),
+        "auc", "accuracy", "dice" or "loss"
+    patience : stop after this many epochs without improvement (0: never stop early)
+    seed : seeds weight init, shuffling, augmentation and dropout
+    dropout : dropout probability in the model (> 0 enables MC dropout)
+    width : base width for small_cnn / unet (None: model default)
+    augment, hflip, vflip, max_shift : random flips and whole-pixel shifts (fraction of side)
+    bf16 : bfloat16 autocast; None picks the measured default for the device (see
+        ``benchmarks/train_speed.py``)
+    channels_last : channels-last memory format; None picks the measured default
+    device : "auto" (CUDA when present), "cpu" or "cuda"
+    num_threads : CPU threads for this run (None: torch's setting). On a machine whose cores
+        are shared with other jobs, 1 thread avoids thread-barrier stalls (measured ~10x faster
+        per step there); results are deterministic for a fixed thread count
+    dataset : free record of where the data came from (name, options, split seed), used by
+        ``medsure predict`` to rebuild the same splits
+    class_weights : None, or "balanced" (classification): cross-entropy weighted by
+        ``n / (K n_k)`` from the training labels, so a rare class (e.g. melanoma) is not ignored
+    deterministic : strict determinism for GPU users: ``torch.use_deterministic_algorithms(True)``
+        raises on an operation that has no deterministic kernel (instead of warning),
+        ``cudnn.deterministic`` is set and, on CUDA, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``.
+        False (default) still asks for deterministic kernels where torch has them and only warns;
+        on CPU both give the same weights (same seed, thread count and CPU kind)
+    """
+
+    model: str = "small_cnn"
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "auto"
+    monitor: str = "auto"
+    patience: int = 5
+    seed: int = 0
+    dropout: float = 0.0
+    width: int | None = None
+    augment: bool = True
+    hflip: bool = True
+    vflip: bool = False
+    max_shift: float = 0.1
+    bf16: bool | None = None
+    channels_last: bool | None = None
+    device: str = "auto"
+    num_threads: int | None = None
+    dataset: dict[str, Any] = field(default_factory=dict)
+    class_weights: str | None = None
+    deterministic: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`~medsure.errors.MedsureInputError` naming the first bad setting."""
+        from medsure.models import MODEL_NAMES
+
+        check_choice("model", self.model, MODEL_NAMES)
+        check_int("epochs", self.epochs, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_int("patience", self.patience, low=0, hint="0 turns early stopping off")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise input_error("lr", self.lr, "a positive finite number")
+        check_float("max_shift", self.max_shift, low=0.0, high=0.5, closed="left")
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        check_choice("class_weights", self.class_weights, (None, "balanced"))
+        check_choice("monitor", self.monitor, MONITORS)
+        check_choice("loss", self.loss, ("auto",) + SEGMENTATION_LOSSES)
+        check_choice("deterministic", self.deterministic, (True, False))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from plain values (e.g. ``config.json["train"]``); unknown keys are refused."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise input_error("training options", unknown, f"names among {sorted(known)}")
+        return cls(**values)
