@@ -18,6 +18,7 @@ probabilities through a pre-fitted lookup estimator and runs with its defaults
 not be benchmarked: it is not installable here (its dependency torchsort fails to build).
 Rewrites only the ``conformal_speed`` block of benchmarks/results.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -118,8 +119,13 @@ def _worker(lib: str, method: str, n: int, k: int, queue, sets_path: str) -> Non
             elapsed = np.inf
             for _ in range(repeats):
                 start = time.perf_counter()
-                model = MapieSCC(estimator=Lookup(both).fit(), confidence_level=0.9,
-                                 conformity_score=MAPIE_NAME[method], prefit=True, random_state=0)
+                model = MapieSCC(
+                    estimator=Lookup(both).fit(),
+                    confidence_level=0.9,
+                    conformity_score=MAPIE_NAME[method],
+                    prefit=True,
+                    random_state=0,
+                )
                 model.conformalize(idx_cal, cal_y)
                 _, sets = model.predict_set(idx_test)
                 elapsed = min(elapsed, time.perf_counter() - start)
@@ -129,8 +135,16 @@ def _worker(lib: str, method: str, n: int, k: int, queue, sets_path: str) -> Non
         packed = np.packbits(np.ascontiguousarray(sets, dtype=bool))
         np.save(sets_path, packed)  # the parent counts differing labels between libraries
         digest = hashlib.sha1(packed.tobytes()).hexdigest()
-        queue.put({"ok": True, "seconds": elapsed, "peak_mb": peak, "coverage": cov,
-                   "mean_size": float(sets.sum(axis=1).mean()), "sets_sha1": digest})
+        queue.put(
+            {
+                "ok": True,
+                "seconds": elapsed,
+                "peak_mb": peak,
+                "coverage": cov,
+                "mean_size": float(sets.sum(axis=1).mean()),
+                "sets_sha1": digest,
+            }
+        )
     except BaseException as exc:  # report any failure (MemoryError included) to the parent
         queue.put({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]})
 
@@ -172,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         for n, k in sizes:
             for method in args.methods:
                 ours = measure("medsure", method, n, k, args.timeout, sets_dir)
-                theirs = (measure("mapie", method, n, k, args.timeout, sets_dir) if method in MAPIE_NAME
-                          else {"ok": False, "error": "not in MAPIE"})
+                theirs = (
+                    measure("mapie", method, n, k, args.timeout, sets_dir)
+                    if method in MAPIE_NAME
+                    else {"ok": False, "error": "not in MAPIE"}
+                )
                 plain = measure("numpy", method, n, k, args.timeout, sets_dir) if method == "lac" else {"ok": False}
                 for res, other in ((theirs, ours), (plain, ours)):
                     if res.get("ok") and other.get("ok"):
@@ -206,13 +223,18 @@ def _same_sets(method: str, n: int, k: int, ours: dict, theirs: dict) -> str:
 
 
 def _table(rows) -> str:
-    lines = ["| N x K | data | method | medsure ms | MAPIE ms | speed-up vs MAPIE | numpy LAC ms | medsure / numpy | "
-             "medsure peak MB | MAPIE peak MB | coverage medsure / MAPIE | sets vs MAPIE |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| N x K | data | method | medsure ms | MAPIE ms | speed-up vs MAPIE | numpy LAC ms | medsure / numpy | "
+        "medsure peak MB | MAPIE peak MB | coverage medsure / MAPIE | sets vs MAPIE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for n, k, method, ours, theirs, plain in rows:
-        speed = (f"{theirs['seconds'] / ours['seconds']:.1f}x" if ours.get("ok") and theirs.get("ok")
-                 else (theirs.get("error", "-") if not theirs.get("ok") else "-"))
-        vs_numpy = (f"{ours['seconds'] / plain['seconds']:.2f}x" if ours.get("ok") and plain.get("ok") else "-")
+        speed = (
+            f"{theirs['seconds'] / ours['seconds']:.1f}x"
+            if ours.get("ok") and theirs.get("ok")
+            else (theirs.get("error", "-") if not theirs.get("ok") else "-")
+        )
+        vs_numpy = f"{ours['seconds'] / plain['seconds']:.2f}x" if ours.get("ok") and plain.get("ok") else "-"
         if plain.get("ok") and ours.get("ok"):
             differing = plain["n_differing"]
             vs_numpy += " (identical sets)" if differing == 0 else f" ({differing} entries differ)"
@@ -220,7 +242,8 @@ def _table(rows) -> str:
             f"| {n:,} x {k} | random logits | {method} | {_ms(ours)} | {_ms(theirs)} | {speed} | {_ms(plain)} | "
             f"{vs_numpy} | {_fmt(ours, 'peak_mb', '{:.0f}')} | {_fmt(theirs, 'peak_mb', '{:.0f}')} | "
             f"{_fmt(ours, 'coverage', '{:.4f}')} / {_fmt(theirs, 'coverage', '{:.4f}')} | "
-            f"{_same_sets(method, n, k, ours, theirs)} |")
+            f"{_same_sets(method, n, k, ours, theirs)} |"
+        )
     return "\n".join(lines)
 
 
@@ -247,32 +270,37 @@ def _environment() -> str:
     except ImportError:
         pass
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else mp.cpu_count()
-    return (f"{cpu}; {affinity} CPU cores visible to the process"
-            + (f" (BLAS/OpenMP pools: {', '.join(threads)})" if threads else "")
-            + f"; Python {platform.python_version()}, " + ", ".join(versions))
+    return (
+        f"{cpu}; {affinity} CPU cores visible to the process"
+        + (f" (BLAS/OpenMP pools: {', '.join(threads)})" if threads else "")
+        + f"; Python {platform.python_version()}, "
+        + ", ".join(versions)
+    )
 
 
 def _write_block(table: str, command: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    body = (f"### Conformal classification speed (fit + predict)\n\n"
-            f"Command: `.venv/bin/python {command}`. Environment: {_environment()}.\n\n"
-            "Inputs at **both sizes are random logits** (seeded standard normal x 2, softmax to float64 "
-            "probabilities, labels drawn from them), not a model's predictions; 47,280 x 8 only mimics a real "
-            "data set's shape. Half of the rows fit, half are predicted; alpha = 0.1; the same float64 "
-            "probabilities go to every library. Times are the best of 50 runs at 47,280 x 8 and of 5 at "
-            "1,000,000 x 100, each library in its own fresh process. numpy LAC: the plain pipeline "
-            "(true-class scores, `np.partition` quantile, one comparison) measured in the same run. Peak MB = peak "
-            "RSS of a fresh process minus its RSS just before fitting (inputs excluded). TorchCP: not installable "
-            "in this environment (torchsort fails to build), so not measured. MAPIE has no SAPS. Set rules differ "
-            "for APS and RAPS: medsure randomizes (exact coverage), MAPIE's default includes the last label "
-            "(conservative), hence the coverage column. LAC and Top-K sets are compared entry by entry: MAPIE "
-            "compares scores with a tolerance of 1e-8 (and includes labels tied with the last one), medsure compares "
-            "exactly, so the few labels whose score lies within 1e-8 above the threshold enter MAPIE's sets only. "
-            "MAPIE's time "
-            "and memory include the lookup estimator's copy of the probabilities. The machine's 2 cores were "
-            "shared with other jobs during the run: the best of N still varied by up to ~2x between whole runs "
-            "(MAPIE and medsure alike).\n\n"
-            f"{table}\n")
+    body = (
+        f"### Conformal classification speed (fit + predict)\n\n"
+        f"Command: `.venv/bin/python {command}`. Environment: {_environment()}.\n\n"
+        "Inputs at **both sizes are random logits** (seeded standard normal x 2, softmax to float64 "
+        "probabilities, labels drawn from them), not a model's predictions; 47,280 x 8 only mimics a real "
+        "data set's shape. Half of the rows fit, half are predicted; alpha = 0.1; the same float64 "
+        "probabilities go to every library. Times are the best of 50 runs at 47,280 x 8 and of 5 at "
+        "1,000,000 x 100, each library in its own fresh process. numpy LAC: the plain pipeline "
+        "(true-class scores, `np.partition` quantile, one comparison) measured in the same run. Peak MB = peak "
+        "RSS of a fresh process minus its RSS just before fitting (inputs excluded). TorchCP: not installable "
+        "in this environment (torchsort fails to build), so not measured. MAPIE has no SAPS. Set rules differ "
+        "for APS and RAPS: medsure randomizes (exact coverage), MAPIE's default includes the last label "
+        "(conservative), hence the coverage column. LAC and Top-K sets are compared entry by entry: MAPIE "
+        "compares scores with a tolerance of 1e-8 (and includes labels tied with the last one), medsure compares "
+        "exactly, so the few labels whose score lies within 1e-8 above the threshold enter MAPIE's sets only. "
+        "MAPIE's time "
+        "and memory include the lookup estimator's copy of the probabilities. The machine's 2 cores were "
+        "shared with other jobs during the run: the best of N still varied by up to ~2x between whole runs "
+        "(MAPIE and medsure alike).\n\n"
+        f"{table}\n"
+    )
     block = f"<!-- BEGIN conformal_speed -->\n{body}<!-- END conformal_speed -->"
     pattern = re.compile(r"<!-- BEGIN conformal_speed -->.*?<!-- END conformal_speed -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n"

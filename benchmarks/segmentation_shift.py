@@ -23,6 +23,7 @@ test split; uncertainty is the predictive entropy of a single pass and of MC dro
 
 Trained runs and predictions are cached under ``--work`` (default ``.cache/seg-shift``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ from medsure.segmentation.evaluate import evaluate_segmentation  # noqa: E402
 from medsure.segmentation.uncertainty import REDUCTIONS  # noqa: E402
 from medsure.utils.io import atomic_write_text, write_json  # noqa: E402
 
-SEED = 0           # data split, subsets and the synthetic noise
+SEED = 0  # data split, subsets and the synthetic noise
 TRAIN_SEEDS = (0, 1)  # one model per seed and source: the ranking must hold across training runs
 MC_SAMPLES = 8
 MD_PATH = REPO / "benchmarks" / "segmentation_shift.md"
@@ -73,10 +74,15 @@ def _isic_lesions() -> ImageDataset:
     from medsure.data.readers import read_image_mask_pairs
 
     folder = data_root() / "isic2017"
-    return read_image_mask_pairs(folder / "ISIC-2017_Training_Data",
-                                 folder / "ISIC-2017_Training_Part1_GroundTruth_256",
-                                 class_names=("background", "lesion"), threshold=127, mode="RGB",
-                                 image_size=64, mask_suffix="_mask.png")
+    return read_image_mask_pairs(
+        folder / "ISIC-2017_Training_Data",
+        folder / "ISIC-2017_Training_Part1_GroundTruth_256",
+        class_names=("background", "lesion"),
+        threshold=127,
+        mode="RGB",
+        image_size=64,
+        mask_suffix="_mask.png",
+    )
 
 
 def synthetic_acquisition(images: np.ndarray, seed: int) -> np.ndarray:
@@ -85,7 +91,7 @@ def synthetic_acquisition(images: np.ndarray, seed: int) -> np.ndarray:
 
     x = images.astype(np.float64) / 255.0
     x = ndimage.gaussian_filter(x, sigma=(0, 1.0, 1.0, 0))
-    x = x ** 1.5
+    x = x**1.5
     x = x + np.random.default_rng(seed).normal(0.0, 0.04, size=x.shape)
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
@@ -105,13 +111,15 @@ def source_splits(source: str) -> dict[str, ImageDataset]:
     elif source == "jsrt":
         splits = standard_splits(load_dataset("jsrt", root=root, image_size=64), seed=SEED)
         test = splits["test"]
-        splits["shift"] = replace(test, images=synthetic_acquisition(test.images, SEED),
-                                  ids=np.char.add("synthetic/", test.ids.astype(str)))
+        splits["shift"] = replace(
+            test, images=synthetic_acquisition(test.images, SEED), ids=np.char.add("synthetic/", test.ids.astype(str))
+        )
     elif source == "msd_lung":
         ds = load_dataset("msd_lung", root=root)
         files = np.asarray(ds.meta["source_split"]).astype(str)
-        splits = split_dataset(ds.subset(np.flatnonzero(files == "val")), seed=SEED,
-                               fractions={"train": 0.6, "val": 0.15, "test": 0.25})
+        splits = split_dataset(
+            ds.subset(np.flatnonzero(files == "val")), seed=SEED, fractions={"train": 0.6, "val": 0.15, "test": 0.25}
+        )
         splits["shift"] = ds.subset(np.flatnonzero(files == "test"))
     else:
         raise KeyError(source)
@@ -132,8 +140,9 @@ def train_and_predict(source: str, seed: int, work: Path) -> dict[str, float]:
     from medsure.training import TrainConfig, load_run, train
     from medsure.training.trainer import torch_threads
 
-    paths = {(split, t): _pred_path(work, source, seed, split, t)
-             for split in ("test", "shift") for t in (0, MC_SAMPLES)}
+    paths = {
+        (split, t): _pred_path(work, source, seed, split, t) for split in ("test", "shift") for t in (0, MC_SAMPLES)
+    }
     if all(p.is_file() for p in paths.values()):
         return {}
     timings = {}
@@ -141,9 +150,20 @@ def train_and_predict(source: str, seed: int, work: Path) -> dict[str, float]:
     run_dir = work / "runs" / f"{source}-s{seed}"
     if not (run_dir / "done").is_file():
         settings = {k: v for k, v in TRAIN[source].items() if k != "limit"}
-        config = TrainConfig(model="unet", batch_size=16, lr=3e-3, dropout=0.1, width=16, loss="ce_dice",
-                             patience=0, seed=seed, device="cpu", num_threads=1, **settings,
-                             dataset={"name": source, "split_seed": SEED})
+        config = TrainConfig(
+            model="unet",
+            batch_size=16,
+            lr=3e-3,
+            dropout=0.1,
+            width=16,
+            loss="ce_dice",
+            patience=0,
+            seed=seed,
+            device="cpu",
+            num_threads=1,
+            **settings,
+            dataset={"name": source, "split_seed": SEED},
+        )
         start = time.perf_counter()
         train(config, {"train": splits["train"], "val": splits["val"]}, run_dir)
         timings["train_s"] = time.perf_counter() - start
@@ -165,9 +185,13 @@ def measure(source: str, seed: int, work: Path) -> dict[str, dict]:
         test: Predictions = load_predictions(_pred_path(work, source, seed, "test", t))
         shift: Predictions = load_predictions(_pred_path(work, source, seed, "shift", t))
         result = evaluate_segmentation(test, shift=shift, uncertainty="entropy", seed=SEED)
-        out[label] = {"shift_auroc": result.shift_auroc_by_reduction,
-                      "dice_spearman": result.dice_spearman_by_reduction,
-                      "dice_mean": result.dice_mean, "n_test": test.n_samples, "n_shift": shift.n_samples}
+        out[label] = {
+            "shift_auroc": result.shift_auroc_by_reduction,
+            "dice_spearman": result.dice_spearman_by_reduction,
+            "dice_mean": result.dice_mean,
+            "n_test": test.n_samples,
+            "n_shift": shift.n_samples,
+        }
     return out
 
 
@@ -176,28 +200,45 @@ def _versions() -> dict[str, str]:
     import scipy
     import torch
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "torch": torch.__version__, "monai": monai.__version__, "machine": platform.machine(),
-            "processor": platform.processor() or "n/a", "cpu_count": str(os.cpu_count())}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or "n/a",
+        "cpu_count": str(os.cpu_count()),
+    }
 
 
 def write_markdown(results: dict, timings: dict, command: str) -> None:
     """``results``: {pair: {seed: {uncertainty label: measurements}}}."""
     reductions = list(REDUCTIONS)
     labels = list(next(iter(next(iter(results.values())).values())))
-    lines = ["# Shift detection by image-level uncertainty reduction", "",
-             "Generated by `benchmarks/segmentation_shift.py` (tables); the conclusion at the end is written "
-             "by hand from them.", "",
-             "Shift AUROC: shifted images positive, in-distribution images (the source's held-out test split) "
-             "negative, higher image uncertainty = more likely shifted; 0.5 = no separation, below 0.5 = the "
-             "shifted images look *more* certain. One row per source model (training seed); best per row in "
-             "bold. `jsrt_synthetic` is a synthetic acquisition change; `msd_lung_files` is a near-null control "
-             "(same protocol, other patients) where a good score stays near 0.5.", ""]
+    lines = [
+        "# Shift detection by image-level uncertainty reduction",
+        "",
+        "Generated by `benchmarks/segmentation_shift.py` (tables); the conclusion at the end is written "
+        "by hand from them.",
+        "",
+        "Shift AUROC: shifted images positive, in-distribution images (the source's held-out test split) "
+        "negative, higher image uncertainty = more likely shifted; 0.5 = no separation, below 0.5 = the "
+        "shifted images look *more* certain. One row per source model (training seed); best per row in "
+        "bold. `jsrt_synthetic` is a synthetic acquisition change; `msd_lung_files` is a near-null control "
+        "(same protocol, other patients) where a good score stays near 0.5.",
+        "",
+    ]
     evidence = []  # (pair, seed, label, auc dict) of the real and synthetic shifts
     for label in labels:
-        lines += [f"## {label}", "", "| pair (source → target) | seed | n test / shift | mean Dice (test) | "
-                  + " | ".join(f"`{r}`" for r in reductions) + " |",
-                  "|---|---|---|---|" + "---|" * len(reductions)]
+        lines += [
+            f"## {label}",
+            "",
+            "| pair (source → target) | seed | n test / shift | mean Dice (test) | "
+            + " | ".join(f"`{r}`" for r in reductions)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(reductions),
+        ]
         for pair, by_seed in results.items():
             for seed, by_label in by_seed.items():
                 row = by_label[label]
@@ -206,45 +247,88 @@ def write_markdown(results: dict, timings: dict, command: str) -> None:
                 if pair != "msd_lung_files":
                     evidence.append((pair, seed, label, auc))
                 cells = [f"**{auc[r]:.3f}**" if auc[r] == best else f"{auc[r]:.3f}" for r in reductions]
-                lines.append(f"| {pair}: {PAIRS[pair][1]} | {seed} | {row['n_test']} / {row['n_shift']} | "
-                             f"{row['dice_mean']:.3f} | " + " | ".join(cells) + " |")
-        lines += ["", "Spearman correlation of image uncertainty with test Dice (negative = useful for Dice "
-                  "prediction, the other use of the reduction):", "",
-                  "| pair | seed | " + " | ".join(f"`{r}`" for r in reductions) + " |",
-                  "|---|---|" + "---|" * len(reductions)]
+                lines.append(
+                    f"| {pair}: {PAIRS[pair][1]} | {seed} | {row['n_test']} / {row['n_shift']} | "
+                    f"{row['dice_mean']:.3f} | " + " | ".join(cells) + " |"
+                )
+        lines += [
+            "",
+            "Spearman correlation of image uncertainty with test Dice (negative = useful for Dice "
+            "prediction, the other use of the reduction):",
+            "",
+            "| pair | seed | " + " | ".join(f"`{r}`" for r in reductions) + " |",
+            "|---|---|" + "---|" * len(reductions),
+        ]
         for pair, by_seed in results.items():
             for seed, by_label in by_seed.items():
                 rho = by_label[label]["dice_spearman"]
-                lines.append(f"| {pair} | {seed} | " + " | ".join(
-                    "n/a" if rho[r] is None else f"{rho[r]:.3f}" for r in reductions) + " |")
+                lines.append(
+                    f"| {pair} | {seed} | "
+                    + " | ".join("n/a" if rho[r] is None else f"{rho[r]:.3f}" for r in reductions)
+                    + " |"
+                )
         lines.append("")
-    null = [by_label[label]["shift_auroc"] for by_seed in results.get("msd_lung_files", {}).values()
-            for by_label in [by_seed] for label in labels]
-    lines += ["## Summary", "",
-              f"Over the {len(evidence)} rows of real and synthetic shifts (pairs × seeds × uncertainty sources; "
-              "null control excluded): how often each reduction is best, its mean rank (1 = best), mean and "
-              "worst shift AUROC; and its mean AUROC on the null control (lower = fewer false alarms).", "",
-              "| reduction | times best | mean rank | mean shift AUROC | worst shift AUROC | null control AUROC |",
-              "|---|---|---|---|---|---|"]
+    null = [
+        by_label[label]["shift_auroc"]
+        for by_seed in results.get("msd_lung_files", {}).values()
+        for by_label in [by_seed]
+        for label in labels
+    ]
+    lines += [
+        "## Summary",
+        "",
+        f"Over the {len(evidence)} rows of real and synthetic shifts (pairs × seeds × uncertainty sources; "
+        "null control excluded): how often each reduction is best, its mean rank (1 = best), mean and "
+        "worst shift AUROC; and its mean AUROC on the null control (lower = fewer false alarms).",
+        "",
+        "| reduction | times best | mean rank | mean shift AUROC | worst shift AUROC | null control AUROC |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in reductions:
         ranks = [sorted(reductions, key=lambda q: -auc[q]).index(r) + 1 for *_, auc in evidence]
         values = [auc[r] for *_, auc in evidence]
         wins = sum(rank == 1 for rank in ranks)
         null_auc = f"{np.mean([a[r] for a in null]):.3f}" if null else "n/a"
-        lines.append(f"| `{r}` | {wins} | {np.mean(ranks):.2f} | {np.mean(values):.3f} | {np.min(values):.3f} | "
-                     f"{null_auc} |")
-    lines += ["", "CONCLUSION", "", "## Environment", "", "```", json.dumps({
-        "versions": _versions(), "split_and_noise_seed": SEED, "train_seeds": list(TRAIN_SEEDS), "torch_threads": 1,
-        "image_size": "64 px (MSD lung 48 px)",
-        "model": "medsure unet, width 16, dropout 0.1, CE + Dice, AdamW lr 3e-3, batch 16, no early stopping",
-        "train": TRAIN, "mc_samples": MC_SAMPLES,
-        "timings_wall_s_on_a_shared_2_core_machine": timings}, indent=1), "```", "",
-        "Exact command (from the repository root):", "", "```", command, "```", ""]
+        lines.append(
+            f"| `{r}` | {wins} | {np.mean(ranks):.2f} | {np.mean(values):.3f} | {np.min(values):.3f} | {null_auc} |"
+        )
+    lines += [
+        "",
+        "CONCLUSION",
+        "",
+        "## Environment",
+        "",
+        "```",
+        json.dumps(
+            {
+                "versions": _versions(),
+                "split_and_noise_seed": SEED,
+                "train_seeds": list(TRAIN_SEEDS),
+                "torch_threads": 1,
+                "image_size": "64 px (MSD lung 48 px)",
+                "model": "medsure unet, width 16, dropout 0.1, CE + Dice, AdamW lr 3e-3, batch 16, no early stopping",
+                "train": TRAIN,
+                "mc_samples": MC_SAMPLES,
+                "timings_wall_s_on_a_shared_2_core_machine": timings,
+            },
+            indent=1,
+        ),
+        "```",
+        "",
+        "Exact command (from the repository root):",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
     text = "\n".join(lines)
     if MD_PATH.is_file() and "<!-- conclusion -->" in MD_PATH.read_text():  # keep the hand-written conclusion
         old = MD_PATH.read_text()
-        text = text.replace("CONCLUSION", old[old.index("<!-- conclusion -->"):old.index("<!-- /conclusion -->")
-                                               + len("<!-- /conclusion -->")])
+        text = text.replace(
+            "CONCLUSION",
+            old[old.index("<!-- conclusion -->") : old.index("<!-- /conclusion -->") + len("<!-- /conclusion -->")],
+        )
     else:
         text = text.replace("CONCLUSION", "<!-- conclusion -->\n(to be written from the tables)\n<!-- /conclusion -->")
     atomic_write_text(MD_PATH, text)
@@ -275,9 +359,13 @@ def main() -> None:
         results[pair] = {}
         for seed in args.seeds:
             results[pair][seed] = measure(PAIRS[pair][0], seed, args.work)
-            print(f"[measure] {pair} seed {seed}: " + json.dumps(
-                {k: {r: round(v, 3) for r, v in by["shift_auroc"].items()} for k, by in results[pair][seed].items()}),
-                  flush=True)
+            print(
+                f"[measure] {pair} seed {seed}: "
+                + json.dumps(
+                    {k: {r: round(v, 3) for r, v in by["shift_auroc"].items()} for k, by in results[pair][seed].items()}
+                ),
+                flush=True,
+            )
     write_json(args.work / "results.json", results)
     write_markdown(results, timings, "python benchmarks/segmentation_shift.py " + " ".join(sys.argv[1:]))
 

@@ -15,6 +15,7 @@ Phases (each resumable; trained runs and predictions are cached under --work):
 ``all`` runs the four in order for the datasets given. ``report`` rewrites
 benchmarks/segmentation_uncertainty.md from the metric files found.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,15 +78,23 @@ def phase_train(args, name: str) -> None:
             out = run_dir(args.work, name, loss, member)
             if (out / "best.pt").is_file() and (out / "done").is_file():
                 continue
-            config = TrainConfig(model="unet", epochs=args.epochs, batch_size=16, lr=3e-3, dropout=0.1,
-                                 width=args.width,
-                                 loss=loss, monitor="dice", patience=args.patience, seed=member,
-                                 device="cpu", **DATASETS[name]["train"],
-                                 dataset={"name": name, "options": DATASETS[name]["load"],
-                                          "split_seed": SPLIT_SEED})
+            config = TrainConfig(
+                model="unet",
+                epochs=args.epochs,
+                batch_size=16,
+                lr=3e-3,
+                dropout=0.1,
+                width=args.width,
+                loss=loss,
+                monitor="dice",
+                patience=args.patience,
+                seed=member,
+                device="cpu",
+                **DATASETS[name]["train"],
+                dataset={"name": name, "options": DATASETS[name]["load"], "split_seed": SPLIT_SEED},
+            )
             start = time.time()
-            train(config, {"train": train_ds, "val": splits["val"]}, out,
-                  resume=(out / "checkpoint.pt").is_file())
+            train(config, {"train": train_ds, "val": splits["val"]}, out, resume=(out / "checkpoint.pt").is_file())
             (out / "done").write_text(f"{time.time() - start:.1f}\n")
             print(f"[train] {name} {loss} member {member}: {time.time() - start:.0f} s", flush=True)
 
@@ -111,8 +120,9 @@ def phase_predict(args, name: str) -> None:
             jobs["ensemble"] = lambda: predict_ensemble(models, ds, seed=0)
             jobs["mc_dropout"] = lambda: predict(models[0], ds, mc_samples=args.mc_samples, seed=0)
             # only views the members saw in training (JSRT is trained without flips: lateralised anatomy)
-            jobs["tta"] = lambda: predict(models[0], ds, tta=views_for_training("segmentation", **DATASETS[name]["train"]),
-                                          seed=0)
+            jobs["tta"] = lambda: predict(
+                models[0], ds, tta=views_for_training("segmentation", **DATASETS[name]["train"]), seed=0
+            )
             for method, job in jobs.items():
                 path = _pred_path(args.work, name, loss, method, split)
                 if not path.is_file():
@@ -122,8 +132,22 @@ def phase_predict(args, name: str) -> None:
 
 def _metrics(cal: Predictions, test: Predictions, shift: Predictions | None) -> dict:
     m = evaluate_segmentation(test, shift=shift, uncertainty="entropy", reduce="foreground_mean").to_dict()
-    keep = {k: m[k] for k in ("dice_mean", "dice", "hd95", "ece", "ece_equal_mass", "mce", "ece_boundary",
-                              "segment_ece", "ueo", "dice_pred_corr", "dice_pred_pearson")}
+    keep = {
+        k: m[k]
+        for k in (
+            "dice_mean",
+            "dice",
+            "hd95",
+            "ece",
+            "ece_equal_mass",
+            "mce",
+            "ece_boundary",
+            "segment_ece",
+            "ueo",
+            "dice_pred_corr",
+            "dice_pred_pearson",
+        )
+    }
     # Dice predictor fitted on cal, scored on test (the deployable version)
     k = test.n_classes
     cal_maps = uncertainty_maps(cal)
@@ -136,8 +160,7 @@ def _metrics(cal: Predictions, test: Predictions, shift: Predictions | None) -> 
     if shift is not None:
         keep["shift_auroc"] = m["shift_auroc"]
         if test.has_samples:
-            mi_in = image_uncertainty(test_maps["mutual_information"], test_maps["predicted"],
-                                      reduce="foreground_mean")
+            mi_in = image_uncertainty(test_maps["mutual_information"], test_maps["predicted"], reduce="foreground_mean")
             sm = uncertainty_maps(shift)
             mi_out = image_uncertainty(sm["mutual_information"], sm["predicted"], reduce="foreground_mean")
             keep["shift_auroc_mi"] = shift_auroc(mi_in, mi_out)
@@ -166,11 +189,22 @@ def phase_metrics(args, name: str) -> None:
 
 # ---- markdown -----------------------------------------------------------------------------
 
-COLUMNS = [("dice_mean", "Dice"), ("ece", "ECE"), ("ece_equal_mass", "ECE (equal mass)"), ("ece_boundary", "boundary ECE"),
-           ("segment_ece", "segment ECE"), ("ueo", "UEO"), ("dice_pred_corr", "ρ(u, Dice)"),
-           ("dice_pred_mae", "Dice-pred MAE")]
-SHIFT_COLUMNS = [("shift_auroc", "shift AUROC (H)"), ("shift_auroc_mi", "shift AUROC (MI)"),
-                 ("shift_dice", "CVC Dice"), ("shift_ece", "CVC ECE")]
+COLUMNS = [
+    ("dice_mean", "Dice"),
+    ("ece", "ECE"),
+    ("ece_equal_mass", "ECE (equal mass)"),
+    ("ece_boundary", "boundary ECE"),
+    ("segment_ece", "segment ECE"),
+    ("ueo", "UEO"),
+    ("dice_pred_corr", "ρ(u, Dice)"),
+    ("dice_pred_mae", "Dice-pred MAE"),
+]
+SHIFT_COLUMNS = [
+    ("shift_auroc", "shift AUROC (H)"),
+    ("shift_auroc_mi", "shift AUROC (MI)"),
+    ("shift_dice", "CVC Dice"),
+    ("shift_ece", "CVC ECE"),
+]
 
 
 def _cell(values: list[float | None]) -> str:
@@ -184,15 +218,19 @@ def _cell(values: list[float | None]) -> str:
 
 def table(results: dict, members: int, shift: bool) -> str:
     cols = COLUMNS + (SHIFT_COLUMNS if shift else [])
-    lines = ["| loss | method | " + " | ".join(c[1] for c in cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
+    lines = ["| loss | method | " + " | ".join(c[1] for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
     for loss in LOSSES:
         singles = [results[f"{loss}/single{m}"] for m in range(members) if f"{loss}/single{m}" in results]
         rows = [(f"single (mean ± sd of {len(singles)})", singles)] if singles else []
-        rows += [(meth, [results[f"{loss}/{meth}"]]) for meth in ("ensemble", "mc_dropout", "tta")
-                 if f"{loss}/{meth}" in results]
+        rows += [
+            (meth, [results[f"{loss}/{meth}"]])
+            for meth in ("ensemble", "mc_dropout", "tta")
+            if f"{loss}/{meth}" in results
+        ]
         for label, group in rows:
-            lines.append(f"| {loss} | {label} | " + " | ".join(_cell([g.get(c[0]) for g in group]) for c in cols) + " |")
+            lines.append(
+                f"| {loss} | {label} | " + " | ".join(_cell([g.get(c[0]) for g in group]) for c in cols) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -205,8 +243,12 @@ def phase_report(args) -> None:
             blocks.append(f"### {name}\n\n" + table(results, args.members, DATASETS[name]["shift"] is not None))
     settings = json.loads((args.work / "settings.json").read_text()) if (args.work / "settings.json").is_file() else {}
     commands = "\n".join(v["command"] for v in settings.values() if isinstance(v, dict) and "command" in v)
-    text = MD_TEMPLATE.format(tables="\n\n".join(blocks) or "(no results yet)", commands=commands,
-                              settings=json.dumps(settings, indent=1), findings=FINDINGS_PLACEHOLDER)
+    text = MD_TEMPLATE.format(
+        tables="\n\n".join(blocks) or "(no results yet)",
+        commands=commands,
+        settings=json.dumps(settings, indent=1),
+        findings=FINDINGS_PLACEHOLDER,
+    )
     if MD_PATH.is_file():
         old = MD_PATH.read_text()
         if "<!-- FINDINGS -->" in old:  # keep hand-written conclusions
@@ -274,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--width", type=int, default=None, help="U-Net base width (None: model default 16)")
     parser.add_argument("--mc-samples", type=int, default=10)
-    parser.add_argument("--train-limit", type=int, default=0,
-                        help="train on a seeded subset of at most this many images (0: all)")
+    parser.add_argument(
+        "--train-limit", type=int, default=0, help="train on a seeded subset of at most this many images (0: all)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "seg-uncertainty-study")
     args = parser.parse_args(argv)
@@ -287,12 +330,25 @@ def main(argv: list[str] | None = None) -> int:
     settings_path = args.work / "settings.json"
     settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
     if args.phase in ("train", "all"):
-        settings.update({name: {"members": args.members, "epochs": args.epochs, "width": args.width, "patience": args.patience,
-                         "mc_samples": args.mc_samples, "split_seed": SPLIT_SEED,
-                         "train_limit": args.train_limit,
-                         "member_seeds": list(range(args.members)), "torch_threads": args.threads,
-                         "python": platform.python_version(), "torch": torch.__version__,
-                         "command": "python " + " ".join(sys.argv)} for name in args.dataset})
+        settings.update(
+            {
+                name: {
+                    "members": args.members,
+                    "epochs": args.epochs,
+                    "width": args.width,
+                    "patience": args.patience,
+                    "mc_samples": args.mc_samples,
+                    "split_seed": SPLIT_SEED,
+                    "train_limit": args.train_limit,
+                    "member_seeds": list(range(args.members)),
+                    "torch_threads": args.threads,
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "command": "python " + " ".join(sys.argv),
+                }
+                for name in args.dataset
+            }
+        )
         write_json(settings_path, settings)
     for name in args.dataset:
         if args.phase in ("train", "all"):

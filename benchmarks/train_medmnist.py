@@ -7,6 +7,7 @@ wall-clock budget (the run stays resumable: pass --resume to continue it later).
 
     .venv/bin/python benchmarks/train_medmnist.py --datasets breastmnist pneumoniamnist --epochs 40 4 --seeds 3 1 --budget-min 15 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,10 +44,20 @@ def main() -> int:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[30, 4],
-                        help="epochs per dataset, in --datasets order (cosine schedule length)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1],
-                        help="number of seeds per dataset, in --datasets order (the paper averages >= 3 runs)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        nargs="+",
+        default=[30, 4],
+        help="epochs per dataset, in --datasets order (cosine schedule length)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="number of seeds per dataset, in --datasets order (the paper averages >= 3 runs)",
+    )
     parser.add_argument("--budget-min", type=float, default=12.0, help="per dataset and seed")
     parser.add_argument("--work", default="/tmp/medmnist_runs")
     parser.add_argument("--resume", action="store_true")
@@ -65,9 +76,17 @@ def main() -> int:
         splits = official_splits(load_dataset(name))
         runs = []
         for seed in range(seeds_by_name[name]):
-            config = TrainConfig(model="resnet18", epochs=epochs_by_name[name], batch_size=128, lr=1e-3,
-                                 patience=0, monitor="auc", seed=seed, num_threads=args.threads,
-                                 dataset={"name": name, "official_splits": True})
+            config = TrainConfig(
+                model="resnet18",
+                epochs=epochs_by_name[name],
+                batch_size=128,
+                lr=1e-3,
+                patience=0,
+                monitor="auc",
+                seed=seed,
+                num_threads=args.threads,
+                dataset={"name": name, "official_splits": True},
+            )
             deadline = time.monotonic() + 60 * args.budget_min
 
             def stop_on_budget(epoch: int, record: dict) -> None:
@@ -87,9 +106,12 @@ def main() -> int:
             acc, roc = accuracy(test.logits, test.labels), auc(test.logits, test.labels)
             best_epoch = max(run.history, key=lambda h: h["val_auc"])["epoch"]
             runs.append((len(run.history), best_epoch, stopped, minutes, acc, roc))
-            print(f"{name} seed {seed}: {len(run.history)} epochs ({'budget' if stopped else 'done'}), best val "
-                  f"epoch {best_epoch}, test ACC {acc:.3f} AUC {roc:.3f} (paper {PAPER[name]}), "
-                  f"{minutes:.1f} min", flush=True)
+            print(
+                f"{name} seed {seed}: {len(run.history)} epochs ({'budget' if stopped else 'done'}), best val "
+                f"epoch {best_epoch}, test ACC {acc:.3f} AUC {roc:.3f} (paper {PAPER[name]}), "
+                f"{minutes:.1f} min",
+                flush=True,
+            )
         rows.append((name, runs))
     lines = [
         "### ResNet-18 (28) on MedMNIST (benchmarks/train_medmnist.py)",
@@ -116,7 +138,8 @@ def main() -> int:
             f"| {name} | {len(runs)} | {'/'.join(map(str, epochs))} | {'/'.join(map(str, best))} "
             f"| {'yes' if any(stopped) else 'no'} | {np.mean(minutes):.1f} "
             f"| {acc:.3f}{_sd(accs)} | {roc:.3f}{_sd(aucs)} | {pa} | {pr} "
-            f"| {100 * (acc - pa):+.1f} / {100 * (roc - pr):+.1f} |")
+            f"| {100 * (acc - pa):+.1f} / {100 * (roc - pr):+.1f} |"
+        )
     if not args.no_write:
         update_block("training:medmnist", "\n".join(lines))
     return 0

@@ -6,6 +6,7 @@ and channels_last help on this machine.
 Each setting: one warm-up step, then the median of ``--steps`` timed steps; the three settings
 are interleaved step by step (the machine is shared, so load drifts).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,7 @@ def update_block(name: str, text: str, path: Path = RESULTS) -> None:
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{text.rstrip()}\n{end}"
     if begin in content:
-        content = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, content,
-                         flags=re.S)
+        content = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, content, flags=re.S)
     else:
         parent = name.split(":")[0]
         parent_end = f"<!-- END {parent} -->"
@@ -63,7 +63,7 @@ def _setup(name: str, size: int, channels: int, batch: int, bf16: bool, channels
     k = 2
     model = build_model(name, in_channels=channels, num_classes=k, image_size=size)
     x = torch.rand(batch, channels, size, size)
-    y = (torch.randint(0, k, (batch, size, size)) if name == "unet" else torch.randint(0, k, (batch,)))
+    y = torch.randint(0, k, (batch, size, size)) if name == "unet" else torch.randint(0, k, (batch,))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -89,8 +89,7 @@ def _setup(name: str, size: int, channels: int, batch: int, bf16: bool, channels
 def measure(name: str, size: int, channels: int, batch: int, steps: int) -> dict[str, tuple[float, float]]:
     """images/s (train, inference) per setting; settings are interleaved step by step so that
     load from other processes on the shared machine hits all settings alike."""
-    steps_by_setting = {label: _setup(name, size, channels, batch, bf16, cl)
-                        for label, bf16, cl in SETTINGS}
+    steps_by_setting = {label: _setup(name, size, channels, batch, bf16, cl) for label, bf16, cl in SETTINGS}
     result = {}
     for phase in (0, 1):
         times: dict[str, list[float]] = {label: [] for label in steps_by_setting}
@@ -109,9 +108,12 @@ def measure(name: str, size: int, channels: int, batch: int, steps: int) -> dict
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's choice); 1 is robust when the "
-                             "cores are shared with other jobs")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's choice); 1 is robust when the cores are shared with other jobs",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -119,11 +121,13 @@ def main() -> int:
     cpu = platform.processor() or platform.machine()
     rows = []
     for name, size, channels, batch in CASES:
-        for setting, (train_ips, infer_ips) in measure(name, size, channels, batch,
-                                                       args.steps).items():
+        for setting, (train_ips, infer_ips) in measure(name, size, channels, batch, args.steps).items():
             rows.append((name, size, channels, batch, setting, train_ips, infer_ips))
-            print(f"{name:10s} {size:3d}px c{channels} b{batch:3d} {setting:14s} "
-                  f"train {train_ips:8.1f} img/s  infer {infer_ips:8.1f} img/s", flush=True)
+            print(
+                f"{name:10s} {size:3d}px c{channels} b{batch:3d} {setting:14s} "
+                f"train {train_ips:8.1f} img/s  infer {infer_ips:8.1f} img/s",
+                flush=True,
+            )
     lines = [
         "### Throughput (benchmarks/train_speed.py)",
         "",
@@ -135,17 +139,19 @@ def main() -> int:
         "| model | px | C | batch | setting | train img/s | inference img/s |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {n} | {s} | {c} | {b} | {st} | {tr:.1f} | {inf:.1f} |"
-              for n, s, c, b, st, tr, inf in rows]
+    lines += [f"| {n} | {s} | {c} | {b} | {st} | {tr:.1f} | {inf:.1f} |" for n, s, c, b, st, tr, inf in rows]
     base = {(n, s_, c): (tr, inf) for n, s_, c, _, st, tr, inf in rows if st == "fp32"}
     lines += ["", "Speed-up over fp32 (train x / inference x):", ""]
     for n, s_, c, _, st, tr, inf in rows:
         if st != "fp32":
             b_tr, b_inf = base[(n, s_, c)]
             lines.append(f"- {n} {s_}px, {st}: train x{tr / b_tr:.2f}, inference x{inf / b_inf:.2f}")
-    lines += ["", "Defaults chosen from this table (medsure.training.trainer): bf16 autocast on "
-              "for training on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA; "
-              "channels_last only on CUDA (mixed on this CPU). Prediction stays float32."]
+    lines += [
+        "",
+        "Defaults chosen from this table (medsure.training.trainer): bf16 autocast on "
+        "for training on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA; "
+        "channels_last only on CUDA (mixed on this CPU). Prediction stays float32.",
+    ]
     if not args.no_write:
         update_block("training:speed", "\n".join(lines))
     return 0

@@ -6,6 +6,7 @@ BreastMNIST (MedMNIST, CC BY 4.0), BUSI downsized to 64x64 grey with near-duplic
 
     python scripts/build_embedded.py [--data ../shared/data]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,18 @@ import numpy as np
 from medsure.data.medmnist import FLAGS, md5sum
 from medsure.data.registry import EMBEDDED_DIR, load_dataset
 
-BUSI_CITATION = ("Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. "
-                 "Data in Brief 28, 104863 (2020). doi:10.1016/j.dib.2019.104863")
-MEDMNIST_CITATION = ("Yang J, Shi R, Wei D, et al. MedMNIST v2 - A large-scale lightweight benchmark for 2D and "
-                     "3D biomedical image classification. Scientific Data 10, 41 (2023).")
-MSD_CITATION = ("Antonelli M, Reinke A, Bakas S, et al. The Medical Segmentation Decathlon. Nature "
-                "Communications 13, 4128 (2022); Simpson AL et al., arXiv:1902.09063 (2019).")
+BUSI_CITATION = (
+    "Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. "
+    "Data in Brief 28, 104863 (2020). doi:10.1016/j.dib.2019.104863"
+)
+MEDMNIST_CITATION = (
+    "Yang J, Shi R, Wei D, et al. MedMNIST v2 - A large-scale lightweight benchmark for 2D and "
+    "3D biomedical image classification. Scientific Data 10, 41 (2023)."
+)
+MSD_CITATION = (
+    "Antonelli M, Reinke A, Bakas S, et al. The Medical Segmentation Decathlon. Nature "
+    "Communications 13, 4128 (2022); Simpson AL et al., arXiv:1902.09063 (2019)."
+)
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -55,34 +62,65 @@ def main() -> None:
         with np.load(src) as npz:  # re-save compressed, same MedMNIST layout
             save_npz(dst, **{k: npz[k] for k in npz.files})
         manifest[flag] = {
-            "file": dst.name, "md5": md5sum(dst), "task": "classification", "n": n, "image_size": 28,
+            "file": dst.name,
+            "md5": md5sum(dst),
+            "task": "classification",
+            "n": n,
+            "image_size": 28,
             "classes": list(FLAGS[flag].labels),
-            "license": "CC BY 4.0", "citation": MEDMNIST_CITATION,
-            "note": ("MedMNIST layout re-saved compressed from a public copy; its MD5 differs from the official "
-                     "file (official MD5s are checked on download)"),
+            "license": "CC BY 4.0",
+            "citation": MEDMNIST_CITATION,
+            "note": (
+                "MedMNIST layout re-saved compressed from a public copy; its MD5 differs from the official "
+                "file (official MD5s are checked on download)"
+            ),
         }
 
     busi = load_dataset("busi", root=data / "busi", image_size=64)
     dst = out / "busi_64.npz"
-    save_npz(dst, images=busi.images[..., 0], labels=busi.targets.astype(np.uint8), ids=busi.ids,
-             class_names=busi.class_names, dup_group=busi.meta["dup_group"].astype(np.int32))
+    save_npz(
+        dst,
+        images=busi.images[..., 0],
+        labels=busi.targets.astype(np.uint8),
+        ids=busi.ids,
+        class_names=busi.class_names,
+        dup_group=busi.meta["dup_group"].astype(np.int32),
+    )
     groups = np.bincount(busi.meta["dup_group"])
     manifest["busi"] = {
-        "file": dst.name, "md5": md5sum(dst), "task": "classification", "n": len(busi), "image_size": 64,
+        "file": dst.name,
+        "md5": md5sum(dst),
+        "task": "classification",
+        "n": len(busi),
+        "image_size": 64,
         "classes": busi.class_names.tolist(),
-        "license": "CC BY 4.0", "citation": BUSI_CITATION,
-        "note": (f"downsized to 64x64 grey; {len(groups)} near-duplicate groups "
-                 f"({int((groups > 1).sum())} with >1 image) in meta['dup_group']"),
+        "license": "CC BY 4.0",
+        "citation": BUSI_CITATION,
+        "note": (
+            f"downsized to 64x64 grey; {len(groups)} near-duplicate groups "
+            f"({int((groups > 1).sum())} with >1 image) in meta['dup_group']"
+        ),
     }
 
     msd = load_dataset("msd_lung", root=data / "msd_lung")
     dst = out / "msd_lung_48.npz"
-    save_npz(dst, images=msd.images[..., 0].astype(np.float32), labels=msd.targets.astype(np.uint8), ids=msd.ids,
-             class_names=msd.class_names, source_split=msd.meta["source_split"])
+    save_npz(
+        dst,
+        images=msd.images[..., 0].astype(np.float32),
+        labels=msd.targets.astype(np.uint8),
+        ids=msd.ids,
+        class_names=msd.class_names,
+        source_split=msd.meta["source_split"],
+    )
     manifest["msd_lung"] = {
-        "file": dst.name, "md5": md5sum(dst), "task": "segmentation", "n": len(msd), "image_size": 48,
+        "file": dst.name,
+        "md5": md5sum(dst),
+        "task": "segmentation",
+        "n": len(msd),
+        "image_size": 48,
         "classes": msd.class_names.tolist(),
-        "license": "CC BY-SA 4.0", "citation": MSD_CITATION,
+        "license": "CC BY-SA 4.0",
+        "citation": MSD_CITATION,
         "note": "Task06 lung tumour CT, 2 mm isotropic, 48x48 patches; val and test patients disjoint",
     }
     licence = data / "msd_lung" / "LICENSE.md"

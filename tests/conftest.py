@@ -1,5 +1,6 @@
 """Shared fixtures. Real data lives in ../shared/data beside the repository; tests that need it
 skip with a clear reason when it is absent (a user's clone has no ../shared)."""
+
 from __future__ import annotations
 
 import os

@@ -14,6 +14,7 @@ disjoint held-out data never used for training or early stopping.
 >>> cal, test = segmentation_predictions("kvasir", mc_dropout=8)   # (8, N, 2, 64, 64) logits
 >>> shifted = classification_shift_predictions("isic2017_ph2")     # PH2 through the ISIC model
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,10 +26,11 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA
 from medsure.artifact import Predictions, load_predictions, save_predictions
 from medsure.data.base import ImageDataset
 from medsure.errors import DataUnavailableError
+
+from conftest import REPO_ROOT, SHARED_DATA
 
 VERSION = "2"  # 2: MSD lung splits keep stored-twice patches together
 CACHE_DIR = Path(os.environ.get("MEDSURE_TEST_CACHE", REPO_ROOT / ".cache" / "medsure-tests"))
@@ -38,29 +40,57 @@ SEED = 0
 # Datasets with an embedded copy (pneumoniamnist, busi, msd_lung) load it (same images as
 # ../shared/data); the others read ../shared/data.
 _SPECS: dict[str, dict[str, Any]] = {
-    "pneumoniamnist": {"load": {}, "shared": False, "train": {
-        "model": "small_cnn", "epochs": 6, "batch_size": 64, "lr": 3e-3, "dropout": 0.2}},
-    "busi": {"load": {"image_size": 64}, "shared": False, "train": {
-        "model": "small_cnn", "epochs": 20, "batch_size": 32, "lr": 3e-3, "dropout": 0.2,
-        "patience": 6}},
+    "pneumoniamnist": {
+        "load": {},
+        "shared": False,
+        "train": {"model": "small_cnn", "epochs": 6, "batch_size": 64, "lr": 3e-3, "dropout": 0.2},
+    },
+    "busi": {
+        "load": {"image_size": 64},
+        "shared": False,
+        "train": {"model": "small_cnn", "epochs": 20, "batch_size": 32, "lr": 3e-3, "dropout": 0.2, "patience": 6},
+    },
     # ISIC at 32 px: a small CNN from scratch reached test AUC ~0.67 at 32 px and ~0.6 at 64 px
     # in the same time (weak but real; melanoma from scratch on 1300 images is hard).
-    "isic2017": {"load": {"image_size": 32}, "shared": True, "train": {
-        "model": "small_cnn", "epochs": 24, "batch_size": 32, "lr": 3e-3, "dropout": 0.2,
-        "vflip": True, "patience": 0}},
-    "msd_lung": {"load": {}, "shared": False, "train": {
-        "model": "unet", "epochs": 25, "batch_size": 16, "lr": 3e-3, "dropout": 0.1,
-        "patience": 8}},
-    "jsrt": {"load": {"image_size": 64}, "shared": True, "train": {
-        "model": "unet", "epochs": 20, "batch_size": 16, "lr": 3e-3, "dropout": 0.1,
-        "hflip": False, "patience": 6}},
-    "kvasir": {"load": {"image_size": 64}, "shared": True, "train": {
-        "model": "unet", "epochs": 10, "batch_size": 16, "lr": 3e-3, "dropout": 0.1,
-        "vflip": True}},
+    "isic2017": {
+        "load": {"image_size": 32},
+        "shared": True,
+        "train": {
+            "model": "small_cnn",
+            "epochs": 24,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "dropout": 0.2,
+            "vflip": True,
+            "patience": 0,
+        },
+    },
+    "msd_lung": {
+        "load": {},
+        "shared": False,
+        "train": {"model": "unet", "epochs": 25, "batch_size": 16, "lr": 3e-3, "dropout": 0.1, "patience": 8},
+    },
+    "jsrt": {
+        "load": {"image_size": 64},
+        "shared": True,
+        "train": {
+            "model": "unet",
+            "epochs": 20,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "dropout": 0.1,
+            "hflip": False,
+            "patience": 6,
+        },
+    },
+    "kvasir": {
+        "load": {"image_size": 64},
+        "shared": True,
+        "train": {"model": "unet", "epochs": 10, "batch_size": 16, "lr": 3e-3, "dropout": 0.1, "vflip": True},
+    },
 }
 _SHIFTS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "isic2017_ph2": ("isic2017", "ph2", {"image_size": 32, "task": "classification",
-                                         "binary_melanoma": True}),
+    "isic2017_ph2": ("isic2017", "ph2", {"image_size": 32, "task": "classification", "binary_melanoma": True}),
     "kvasir_cvc": ("kvasir", "cvc", {"image_size": 64}),
 }
 CLASSIFICATION_NAMES = ("pneumoniamnist", "busi", "isic2017")
@@ -76,7 +106,7 @@ def _load(name: str, options: dict[str, Any], shared: bool) -> ImageDataset:
         pytest.skip(f"real data not available for {name}: {exc}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def split_datasets(name: str) -> dict[str, ImageDataset]:
     """The train / val / cal / test datasets behind the artifacts of ``name``."""
     from medsure.training.splits import standard_splits
@@ -96,8 +126,12 @@ def trained_run(name: str):
         datasets = split_datasets(name)
         spec = _SPECS[name]
         # One thread: the test machine's cores are shared, and 2-thread torch stalls there.
-        config = TrainConfig(seed=SEED, num_threads=1, **spec["train"],
-                             dataset={"name": name, "options": spec["load"], "split_seed": SEED})
+        config = TrainConfig(
+            seed=SEED,
+            num_threads=1,
+            **spec["train"],
+            dataset={"name": name, "options": spec["load"], "split_seed": SEED},
+        )
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=run_dir.parent))
         train(config, datasets, scratch / "run")
@@ -109,7 +143,7 @@ def trained_run(name: str):
     return load_run(run_dir)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(key: str, name: str, split: str, mc_dropout: int) -> Predictions:
     path = CACHE_DIR / f"{key}.npz"
     if path.is_file():
@@ -134,8 +168,9 @@ def _cached(key: str, name: str, split: str, mc_dropout: int) -> Predictions:
 def _pair(name: str, names: tuple[str, ...], mc_dropout: int) -> tuple[Predictions, Predictions]:
     if name not in names:
         raise KeyError(f"unknown name {name!r}; expected one of {names}")
-    return tuple(_cached(f"{name}-v{VERSION}-{split}-mc{mc_dropout}", name, split, mc_dropout)
-                 for split in ("cal", "test"))  # type: ignore[return-value]
+    return tuple(
+        _cached(f"{name}-v{VERSION}-{split}-mc{mc_dropout}", name, split, mc_dropout) for split in ("cal", "test")
+    )  # type: ignore[return-value]
 
 
 def classification_predictions(name: str, *, mc_dropout: int = 0) -> tuple[Predictions, Predictions]:
@@ -152,8 +187,7 @@ def segmentation_predictions(name: str, *, mc_dropout: int = 0) -> tuple[Predict
     return _pair(name, SEGMENTATION_NAMES, mc_dropout)
 
 
-def classification_shift_predictions(name: str = "isic2017_ph2", *,
-                                     mc_dropout: int = 0) -> Predictions:
+def classification_shift_predictions(name: str = "isic2017_ph2", *, mc_dropout: int = 0) -> Predictions:
     """PH2 (melanoma vs not, 32 px like ISIC) predicted by the ISIC 2017 model."""
     if name != "isic2017_ph2":
         raise KeyError(f"unknown shift {name!r}; expected 'isic2017_ph2'")

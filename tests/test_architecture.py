@@ -13,6 +13,7 @@ Function-level (deferred) imports count like module-level ones: they run all the
 ``if TYPE_CHECKING:`` are skipped (they never run). Every violation is listed as
 ``module -> imported (rule)``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -110,7 +111,7 @@ def _internal(target: str) -> bool:
 
 def _relative(target: str) -> str:
     """``medsure.conformal.plots`` -> ``conformal.plots``; ``medsure`` -> ``""``."""
-    return target[len(PACKAGE) + 1:] if target != PACKAGE else ""
+    return target[len(PACKAGE) + 1 :] if target != PACKAGE else ""
 
 
 def _within(rel: str, prefixes: tuple[str, ...]) -> bool:
@@ -150,24 +151,27 @@ def violations_of(module: str) -> list[str]:
     rel_module = _relative(module)
     for imp in imports_of(module):
         if imp.target.split(".")[0] in PLOTTING_LIBRARIES and own in (0, 1, 2, 3):
-            out.append(f"{module} -> {imp.shown} (layer-{own} modules import no matplotlib; figures live in "
-                       "*.plots)")
+            out.append(f"{module} -> {imp.shown} (layer-{own} modules import no matplotlib; figures live in *.plots)")
             continue
         if not _internal(imp.target):
             continue
         target_layer = layer(imp.target)
         rel = _relative(imp.target)
         if target_layer > own:
-            out.append(f"{module} -> {imp.shown} (layer {own} imports layer {target_layer}: imports only run "
-                       "downwards)")
+            out.append(
+                f"{module} -> {imp.shown} (layer {own} imports layer {target_layer}: imports only run downwards)"
+            )
         elif own == 2 and (_within(rel, MODELS_AND_DATA) or _within(rel, ("report", "cli", "demo"))):
             out.append(f"{module} -> {imp.shown} (analyses import no data, training, report, cli or demo)")
-        allowed_in_presentation = (is_presentation(imp.target) or _within(rel, PRESENTATION_ALLOWED) or rel == ""
-                                   or _is_results_type(imp))
+        allowed_in_presentation = (
+            is_presentation(imp.target) or _within(rel, PRESENTATION_ALLOWED) or rel == "" or _is_results_type(imp)
+        )
         if is_presentation(module) and not allowed_in_presentation:
-            out.append(f"{module} -> {imp.shown} (report and plot modules import no fitting code: only "
-                       "errors, validation, utils, artifact, report.*, plots/report modules and *Result(s) "
-                       "types)")
+            out.append(
+                f"{module} -> {imp.shown} (report and plot modules import no fitting code: only "
+                "errors, validation, utils, artifact, report.*, plots/report modules and *Result(s) "
+                "types)"
+            )
         if own == 0 and _within(rel_module, FOUNDATION) and not _within(rel, FOUNDATION):
             out.append(f"{module} -> {imp.shown} (layer-0 modules import only layer 0)")
     return sorted(set(out))
@@ -223,14 +227,18 @@ def package_cycles() -> list[list[str]]:
 
 def _cycle_edges(group: list[str]) -> list[str]:
     members = set(group)
-    edges = {f"{module} -> {imp.shown} (import cycle between packages {', '.join(group)})"
-             for module in MODULE_FILES if package_of(module) in members
-             for imp in imports_of(module)
-             if _internal(imp.target) and package_of(imp.target) in members - {package_of(module)}}
+    edges = {
+        f"{module} -> {imp.shown} (import cycle between packages {', '.join(group)})"
+        for module in MODULE_FILES
+        if package_of(module) in members
+        for imp in imports_of(module)
+        if _internal(imp.target) and package_of(imp.target) in members - {package_of(module)}
+    }
     return sorted(edges)
 
 
 # ---- the checker checks itself on small sources -------------------------------------------------
+
 
 def test_every_module_has_a_layer():
     assert len(MODULE_FILES) > 30
@@ -258,34 +266,44 @@ def test_import_resolution(tmp_path, monkeypatch):
         "from . import plots\n"
         "from .fit import Estimator, FitResults\n"
         "if TYPE_CHECKING:\n    from medsure.other import Hidden\n"
-        "def f():\n    import matplotlib.pyplot as plt\n    from ..errors import MedsureInputError\n")
+        "def f():\n    import matplotlib.pyplot as plt\n    from ..errors import MedsureInputError\n"
+    )
     monkeypatch.setitem(MODULE_FILES, "medsure.sub.report", root / "sub" / "report.py")
     monkeypatch.setitem(MODULE_FILES, "medsure.sub.plots", root / "sub" / "plots.py")
     monkeypatch.setitem(MODULE_FILES, "medsure.sub", root / "sub" / "__init__.py")
     shown = {i.shown for i in imports_of("medsure.sub.report")}
-    assert shown == {"typing.TYPE_CHECKING", "medsure.sub.plots", "medsure.sub.fit.Estimator",
-                     "medsure.sub.fit.FitResults", "matplotlib.pyplot", "medsure.errors.MedsureInputError"}
+    assert shown == {
+        "typing.TYPE_CHECKING",
+        "medsure.sub.plots",
+        "medsure.sub.fit.Estimator",
+        "medsure.sub.fit.FitResults",
+        "matplotlib.pyplot",
+        "medsure.errors.MedsureInputError",
+    }
 
 
 def test_rules_flag_what_they_should(monkeypatch):
     fake = {
         "medsure.validation": "from medsure.artifact import Predictions\n",
         "medsure.conformal.classifier": "def f():\n    import matplotlib\n    from medsure.report.html import Report\n",
-        "medsure.conformal.report": ("from medsure.conformal.analysis import ConformalResults, evaluate_conformal\n"
-                                     "from medsure.conformal import plots\nfrom medsure.report.html import Report\n"),
+        "medsure.conformal.report": (
+            "from medsure.conformal.analysis import ConformalResults, evaluate_conformal\n"
+            "from medsure.conformal import plots\nfrom medsure.report.html import Report\n"
+        ),
     }
-    monkeypatch.setattr(sys.modules[__name__], "imports_of",
-                        lambda m: _parse_fake(m, fake[m]) if m in fake else [])
+    monkeypatch.setattr(sys.modules[__name__], "imports_of", lambda m: _parse_fake(m, fake[m]) if m in fake else [])
     assert violations_of("medsure.validation") == [
         "medsure.validation -> medsure.artifact.Predictions (layer 0 imports layer 1: imports only run downwards)",
-        "medsure.validation -> medsure.artifact.Predictions (layer-0 modules import only layer 0)"]
+        "medsure.validation -> medsure.artifact.Predictions (layer-0 modules import only layer 0)",
+    ]
     flagged = violations_of("medsure.conformal.classifier")
     assert any("-> matplotlib (layer-2" in v for v in flagged)
     assert any("-> medsure.report.html.Report (layer 2 imports layer 4" in v for v in flagged)
     assert violations_of("medsure.conformal.report") == [
         "medsure.conformal.report -> medsure.conformal.analysis.evaluate_conformal (report and plot modules "
         "import no fitting code: only errors, validation, utils, artifact, report.*, plots/report modules and "
-        "*Result(s) types)"]
+        "*Result(s) types)"
+    ]
 
 
 def test_package_cycles_are_found(monkeypatch):
@@ -295,12 +313,13 @@ def test_package_cycles_are_found(monkeypatch):
         "medsure.report.html": "def f():\n    from medsure.evaluation import summary\n",
         "medsure.evaluation": "from medsure.segmentation.metrics import dice\n",
     }
-    monkeypatch.setattr(sys.modules[__name__], "imports_of",
-                        lambda m: _parse_fake(m, fake[m]) if m in fake else [])
+    monkeypatch.setattr(sys.modules[__name__], "imports_of", lambda m: _parse_fake(m, fake[m]) if m in fake else [])
     groups = package_cycles()
     assert groups == [["medsure.evaluation", "medsure.report", "medsure.segmentation"]]
-    assert "medsure.report.html -> medsure.evaluation.summary (import cycle between packages medsure.evaluation, " \
-           "medsure.report, medsure.segmentation)" in _cycle_edges(groups[0])
+    assert (
+        "medsure.report.html -> medsure.evaluation.summary (import cycle between packages medsure.evaluation, "
+        "medsure.report, medsure.segmentation)" in _cycle_edges(groups[0])
+    )
 
 
 def _parse_fake(module: str, source: str) -> list[Import]:
@@ -311,12 +330,16 @@ def _parse_fake(module: str, source: str) -> list[Import]:
         elif isinstance(node, ast.ImportFrom):
             for a in node.names:
                 full = f"{node.module}.{a.name}"
-                found.append(Import(module, full, None, node.lineno) if full in MODULE_FILES
-                             else Import(module, node.module, a.name, node.lineno))
+                found.append(
+                    Import(module, full, None, node.lineno)
+                    if full in MODULE_FILES
+                    else Import(module, node.module, a.name, node.lineno)
+                )
     return found
 
 
 # ---- the rules on the real tree ------------------------------------------------------------------
+
 
 def all_violations() -> list[str]:
     found = [v for module in MODULE_FILES for v in violations_of(module)]

@@ -7,8 +7,12 @@ from medsure.errors import MedsureInputError
 
 def _cls(n=6, k=3, seed=0):
     rng = np.random.default_rng(seed)
-    return make_predictions(rng.normal(size=(n, k)).astype(np.float32), labels=rng.integers(0, k, n),
-                            class_names=["a", "b", "c"][:k], meta={"sex": np.array(["f", "m"] * (n // 2))})
+    return make_predictions(
+        rng.normal(size=(n, k)).astype(np.float32),
+        labels=rng.integers(0, k, n),
+        class_names=["a", "b", "c"][:k],
+        meta={"sex": np.array(["f", "m"] * (n // 2))},
+    )
 
 
 def test_roundtrip_classification(tmp_path):
@@ -70,16 +74,21 @@ def _valid_npz_bytes(tmp_path) -> bytes:
 
 # Each message used to mislead: a text file was "pickled (object) data", a CRC error "cannot be read
 # without unpickling", a folder "does not exist". Each now says what the file really is.
-@pytest.mark.parametrize("make,says", [
-    (lambda p, ok: p.write_text("id,label\n1,0\n"), "not a zip archive"),
-    (lambda p, ok: p.write_bytes(b""), "an empty file"),
-    (lambda p, ok: p.write_bytes(ok[: len(ok) // 2]), "damaged or truncated"),
-    (lambda p, ok: p.write_bytes(ok[:60] + bytes([ok[60] ^ 0xFF]) + ok[61:]), "damaged data (Bad CRC-32"),
-    (lambda p, ok: p.mkdir(), "a folder"),
-    (lambda p, ok: None, "does not exist"),
-    (lambda p, ok: np.save(p.with_suffix(".npy"), np.zeros(3)) or p.with_suffix(".npy").rename(p),
-     "a single .npy array"),
-])
+@pytest.mark.parametrize(
+    "make,says",
+    [
+        (lambda p, ok: p.write_text("id,label\n1,0\n"), "not a zip archive"),
+        (lambda p, ok: p.write_bytes(b""), "an empty file"),
+        (lambda p, ok: p.write_bytes(ok[: len(ok) // 2]), "damaged or truncated"),
+        (lambda p, ok: p.write_bytes(ok[:60] + bytes([ok[60] ^ 0xFF]) + ok[61:]), "damaged data (Bad CRC-32"),
+        (lambda p, ok: p.mkdir(), "a folder"),
+        (lambda p, ok: None, "does not exist"),
+        (
+            lambda p, ok: np.save(p.with_suffix(".npy"), np.zeros(3)) or p.with_suffix(".npy").rename(p),
+            "a single .npy array",
+        ),
+    ],
+)
 def test_unreadable_files_say_what_they_are(tmp_path, make, says):
     path = tmp_path / "bad.npz"
     make(path, _valid_npz_bytes(tmp_path))
@@ -120,15 +129,18 @@ def test_subset_and_inputs_not_modified():
     np.testing.assert_array_equal(pred.logits, before)
 
 
-@pytest.mark.parametrize("extra,key", [
-    ({"format_version": np.array("v1")}, "format_version"),
-    ({"format_version": np.array(1.5)}, "format_version"),
-    ({"provenance": np.array("{not json")}, "provenance"),
-    ({"provenance": np.array("[1, 2]")}, "provenance"),
-    ({"task": np.array("detection")}, "key 'task': got 'detection'; expected 'classification' or 'segmentation'"),
-    ({"logits": None, "ids": np.array(["a"])}, "keys: got only 'ids'; expected at least the key 'logits'"),
-    ({"ids": np.array(["a", None, "c"], dtype=object)}, "ids"),
-])
+@pytest.mark.parametrize(
+    "extra,key",
+    [
+        ({"format_version": np.array("v1")}, "format_version"),
+        ({"format_version": np.array(1.5)}, "format_version"),
+        ({"provenance": np.array("{not json")}, "provenance"),
+        ({"provenance": np.array("[1, 2]")}, "provenance"),
+        ({"task": np.array("detection")}, "key 'task': got 'detection'; expected 'classification' or 'segmentation'"),
+        ({"logits": None, "ids": np.array(["a"])}, "keys: got only 'ids'; expected at least the key 'logits'"),
+        ({"ids": np.array(["a", None, "c"], dtype=object)}, "ids"),
+    ],
+)
 def test_malformed_metadata_names_the_key(tmp_path, extra, key):
     path = tmp_path / "bad.npz"
     arrays = {"logits": np.zeros((3, 2), np.float32), **extra}

@@ -1,5 +1,6 @@
 """Calibration metrics and calibrators: hand-computed cases and reference checks against
 scikit-learn and torchmetrics on the same inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,9 +17,9 @@ from medsure.calibration import (
     adaptive_calibration_error,
     binned_calibration,
     brier_score,
-    evaluate_calibration,
     calibration_summary,
     classwise_ece,
+    evaluate_calibration,
     expected_calibration_error,
     make_calibrator,
     maximum_calibration_error,
@@ -39,6 +40,7 @@ def _random_probs(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- hand-computed tiny cases ---------------------------------------------------------------
+
 
 def test_ece_mce_hand_computed():
     # 4 samples, 2 bins (0, .5] and (.5, 1]: all top confidences fall in the upper bin
@@ -76,11 +78,13 @@ def test_perfectly_calibrated_one_bin_per_value():
 
 # ---- reference checks -------------------------------------------------------------------------
 
+
 def test_brier_and_nll_match_sklearn():
     probs, labels = _random_probs(400, 4, seed=1)
     assert negative_log_likelihood(probs, labels) == pytest.approx(log_loss(labels, probs, labels=range(4)))
     assert brier_score(probs, labels) == pytest.approx(
-        brier_score_loss(labels, probs, labels=range(4), scale_by_half=False))
+        brier_score_loss(labels, probs, labels=range(4), scale_by_half=False)
+    )
     probs2, labels2 = _random_probs(300, 2, seed=2)
     assert brier_score(probs2, labels2) == pytest.approx(2 * brier_score_loss(labels2, probs2[:, 1]))
 
@@ -97,8 +101,7 @@ def test_binning_matches_sklearn_calibration_curve(strategy):
 
 def test_ece_mce_match_torchmetrics():
     torch = pytest.importorskip("torch")
-    tm = pytest.importorskip("torchmetrics.functional.classification",
-                             reason="torchmetrics not installed")
+    tm = pytest.importorskip("torchmetrics.functional.classification", reason="torchmetrics not installed")
     probs, labels = _random_probs(600, 3, seed=4)
     p, y = torch.tensor(probs), torch.tensor(labels)
     for n_bins in (5, 15):
@@ -134,6 +137,7 @@ def test_metrics_do_not_modify_inputs():
 
 
 # ---- calibrators ------------------------------------------------------------------------------
+
 
 def test_temperature_hand_computed_optimum():
     # identical logits (0, a) for all samples and a fraction q of class 1:

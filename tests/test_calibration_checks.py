@@ -1,5 +1,6 @@
 """Calibration analysis: results computed once, minimum calibration size, temperature bound,
 the held-out worsening check, the calibrator registry and the CLI's output plan."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ def test_too_few_calibration_cases_is_an_error_not_a_silent_fit(method):
     test = make_predictions(z[100:], labels=y[100:])
     need = make_calibrator(method).min_cal_samples(3)
     with pytest.raises(MedsureInputError, match=f"at least {need}"):
-        evaluate_calibration(make_predictions(z[:need - 1], labels=y[:need - 1]), test, method=method)
+        evaluate_calibration(make_predictions(z[: need - 1], labels=y[: need - 1]), test, method=method)
     assert evaluate_calibration(make_predictions(z[:need], labels=y[:need]), test, method=method).n_cal == need
 
 
@@ -82,15 +83,17 @@ def test_a_calibrator_that_worsens_held_out_calibration_is_flagged_with_numbers(
     assert any("held-out" in w for w in bad.warnings)
     # a calibrator that helps: temperature scaling of an overconfident model on plenty of cases
     zc, yc = _overconfident(3000, seed=3)
-    good = evaluate_calibration(make_predictions(zc[:1500], labels=yc[:1500]),
-                                make_predictions(zc[1500:], labels=yc[1500:]))
+    good = evaluate_calibration(
+        make_predictions(zc[:1500], labels=yc[:1500]), make_predictions(zc[1500:], labels=yc[1500:])
+    )
     assert not good.worsened_on_heldout and good.heldout["after"]["nll"] < good.heldout["before"]["nll"]
 
 
 def test_result_carries_reliability_bins_and_names_the_nll_clip():
     z, y = _overconfident(600)
-    result = evaluate_calibration(make_predictions(z[:300], labels=y[:300]),
-                                  make_predictions(z[300:], labels=y[300:]), n_bins=10)
+    result = evaluate_calibration(
+        make_predictions(z[:300], labels=y[:300]), make_predictions(z[300:], labels=y[300:]), n_bins=10
+    )
     record = result.to_dict()
     for phase in ("before", "after"):
         bins = record["reliability"][phase]
@@ -106,11 +109,27 @@ def test_calibration_report_to_a_bad_path_leaves_no_json(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = tmp_path / "r.json"
-    assert main(["calibration", "--cal", cal, "--test", test, "--out", str(out),
-                 "--report", str(blocker / "report.html")]) == 2
+    assert (
+        main(["calibration", "--cal", cal, "--test", test, "--out", str(out), "--report", str(blocker / "report.html")])
+        == 2
+    )
     assert not out.exists()
-    assert main(["calibration", "--cal", cal, "--test", test, "--out", str(out),
-                 "--report", str(tmp_path / "rep" / "r.html")]) == 0
+    assert (
+        main(
+            [
+                "calibration",
+                "--cal",
+                cal,
+                "--test",
+                test,
+                "--out",
+                str(out),
+                "--report",
+                str(tmp_path / "rep" / "r.html"),
+            ]
+        )
+        == 0
+    )
     assert out.exists() and (tmp_path / "rep" / "r.html").exists()
 
 
@@ -124,7 +143,11 @@ def test_cli_methods_come_from_the_registry(capsys):
 
 def test_calibrator_parameters_are_validated_in_fit():
     z, y = _overconfident(100)
-    for bad in (TemperatureScaling(bounds=(0.0, 10.0)), TemperatureScaling(bounds=(5.0, 1.0)),
-                make_calibrator("vector", l2=-1.0), make_calibrator("histogram", n_bins=0)):
+    for bad in (
+        TemperatureScaling(bounds=(0.0, 10.0)),
+        TemperatureScaling(bounds=(5.0, 1.0)),
+        make_calibrator("vector", l2=-1.0),
+        make_calibrator("histogram", n_bins=0),
+    ):
         with pytest.raises(MedsureInputError, match="got"):
             bad.fit(z, y)

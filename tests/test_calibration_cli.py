@@ -1,4 +1,5 @@
 """``medsure calibration`` and ``medsure failure`` command lines, and their report sections."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,8 @@ def _artifacts(tmp_path, n=400, k=3, t=None, seed=0):
         if t:
             samples = z[sl][None] + 0.5 * rng.normal(size=(t, n // 2, k))
             paths[name + "_mc"] = save_predictions(
-                tmp_path / f"{name}_mc.npz", make_predictions(samples, labels=y[sl], ids=ids, sample_kind="mc_dropout"))
+                tmp_path / f"{name}_mc.npz", make_predictions(samples, labels=y[sl], ids=ids, sample_kind="mc_dropout")
+            )
     return paths
 
 
@@ -31,8 +33,10 @@ def _artifacts(tmp_path, n=400, k=3, t=None, seed=0):
 def test_calibration_cli_contract(tmp_path, method, capsys):
     p = _artifacts(tmp_path)
     out = tmp_path / "r.json"
-    assert main(["calibration", "--cal", str(p["cal"]), "--test", str(p["test"]), "--method", method,
-                 "--out", str(out)]) == 0
+    assert (
+        main(["calibration", "--cal", str(p["cal"]), "--test", str(p["test"]), "--method", method, "--out", str(out)])
+        == 0
+    )
     result = json.loads(out.read_text())
     for phase in ("before", "after"):
         for key in ("ece", "mce", "ace", "classwise_ece", "brier", "nll"):
@@ -45,24 +49,69 @@ def test_calibration_cli_contract(tmp_path, method, capsys):
 
 def test_calibration_cli_errors(tmp_path, capsys):
     p = _artifacts(tmp_path)
-    assert main(["calibration", "--cal", str(tmp_path / "missing.npz"), "--test", str(p["test"]),
-                 "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(
+            [
+                "calibration",
+                "--cal",
+                str(tmp_path / "missing.npz"),
+                "--test",
+                str(p["test"]),
+                "--out",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     unlabelled = save_predictions(tmp_path / "u.npz", make_predictions(np.zeros((3, 3), np.float32)))
-    assert main(["calibration", "--cal", str(p["cal"]), "--test", str(unlabelled),
-                 "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(["calibration", "--cal", str(p["cal"]), "--test", str(unlabelled), "--out", str(tmp_path / "r.json")]) == 2
+    )
     with pytest.raises(SystemExit):
-        main(["calibration", "--cal", str(p["cal"]), "--test", str(p["test"]), "--method", "platt",
-              "--out", str(tmp_path / "r.json")])
+        main(
+            [
+                "calibration",
+                "--cal",
+                str(p["cal"]),
+                "--test",
+                str(p["test"]),
+                "--method",
+                "platt",
+                "--out",
+                str(tmp_path / "r.json"),
+            ]
+        )
 
 
 def test_failure_cli_contract_with_samples_and_review(tmp_path, capsys):
     p = _artifacts(tmp_path, t=5)
     out = tmp_path / "f.json"
     report = tmp_path / "f.html"
-    assert main(["failure", "--cal", str(p["cal"]), "--test", str(p["test"]), "--samples", str(p["test_mc"]),
-                 "--cal-samples", str(p["cal_mc"]), "--bootstrap", "200", "--target-risk", "0.3",
-                 "--out", str(out), "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "failure",
+                "--cal",
+                str(p["cal"]),
+                "--test",
+                str(p["test"]),
+                "--samples",
+                str(p["test_mc"]),
+                "--cal-samples",
+                str(p["cal_mc"]),
+                "--bootstrap",
+                "200",
+                "--target-risk",
+                "0.3",
+                "--out",
+                str(out),
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert 0 < result["error_rate"] < 1
     assert {"msr", "doctor", "energy", "mc_dropout_mutual_information", "combined"} <= set(result["csfs"])
@@ -77,11 +126,11 @@ def test_failure_cli_contract_with_samples_and_review(tmp_path, capsys):
 
 
 def test_calibration_and_failure_sections(tmp_path):
+    from medsure.artifact import load_predictions
     from medsure.calibration.evaluate import evaluate_calibration
     from medsure.calibration.report import build_sections as cal_sections
     from medsure.failure.evaluate import evaluate_failure
     from medsure.failure.report import build_sections as failure_sections
-    from medsure.artifact import load_predictions
 
     p = _artifacts(tmp_path)
     cal, test = load_predictions(p["cal"]), load_predictions(p["test"])

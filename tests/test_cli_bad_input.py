@@ -5,13 +5,14 @@ For each command × bad input: exit code 2, exactly one line on stderr in the ho
 left behind (nothing new appears under the test's folder). A valid run of every command is tested
 too, so each failure below is caused by its bad input and not by a broken base command line.
 """
+
 from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -24,13 +25,18 @@ N_SEG, K_SEG, SIDE = 12, 2, 8
 
 # ---- valid inputs, written with plain numpy as a user would ----------------------------------
 
+
 def _cls_arrays(seed: int, n: int = N_CLS, k: int = K_CLS) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, n)
     logits = rng.normal(size=(n, k)).astype(np.float32)
     logits[np.arange(n), labels] += 2.0  # a model better than chance
-    return {"logits": logits, "labels": labels, "ids": np.array([f"{seed}-{i}" for i in range(n)]),
-            "class_names": np.array(["benign", "malignant", "normal", "other"][:k])}
+    return {
+        "logits": logits,
+        "labels": labels,
+        "ids": np.array([f"{seed}-{i}" for i in range(n)]),
+        "class_names": np.array(["benign", "malignant", "normal", "other"][:k]),
+    }
 
 
 def _seg_arrays(seed: int, n: int = N_SEG) -> dict[str, np.ndarray]:
@@ -38,19 +44,27 @@ def _seg_arrays(seed: int, n: int = N_SEG) -> dict[str, np.ndarray]:
     masks = np.zeros((n, SIDE, SIDE), np.int64)
     for i in range(n):  # a square of random size per image
         r = rng.integers(1, SIDE // 2)
-        masks[i, SIDE // 2 - r: SIDE // 2 + r, SIDE // 2 - r: SIDE // 2 + r] = 1
+        masks[i, SIDE // 2 - r : SIDE // 2 + r, SIDE // 2 - r : SIDE // 2 + r] = 1
     logits = rng.normal(scale=0.5, size=(n, K_SEG, SIDE, SIDE)).astype(np.float32)
     logits[:, 1] += np.where(masks == 1, 2.0, -2.0)
-    return {"logits": logits, "masks": masks, "ids": np.array([f"s{seed}-{i}" for i in range(n)]),
-            "class_names": np.array(["background", "lesion"])}
+    return {
+        "logits": logits,
+        "masks": masks,
+        "ids": np.array([f"s{seed}-{i}" for i in range(n)]),
+        "class_names": np.array(["background", "lesion"]),
+    }
 
 
 @pytest.fixture(scope="module")
 def valid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("valid")
     paths = {}
-    for name, arrays in (("cls_cal", _cls_arrays(1)), ("cls_test", _cls_arrays(2)),
-                         ("seg_cal", _seg_arrays(3)), ("seg_test", _seg_arrays(4))):
+    for name, arrays in (
+        ("cls_cal", _cls_arrays(1)),
+        ("cls_test", _cls_arrays(2)),
+        ("seg_cal", _seg_arrays(3)),
+        ("seg_test", _seg_arrays(4)),
+    ):
         paths[name] = folder / f"{name}.npz"
         np.savez(paths[name], **arrays)
     return paths
@@ -60,8 +74,26 @@ def valid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A tiny real run (1 epoch on 24 embedded BUSI images at 16 px) and one id of its test split."""
     run = tmp_path_factory.mktemp("run") / "run"
-    assert main(["train", "--dataset", "busi", "--model", "small_cnn", "--image-size", "16", "--epochs", "1",
-                 "--max-samples", "24", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "busi",
+                "--model",
+                "small_cnn",
+                "--image-size",
+                "16",
+                "--epochs",
+                "1",
+                "--max-samples",
+                "24",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     from medsure.training import load_run
     from medsure.training.datasets import load_splits
 
@@ -70,6 +102,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 # ---- the commands, as slots filled with valid values by default -----------------------------
+
 
 @dataclass
 class Ctx:
@@ -115,35 +148,98 @@ def _out(ctx: Ctx, name: str) -> str:
 
 # per command: (default slots, argv built from slots). None slots are left out.
 COMMANDS: dict[str, tuple[Callable[[Ctx], dict[str, str | None]], list[tuple[str, str]]]] = {
-    "conformal": (lambda c: {"cal": str(c.valid["cls_cal"]), "test": str(c.valid["cls_test"]), "method": "lac",
-                             "alpha": "0.1", "out": _out(c, "result.json"), "sets": None},
-                  [("--cal", "cal"), ("--test", "test"), ("--method", "method"), ("--alpha", "alpha"),
-                   ("--out", "out"), ("--sets", "sets")]),
-    "calibration": (lambda c: {"cal": str(c.valid["cls_cal"]), "test": str(c.valid["cls_test"]),
-                               "out": _out(c, "result.json"), "report": None},
-                    [("--cal", "cal"), ("--test", "test"), ("--out", "out"), ("--report", "report")]),
-    "failure": (lambda c: {"cal": str(c.valid["cls_cal"]), "test": str(c.valid["cls_test"]), "bootstrap": "10",
-                           "out": _out(c, "result.json"), "report": None, "target_risk": None},
-                [("--cal", "cal"), ("--test", "test"), ("--bootstrap", "bootstrap"), ("--out", "out"),
-                 ("--report", "report"), ("--target-risk", "target_risk")]),
-    "segment-eval": (lambda c: {"pred": str(c.valid["seg_test"]), "out": _out(c, "result.json"), "shift": None,
-                                "bins": "10", "report": None},
-                     [("--pred", "pred"), ("--out", "out"), ("--shift", "shift"), ("--bins", "bins"),
-                      ("--report", "report")]),
-    "conformal-mask": (lambda c: {"cal": str(c.valid["seg_cal"]), "test": str(c.valid["seg_test"]),
-                                  "alpha": "0.2", "out": _out(c, "result.json"), "report": None},
-                       [("--cal", "cal"), ("--test", "test"), ("--alpha", "alpha"), ("--out", "out"),
-                        ("--report", "report")]),
-    "predict": (lambda c: {"run": str(c.trained["run"]), "out": _out(c, "pred.npz"), "mc_samples": None,
-                           "batch_size": None, "split": None},
-                [("--run", "run"), ("--out", "out"), ("--mc-samples", "mc_samples"),
-                 ("--batch-size", "batch_size"), ("--split", "split")]),
-    "explain": (lambda c: {"run": str(c.trained["run"]), "ids": str(c.trained["id"]), "out": _out(c, "explain"),
-                           "split": None, "classes": None},
-                [("--run", "run"), ("--ids", "ids"), ("--out", "out"), ("--split", "split"),
-                 ("--classes", "classes")]),
-    "demo": (lambda c: {"out": _out(c, "demo"), "alpha": None},
-             [("--out", "out"), ("--alpha", "alpha")]),
+    "conformal": (
+        lambda c: {
+            "cal": str(c.valid["cls_cal"]),
+            "test": str(c.valid["cls_test"]),
+            "method": "lac",
+            "alpha": "0.1",
+            "out": _out(c, "result.json"),
+            "sets": None,
+        },
+        [
+            ("--cal", "cal"),
+            ("--test", "test"),
+            ("--method", "method"),
+            ("--alpha", "alpha"),
+            ("--out", "out"),
+            ("--sets", "sets"),
+        ],
+    ),
+    "calibration": (
+        lambda c: {
+            "cal": str(c.valid["cls_cal"]),
+            "test": str(c.valid["cls_test"]),
+            "out": _out(c, "result.json"),
+            "report": None,
+        },
+        [("--cal", "cal"), ("--test", "test"), ("--out", "out"), ("--report", "report")],
+    ),
+    "failure": (
+        lambda c: {
+            "cal": str(c.valid["cls_cal"]),
+            "test": str(c.valid["cls_test"]),
+            "bootstrap": "10",
+            "out": _out(c, "result.json"),
+            "report": None,
+            "target_risk": None,
+        },
+        [
+            ("--cal", "cal"),
+            ("--test", "test"),
+            ("--bootstrap", "bootstrap"),
+            ("--out", "out"),
+            ("--report", "report"),
+            ("--target-risk", "target_risk"),
+        ],
+    ),
+    "segment-eval": (
+        lambda c: {
+            "pred": str(c.valid["seg_test"]),
+            "out": _out(c, "result.json"),
+            "shift": None,
+            "bins": "10",
+            "report": None,
+        },
+        [("--pred", "pred"), ("--out", "out"), ("--shift", "shift"), ("--bins", "bins"), ("--report", "report")],
+    ),
+    "conformal-mask": (
+        lambda c: {
+            "cal": str(c.valid["seg_cal"]),
+            "test": str(c.valid["seg_test"]),
+            "alpha": "0.2",
+            "out": _out(c, "result.json"),
+            "report": None,
+        },
+        [("--cal", "cal"), ("--test", "test"), ("--alpha", "alpha"), ("--out", "out"), ("--report", "report")],
+    ),
+    "predict": (
+        lambda c: {
+            "run": str(c.trained["run"]),
+            "out": _out(c, "pred.npz"),
+            "mc_samples": None,
+            "batch_size": None,
+            "split": None,
+        },
+        [
+            ("--run", "run"),
+            ("--out", "out"),
+            ("--mc-samples", "mc_samples"),
+            ("--batch-size", "batch_size"),
+            ("--split", "split"),
+        ],
+    ),
+    "explain": (
+        lambda c: {
+            "run": str(c.trained["run"]),
+            "ids": str(c.trained["id"]),
+            "out": _out(c, "explain"),
+            "split": None,
+            "classes": None,
+        },
+        [("--run", "run"), ("--ids", "ids"), ("--out", "out"), ("--split", "split"), ("--classes", "classes")],
+    ),
+    "demo": (lambda c: {"out": _out(c, "demo"), "alpha": None}, [("--out", "out"), ("--alpha", "alpha")]),
     "datasets": (lambda c: {"download": None}, [("--download", "download")]),
 }
 NEEDS_RUN = {"predict", "explain"}
@@ -160,11 +256,13 @@ def _argv(cmd: str, ctx: Ctx) -> list[str]:
 
 # ---- the cases: (command, name, how to break the valid command line) -------------------------
 
+
 def _set(**values: Callable[[Ctx], str] | str) -> Callable[[Ctx], None]:
     def apply(ctx: Ctx) -> None:
         for slot, value in values.items():
             ctx.slots[slot] = value(ctx) if callable(value) else value
             ctx.changed.append(slot)
+
     return apply
 
 
@@ -172,6 +270,7 @@ def _cls_with(**change) -> Callable[[Ctx], str]:
     def make(ctx: Ctx) -> str:
         arrays = {**_cls_arrays(7), **change}
         return ctx.artifact("changed", {k: v for k, v in arrays.items() if v is not None})
+
     return make
 
 
@@ -179,6 +278,7 @@ def _seg_with(**change) -> Callable[[Ctx], str]:
     def make(ctx: Ctx) -> str:
         arrays = {**_seg_arrays(8), **change}
         return ctx.artifact("changed", {k: v for k, v in arrays.items() if v is not None})
+
     return make
 
 
@@ -194,6 +294,7 @@ def _output_parent_is_file(name: str) -> Callable[[Ctx], str]:
         blocker.parent.mkdir(exist_ok=True)
         blocker.write_text("a file, not a folder\n")
         return str(blocker / name)
+
     return make
 
 
@@ -214,14 +315,26 @@ FILE_KINDS = ("missing", "empty", "text", "truncated", "crc", "folder")
 CASES: list[tuple[str, str, Callable[[Ctx], None]]] = []
 
 # broken input files, in every artifact slot of every command
-for _cmd, _slot, _like in (("conformal", "cal", "cls_cal"), ("conformal", "test", "cls_test"),
-                           ("calibration", "cal", "cls_cal"), ("calibration", "test", "cls_test"),
-                           ("failure", "cal", "cls_cal"), ("failure", "test", "cls_test"),
-                           ("segment-eval", "pred", "seg_test"), ("segment-eval", "shift", "seg_cal"),
-                           ("conformal-mask", "cal", "seg_cal"), ("conformal-mask", "test", "seg_test")):
-    CASES += [(_cmd, f"{_slot}-{_kind}",
-               _set(**{_slot: (lambda k, like: lambda c: c.bad_file(k, c.valid[like]))(_kind, _like)}))
-              for _kind in FILE_KINDS]
+for _cmd, _slot, _like in (
+    ("conformal", "cal", "cls_cal"),
+    ("conformal", "test", "cls_test"),
+    ("calibration", "cal", "cls_cal"),
+    ("calibration", "test", "cls_test"),
+    ("failure", "cal", "cls_cal"),
+    ("failure", "test", "cls_test"),
+    ("segment-eval", "pred", "seg_test"),
+    ("segment-eval", "shift", "seg_cal"),
+    ("conformal-mask", "cal", "seg_cal"),
+    ("conformal-mask", "test", "seg_test"),
+):
+    CASES += [
+        (
+            _cmd,
+            f"{_slot}-{_kind}",
+            _set(**{_slot: (lambda k, like: lambda c: c.bad_file(k, c.valid[like]))(_kind, _like)}),
+        )
+        for _kind in FILE_KINDS
+    ]
 
 # bad content in classification artifacts
 for _cmd in ("conformal", "calibration", "failure"):
@@ -231,8 +344,11 @@ for _cmd in ("conformal", "calibration", "failure"):
         (_cmd, "cal-labels-out-of-range", _set(cal=_cls_with(labels=np.full(N_CLS, K_CLS)))),
         (_cmd, "cal-negative-labels", _set(cal=_cls_with(labels=-np.ones(N_CLS, np.int64)))),
         (_cmd, "test-class-count-mismatch", _set(test=lambda c: c.artifact("k4", _cls_arrays(9, k=4)))),
-        (_cmd, "test-class-names-differ",
-         _set(test=_cls_with(class_names=np.array(["benign", "malignant", "tumour"])))),
+        (
+            _cmd,
+            "test-class-names-differ",
+            _set(test=_cls_with(class_names=np.array(["benign", "malignant", "tumour"]))),
+        ),
         (_cmd, "cal-empty-artifact", _set(cal=lambda c: c.artifact("n0", _cls_arrays(9, n=0)))),
         (_cmd, "test-empty-artifact", _set(test=lambda c: c.artifact("n0", _cls_arrays(9, n=0)))),
         (_cmd, "cal-is-segmentation", _set(cal=lambda c: str(c.valid["seg_cal"]))),
@@ -268,10 +384,19 @@ for _cmd, _slot in (("segment-eval", "pred"), ("conformal-mask", "cal"), ("confo
         (_cmd, f"{_slot}-masks-out-of-range", _set(**{_slot: _seg_with(masks=np.full((N_SEG, SIDE, SIDE), 2))})),
         (_cmd, f"{_slot}-is-classification", _set(**{_slot: lambda c: str(c.valid["cls_cal"])})),
         (_cmd, f"{_slot}-unlabelled", _set(**{_slot: _seg_with(masks=None)})),
-        (_cmd, f"{_slot}-empty-artifact",
-         _set(**{_slot: lambda c: c.artifact("n0", {k: v[:0] for k, v in _seg_arrays(8).items()
-                                                    if k != "class_names"} | {"class_names": _seg_arrays(8)[
-                                                        "class_names"]})})),
+        (
+            _cmd,
+            f"{_slot}-empty-artifact",
+            _set(
+                **{
+                    _slot: lambda c: c.artifact(
+                        "n0",
+                        {k: v[:0] for k, v in _seg_arrays(8).items() if k != "class_names"}
+                        | {"class_names": _seg_arrays(8)["class_names"]},
+                    )
+                }
+            ),
+        ),
     ]
 for _cmd in ("segment-eval", "conformal-mask"):
     CASES += [
@@ -283,16 +408,24 @@ for _cmd in ("segment-eval", "conformal-mask"):
     ]
 CASES += [
     ("segment-eval", "bins-zero", _set(bins="0")),
-    ("segment-eval", "shift-class-count-mismatch",
-     _set(shift=_seg_with(logits=np.zeros((N_SEG, 3, SIDE, SIDE), np.float32),
-                          class_names=np.array(["a", "b", "c"])))),
+    (
+        "segment-eval",
+        "shift-class-count-mismatch",
+        _set(
+            shift=_seg_with(logits=np.zeros((N_SEG, 3, SIDE, SIDE), np.float32), class_names=np.array(["a", "b", "c"]))
+        ),
+    ),
     ("conformal-mask", "alpha-zero", _set(alpha="0")),
     ("conformal-mask", "alpha-one", _set(alpha="1")),
     ("conformal-mask", "alpha-nan", _set(alpha="nan")),
     ("conformal-mask", "alpha-too-small-for-n", _set(alpha="0.01")),  # 12 calibration images
-    ("conformal-mask", "test-class-count-mismatch",
-     _set(test=_seg_with(logits=np.zeros((N_SEG, 3, SIDE, SIDE), np.float32),
-                         class_names=np.array(["a", "b", "c"])))),
+    (
+        "conformal-mask",
+        "test-class-count-mismatch",
+        _set(
+            test=_seg_with(logits=np.zeros((N_SEG, 3, SIDE, SIDE), np.float32), class_names=np.array(["a", "b", "c"]))
+        ),
+    ),
 ]
 
 
@@ -303,6 +436,7 @@ def _run_copy(change: Callable[[Path], None]) -> Callable[[Ctx], str]:
         shutil.copytree(ctx.trained["run"], run)
         change(run)
         return str(run)
+
     return make
 
 
@@ -350,19 +484,21 @@ _FAILURE = "owner: medsure failure (failure/evaluate.py)"
 _SEGMENT = "owner: medsure segment-eval (segmentation/evaluate.py require_segmentation)"
 KNOWN_FAILING: dict[tuple[str, str], str] = {
     ("conformal", "cal-empty-artifact"): f"{_CONFORMAL}: 'calibration set has 0 samples, too few for alpha' "
-                                         "is not in the house format and does not name --cal",
+    "is not in the house format and does not name --cal",
     ("conformal", "alpha-below-1-over-n-plus-1"): f"{_CONFORMAL}: 'calibration set has 40 samples, too few for "
-                                                  "alpha=0.01' is not in the house format",
+    "alpha=0.01' is not in the house format",
     ("conformal", "test-empty-artifact"): f"{_CONFORMAL}: 'no samples: coverage is undefined' is not in the "
-                                          "house format and does not name --test",
+    "house format and does not name --test",
     ("conformal", "cal-is-segmentation"): f"{_CONFORMAL}: 'conformal sets need classification prediction files' "
-                                          "is not in the house format and does not name --cal",
+    "is not in the house format and does not name --cal",
     ("conformal", "cal-unlabelled"): f"{_CONFORMAL}: '<file> has no 'labels'; the calibration file must be "
-                                     "labelled' is not in the house format",
+    "labelled' is not in the house format",
     ("failure", "test-unlabelled"): f"{_FAILURE}: 'predictions have no 'labels'; failure metrics need ground "
-                                    "truth' is not in the house format and does not name --test",
-    **{("segment-eval", case): f"{_SEGMENT}: 'predictions: got ...' names neither --pred nor the file"
-       for case in ("pred-is-classification", "pred-unlabelled", "pred-empty-artifact")},
+    "truth' is not in the house format and does not name --test",
+    **{
+        ("segment-eval", case): f"{_SEGMENT}: 'predictions: got ...' names neither --pred nor the file"
+        for case in ("pred-is-classification", "pred-unlabelled", "pred-empty-artifact")
+    },
 }
 
 
@@ -389,8 +525,7 @@ def _files_under(folder: Path) -> set[Path]:
 
 
 def _context(cmd: str, valid: dict[str, Path], tmp_path: Path, request: pytest.FixtureRequest) -> Ctx:
-    ctx = Ctx(valid=valid, tmp=tmp_path,
-              trained=request.getfixturevalue("trained") if cmd in NEEDS_RUN else None)
+    ctx = Ctx(valid=valid, tmp=tmp_path, trained=request.getfixturevalue("trained") if cmd in NEEDS_RUN else None)
     ctx.slots = COMMANDS[cmd][0](ctx)
     return ctx
 
@@ -425,9 +560,13 @@ def test_bad_input_fails_cleanly(cmd, name, apply, valid, tmp_path, request, cap
 
 
 # the optional outputs a valid run also writes (so the cases on them break only the path)
-EXTRA_OUTPUTS = {"conformal": {"sets": "sets.npz"}, "calibration": {"report": "report.html"},
-                 "failure": {"report": "report.html"}, "segment-eval": {"report": "report.html"},
-                 "conformal-mask": {"report": "report.html"}}
+EXTRA_OUTPUTS = {
+    "conformal": {"sets": "sets.npz"},
+    "calibration": {"report": "report.html"},
+    "failure": {"report": "report.html"},
+    "segment-eval": {"report": "report.html"},
+    "conformal-mask": {"report": "report.html"},
+}
 
 
 @pytest.mark.parametrize("cmd", sorted(set(COMMANDS) - set(NOT_RUN_VALID)))
@@ -445,7 +584,8 @@ def test_valid_command_line_succeeds(cmd, valid, tmp_path, request, capsys):
 def test_out_under_missing_parent_folder_is_created(valid, tmp_path):
     """The documented decision: a missing parent folder of --out is created."""
     out = tmp_path / "new" / "deeper" / "result.json"
-    assert main(["calibration", "--cal", str(valid["cls_cal"]), "--test", str(valid["cls_test"]),
-                 "--out", str(out)]) == 0
+    assert (
+        main(["calibration", "--cal", str(valid["cls_cal"]), "--test", str(valid["cls_test"]), "--out", str(out)]) == 0
+    )
     assert out.is_file()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -1,4 +1,5 @@
 """SplitConformalClassifier behaviour, errors, group/class conditioning, CLI contract and report."""
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,18 @@ def synthetic(n=1200, k=4, seed=0):
     return logits, labels, groups
 
 
-@pytest.fixture()
+@pytest.fixture
 def files(tmp_path):
     logits, labels, groups = synthetic()
     thumbs = np.random.default_rng(1).integers(0, 255, size=(1200, 12, 12), dtype=np.uint8)
-    cal = make_predictions(logits[:600], labels=labels[:600], meta={"sex": groups[:600]},
-                           thumbnails=thumbs[:600])
-    test = make_predictions(logits[600:], labels=labels[600:], meta={"sex": groups[600:]},
-                            thumbnails=thumbs[600:], ids=[f"t{i}" for i in range(600)])
+    cal = make_predictions(logits[:600], labels=labels[:600], meta={"sex": groups[:600]}, thumbnails=thumbs[:600])
+    test = make_predictions(
+        logits[600:],
+        labels=labels[600:],
+        meta={"sex": groups[600:]},
+        thumbnails=thumbs[600:],
+        ids=[f"t{i}" for i in range(600)],
+    )
     save_predictions(tmp_path / "cal.npz", cal)
     save_predictions(tmp_path / "test.npz", test)
     return tmp_path, cal, test
@@ -53,8 +58,7 @@ def test_inputs_not_modified_and_logits_equal_probs_input():
     a = SplitConformalClassifier("aps", 0.1).fit(logits[:600], labels[:600]).predict(logits[600:])
     np.testing.assert_array_equal(logits, before)
     probs = to_probabilities(logits)
-    b = SplitConformalClassifier("aps", 0.1, input="probs").fit(probs[:600], labels[:600]) \
-        .predict(probs[600:])
+    b = SplitConformalClassifier("aps", 0.1, input="probs").fit(probs[:600], labels[:600]).predict(probs[600:])
     np.testing.assert_array_equal(a, b)
 
 
@@ -110,8 +114,7 @@ def test_group_conditional_thresholds_per_group():
     # make group M much harder: noisier logits
     noisy = logits.copy()
     noisy[groups == "M"] = np.random.default_rng(4).normal(size=((groups == "M").sum(), 4)) * 2
-    clf = SplitConformalClassifier("aps", 0.1, conditional="group").fit(
-        noisy[:600], labels[:600], groups=groups[:600])
+    clf = SplitConformalClassifier("aps", 0.1, conditional="group").fit(noisy[:600], labels[:600], groups=groups[:600])
     assert clf.strata_ == ["F", "M"]
     f_thr, m_thr = clf.thresholds_
     assert m_thr > f_thr
@@ -154,16 +157,46 @@ def test_validity_flags_a_shifted_test_set():
 
 # ---- CLI ----------------------------------------------------------------------------------
 
+
 def test_cli_contract(files):
     tmp, cal, test = files
     out, sets_path = tmp / "result.json", tmp / "sets.npz"
-    rc = main(["conformal", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"),
-               "--method", "aps", "--alpha", "0.1", "--class-conditional", "--no-randomized",
-               "--seed", "3", "--out", str(out), "--sets", str(sets_path)])
+    rc = main(
+        [
+            "conformal",
+            "--cal",
+            str(tmp / "cal.npz"),
+            "--test",
+            str(tmp / "test.npz"),
+            "--method",
+            "aps",
+            "--alpha",
+            "0.1",
+            "--class-conditional",
+            "--no-randomized",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--sets",
+            str(sets_path),
+        ]
+    )
     assert rc == 0
     result = json.loads(out.read_text())
-    for key in ("method", "alpha", "class_conditional", "n_cal", "n_test", "coverage", "mean_set_size",
-                "per_class_coverage", "empty_rate", "coverage_band", "valid"):
+    for key in (
+        "method",
+        "alpha",
+        "class_conditional",
+        "n_cal",
+        "n_test",
+        "coverage",
+        "mean_set_size",
+        "per_class_coverage",
+        "empty_rate",
+        "coverage_band",
+        "valid",
+    ):
         assert key in result
     assert result["class_conditional"] is True and result["n_cal"] == 600 and result["n_test"] == 600
     assert len(result["per_class_coverage"]) == 4 and result["randomized"] is False
@@ -173,12 +206,21 @@ def test_cli_contract(files):
     assert result["empty_rate"] == 0.0  # deterministic APS never returns an empty set
 
 
-@pytest.mark.parametrize("case,message", [
-    ("nan", "NaN or infinite"), ("labels", "K=4 classes"), ("k", "expected K=3 like cal"),
-    ("alpha", "--alpha: got 1.0; expected a finite number in (0.0, 1.0)"), ("few", "too few"), ("probs", "do not sum to 1"),
-    ("k_reg", "--k-reg: got 2; expected no --k-reg with --method lac. --k-reg applies only with --method raps"),
-    ("fallback", "--fallback: got 'marginal'; expected no --fallback for a marginal run"),
-    ("weight", "--weight applies only with --method saps"), ("delta", "--delta: got 1.5")])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("nan", "NaN or infinite"),
+        ("labels", "K=4 classes"),
+        ("k", "expected K=3 like cal"),
+        ("alpha", "--alpha: got 1.0; expected a finite number in (0.0, 1.0)"),
+        ("few", "too few"),
+        ("probs", "do not sum to 1"),
+        ("k_reg", "--k-reg: got 2; expected no --k-reg with --method lac. --k-reg applies only with --method raps"),
+        ("fallback", "--fallback: got 'marginal'; expected no --fallback for a marginal run"),
+        ("weight", "--weight applies only with --method saps"),
+        ("delta", "--delta: got 1.5"),
+    ],
+)
 def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, message):
     tmp, cal, test = files
     logits, labels, _ = synthetic()
@@ -213,8 +255,22 @@ def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, messa
         p = to_probabilities(logits[:600]) * 0.9  # in [0, 1] but rows sum to 0.9
         np.savez(bad, logits=p, labels=labels[:600])
         cal_path = bad
-    rc = main(["conformal", "--cal", str(cal_path), "--test", str(tmp / "test.npz"), "--method", "lac",
-               "--alpha", alpha, "--out", str(tmp / "r.json"), *extra])
+    rc = main(
+        [
+            "conformal",
+            "--cal",
+            str(cal_path),
+            "--test",
+            str(tmp / "test.npz"),
+            "--method",
+            "lac",
+            "--alpha",
+            alpha,
+            "--out",
+            str(tmp / "r.json"),
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0]
     assert not (tmp / "r.json").exists()
@@ -222,11 +278,23 @@ def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, messa
 
 def test_cli_study_and_report_sections(files):
     tmp, cal, test = files
-    rc = main(["conformal-study", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"),
-               "--repeats", "5", "--out-dir", str(tmp / "study"), "--report", str(tmp / "r.html")])
+    rc = main(
+        [
+            "conformal-study",
+            "--cal",
+            str(tmp / "cal.npz"),
+            "--test",
+            str(tmp / "test.npz"),
+            "--repeats",
+            "5",
+            "--out-dir",
+            str(tmp / "study"),
+            "--report",
+            str(tmp / "r.html"),
+        ]
+    )
     assert rc == 0
-    for name in ("calibration_size", "confidence_sweep", "method_comparison", "class_overlap",
-                 "hardest_cases"):
+    for name in ("calibration_size", "confidence_sweep", "method_comparison", "class_overlap", "hardest_cases"):
         assert json.loads((tmp / "study" / f"{name}.json").read_text())
         assert (tmp / "study" / f"{name}.png").stat().st_size > 1000
     assert (tmp / "study" / "class_coverage_stability.png").stat().st_size > 1000
@@ -306,6 +374,7 @@ def test_class_conditional_flag_controls_false_alarms_across_many_strata():
 
 # ---- registry, declared constraints, output plan, blocks ---------------------------------------
 
+
 def test_a_new_score_is_one_function_and_one_registry_entry(monkeypatch, files):
     from medsure.conformal import scores as S
     from medsure.validation import Interval
@@ -313,9 +382,16 @@ def test_a_new_score_is_one_function_and_one_registry_entry(monkeypatch, files):
     def shifted_aps(sorted_probs, u, params):  # APS plus a constant: the same sets as APS
         return S.aps_score(sorted_probs, u, params) + params["shift"]
 
-    spec = S.ScoreSpec("aps_shift", "probabilities", True, True,
-                       (S.ScoreParam("shift", Interval(float, 0.0, None), 0.0, "constant added"),),
-                       "APS + shift", "ranked", shifted_aps)
+    spec = S.ScoreSpec(
+        "aps_shift",
+        "probabilities",
+        True,
+        True,
+        (S.ScoreParam("shift", Interval(float, 0.0, None), 0.0, "constant added"),),
+        "APS + shift",
+        "ranked",
+        shifted_aps,
+    )
     monkeypatch.setitem(S.SCORES, "aps_shift", spec)
     logits, labels, _ = synthetic()
     ours = SplitConformalClassifier("aps_shift", 0.1, params={"shift": 0.25}).fit(logits[:600], labels[:600])
@@ -333,13 +409,15 @@ def test_a_new_score_is_one_function_and_one_registry_entry(monkeypatch, files):
 
 def test_declared_parameter_constraints_are_checked_at_fit():
     logits, labels, _ = synthetic()
-    cases = [({"method": "nope"}, r"SplitConformalClassifier\(method=...\): got 'nope'; expected one of lac, aps"),
-             ({"conditional": "row"}, r"SplitConformalClassifier\(conditional=...\)"),
-             ({"randomized": "yes"}, r"SplitConformalClassifier\(randomized=...\)"),
-             ({"tune_fraction": 1.0}, r"SplitConformalClassifier\(tune_fraction=...\)"),
-             ({"seed": -1}, r"SplitConformalClassifier\(seed=...\)"),
-             ({"method": "raps", "params": {"lam": -0.1}}, r"raps lam: got -0.1"),
-             ({"method": "lac", "params": {"weight": 0.2}}, r"lac score parameters: got \['weight'\]")]
+    cases = [
+        ({"method": "nope"}, r"SplitConformalClassifier\(method=...\): got 'nope'; expected one of lac, aps"),
+        ({"conditional": "row"}, r"SplitConformalClassifier\(conditional=...\)"),
+        ({"randomized": "yes"}, r"SplitConformalClassifier\(randomized=...\)"),
+        ({"tune_fraction": 1.0}, r"SplitConformalClassifier\(tune_fraction=...\)"),
+        ({"seed": -1}, r"SplitConformalClassifier\(seed=...\)"),
+        ({"method": "raps", "params": {"lam": -0.1}}, r"raps lam: got -0.1"),
+        ({"method": "lac", "params": {"weight": 0.2}}, r"lac score parameters: got \['weight'\]"),
+    ]
     for kwargs, message in cases:
         clf = SplitConformalClassifier(**kwargs)  # the constructor only stores
         with pytest.raises(MedsureInputError, match=message):
@@ -349,8 +427,12 @@ def test_declared_parameter_constraints_are_checked_at_fit():
 def test_probability_checks_name_the_problem():
     probs = to_probabilities(synthetic()[0])
     labels = np.zeros(len(probs), dtype=int)
-    for value, message in ((np.nan, "1 NaN or infinite probabilities"), (-np.inf, "1 NaN or infinite"),
-                           (-0.2, "not probabilities in"), (0.9, "do not sum to 1")):
+    for value, message in (
+        (np.nan, "1 NaN or infinite probabilities"),
+        (-np.inf, "1 NaN or infinite"),
+        (-0.2, "not probabilities in"),
+        (0.9, "do not sum to 1"),
+    ):
         bad = probs.copy()
         bad[7, 1] = value
         with pytest.raises(MedsureInputError, match=message):
@@ -385,13 +467,39 @@ def test_large_inputs_checked_and_scored_in_blocks_give_the_same_result(monkeypa
 def test_output_paths_are_checked_before_anything_is_written(files, capsys):
     tmp, _, _ = files
     (tmp / "a_folder").mkdir()
-    rc = main(["conformal", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"), "--method", "lac",
-               "--out", str(tmp / "r.json"), "--sets", str(tmp / "a_folder")])
+    rc = main(
+        [
+            "conformal",
+            "--cal",
+            str(tmp / "cal.npz"),
+            "--test",
+            str(tmp / "test.npz"),
+            "--method",
+            "lac",
+            "--out",
+            str(tmp / "r.json"),
+            "--sets",
+            str(tmp / "a_folder"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--sets" in err[0]
     assert not (tmp / "r.json").exists()
-    rc = main(["conformal-study", "--cal", str(tmp / "cal.npz"), "--test", str(tmp / "test.npz"), "--repeats", "2",
-               "--out-dir", str(tmp / "study"), "--report", str(tmp / "a_folder")])
+    rc = main(
+        [
+            "conformal-study",
+            "--cal",
+            str(tmp / "cal.npz"),
+            "--test",
+            str(tmp / "test.npz"),
+            "--repeats",
+            "2",
+            "--out-dir",
+            str(tmp / "study"),
+            "--report",
+            str(tmp / "a_folder"),
+        ]
+    )
     assert rc == 2 and "--report" in capsys.readouterr().err
     assert not (tmp / "study").exists()
 

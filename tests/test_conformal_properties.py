@@ -29,6 +29,7 @@ RAPS tunes (k_reg, lam) on a uniformly random 30% of each calibration half; give
 the remaining calibration and test points are still a uniformly random split, so the same law
 holds with n = the calibration points actually used.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,7 @@ from scipy import stats
 from medsure.conformal.classifier import SplitConformalClassifier, to_probabilities
 from medsure.conformal.quantile import coverage_band, expected_coverage
 
-realpreds = pytest.importorskip(
-    "realpreds", reason="tests/realpreds.py (real prediction artifacts) is not available")
+realpreds = pytest.importorskip("realpreds", reason="tests/realpreds.py (real prediction artifacts) is not available")
 
 pytestmark = pytest.mark.realdata
 
@@ -48,8 +48,15 @@ ALPHA = 0.1
 DELTA = 0.01
 Z = 4.0
 # (method, randomized, exact): exact = tie-free scores, coverage law holds with equality
-CONFIGS = [("lac", False, True), ("aps", True, True), ("aps", False, False), ("raps", True, True),
-           ("topk", False, False), ("saps", True, True), ("saps", False, False)]
+CONFIGS = [
+    ("lac", False, True),
+    ("aps", True, True),
+    ("aps", False, False),
+    ("raps", True, True),
+    ("topk", False, False),
+    ("saps", True, True),
+    ("saps", False, False),
+]
 
 
 def pooled(name: str):
@@ -67,8 +74,9 @@ def run_splits(probs, labels, method, randomized, conditional):
     for split in range(N_SPLITS):
         perm = np.random.default_rng(split).permutation(n)
         cal, test = perm[:n_cal], perm[n_cal:]
-        clf = SplitConformalClassifier(method, ALPHA, conditional=conditional, randomized=randomized,
-                                       input="probs", seed=split)
+        clf = SplitConformalClassifier(
+            method, ALPHA, conditional=conditional, randomized=randomized, input="probs", seed=split
+        )
         clf.fit(probs[cal], labels[cal])
         sets = clf.predict(probs[test])
         hit = sets[np.arange(test.size), labels[test]]
@@ -124,8 +132,7 @@ def test_randomized_aps_is_not_conservative(dataset):
     assert det.mean() >= rand.mean() - Z * se
 
 
-@pytest.mark.parametrize("method,randomized", [("lac", False), ("aps", True), ("raps", True),
-                                               ("saps", True)])
+@pytest.mark.parametrize("method,randomized", [("lac", False), ("aps", True), ("raps", True), ("saps", True)])
 def test_class_conditional_coverage_per_class(dataset, method, randomized):
     """Mondrian calibration: every class is covered at >= 1 - alpha on average over splits.
     Marginal LAC on the same splits is shown to miss this for some class (the reason to use it)
@@ -134,6 +141,9 @@ def test_class_conditional_coverage_per_class(dataset, method, randomized):
     _, _, per_class = run_splits(probs, labels, method, randomized, "class")
     means = per_class.mean(axis=0)
     se = per_class.std(axis=0, ddof=1) / np.sqrt(N_SPLITS)
-    bad = [(c, round(float(mu), 4), round(float(s), 4)) for c, (mu, s) in enumerate(zip(means, se))
-           if mu < 1 - ALPHA - Z * s]
+    bad = [
+        (c, round(float(mu), 4), round(float(s), 4))
+        for c, (mu, s) in enumerate(zip(means, se))
+        if mu < 1 - ALPHA - Z * s
+    ]
     assert not bad, f"{name} {method}: classes under-covered (class, mean, SE): {bad}"

@@ -1,5 +1,6 @@
 """Conformal seed analyses on real predictions (tests/realpreds.py): per-class coverage stability of
 the calibration-size study and hardest cases grouped by the class pairs of the overlap matrix."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,9 @@ def test_per_class_coverage_stability_on_isic():
     probs, labels, names = _pooled("isic2017")
     counts = np.bincount(labels, minlength=len(names))
     sizes = [200, 500]
-    result = calibration_size_study(probs, labels, method="lac", alpha=0.1, sizes=sizes, n_repeats=60, seed=3,
-                                    class_names=names)
+    result = calibration_size_study(
+        probs, labels, method="lac", alpha=0.1, sizes=sizes, n_repeats=60, seed=3, class_names=names
+    )
     assert result["class_counts"] == counts.tolist() and result["class_names"] == names
     rare = int(np.argmin(counts))
     for row in result["rows"]:
@@ -37,7 +39,7 @@ def test_per_class_coverage_stability_on_isic():
             assert hits == pytest.approx(marginal * row["n_test"], abs=1e-6)
         for e in per_class:
             q = e["quantiles"]
-            assert q == sorted(q) and 0 <= q[0] and q[-1] <= 1
+            assert q == sorted(q) and q[0] >= 0 and q[-1] <= 1
             assert e["mean_n_test"] == pytest.approx(np.mean(e["n_tests"]))
         # a rare class's coverage swings far more between calibration draws than the marginal one
         assert per_class[rare]["sd"] > 2 * row["sd"]
@@ -63,11 +65,11 @@ def test_hardest_cases_by_confused_pair_on_busi():
     labels = test.labels
     k = sets.shape[1]
     # the overlap matrix, computed independently: share of class-i samples whose set holds j
-    overlap = np.array([[sets[labels == i, j].mean() if np.any(labels == i) else 0.0 for j in range(k)]
-                        for i in range(k)])
+    overlap = np.array(
+        [[sets[labels == i, j].mean() if np.any(labels == i) else 0.0 for j in range(k)] for i in range(k)]
+    )
     np.testing.assert_allclose(class_overlap(sets, labels), overlap)
-    result = hardest_cases(sets, probs, labels, test.ids, overlap=overlap, n_pairs=3, n_per_pair=5,
-                           min_share=0.0)
+    result = hardest_cases(sets, probs, labels, test.ids, overlap=overlap, n_pairs=3, n_per_pair=5, min_share=0.0)
     pairs = result["pairs"]
     strengths = {(i, j): max(overlap[i, j], overlap[j, i]) for i in range(k) for j in range(i + 1, k)}
     expected = sorted(strengths, key=lambda p: -strengths[p])[:3]

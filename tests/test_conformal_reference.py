@@ -5,6 +5,7 @@ both libraries see identical inputs. Each convention difference documented in
 ``medsure.conformal.scores`` is asserted here. TorchCP cannot be installed in this environment
 (its dependency torchsort fails to build), so it is not compared.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 
 from medsure.conformal import scores as S  # noqa: E402
 from medsure.conformal.classifier import SplitConformalClassifier  # noqa: E402
-from medsure.conformal.scores import true_label_rank  # noqa: E402
 from medsure.conformal.quantile import conformal_quantile  # noqa: E402
+from medsure.conformal.scores import true_label_rank  # noqa: E402
 
 ALPHA = 0.1
 MAPIE_SEED = 7
@@ -54,11 +55,10 @@ def data():
 def run_mapie(probs, labels, cal, test, score, include_last_label=True):
     est = ProbaLookup(probs).fit()
     model = mapie_classification.SplitConformalClassifier(
-        estimator=est, confidence_level=1 - ALPHA, conformity_score=score, prefit=True,
-        random_state=MAPIE_SEED)
+        estimator=est, confidence_level=1 - ALPHA, conformity_score=score, prefit=True, random_state=MAPIE_SEED
+    )
     model.conformalize(cal[:, None], labels[cal])
-    _, sets = model.predict_set(test[:, None],
-                                conformity_score_params={"include_last_label": include_last_label})
+    _, sets = model.predict_set(test[:, None], conformity_score_params={"include_last_label": include_last_label})
     return sets[:, :, 0], model._mapie_classifier.conformity_score_function_
 
 
@@ -94,8 +94,7 @@ def test_randomized_aps_equals_mapie_randomized(data):
     assert q == pytest.approx(float(cs.quantiles_[0]), abs=1e-12)
     ours = S.prediction_sets("aps", probs[test], q, mapie_u(test.size))
     np.testing.assert_array_equal(ours, sets_m)
-    clf = SplitConformalClassifier("aps", ALPHA, input="probs").fit(
-        probs[cal], labels[cal], u=mapie_u(cal.size))
+    clf = SplitConformalClassifier("aps", ALPHA, input="probs").fit(probs[cal], labels[cal], u=mapie_u(cal.size))
     np.testing.assert_array_equal(clf.predict(probs[test], u=mapie_u(test.size)), sets_m)
 
 
@@ -128,9 +127,11 @@ def test_raps_threshold_and_sets_match_mapie_given_its_tuning(data):
     # (MAPIE 1.6's v1 API resets size_raps to None, i.e. sklearn's default 10% hold-out.)
     from sklearn.model_selection import StratifiedShuffleSplit
 
-    train_idx, _ = next(StratifiedShuffleSplit(n_splits=1, test_size=cs.size_raps,
-                                               random_state=MAPIE_SEED)
-                        .split(cal[:, None], labels[cal]))
+    train_idx, _ = next(
+        StratifiedShuffleSplit(n_splits=1, test_size=cs.size_raps, random_state=MAPIE_SEED).split(
+            cal[:, None], labels[cal]
+        )
+    )
     kept_ordered = cal[train_idx]
     np.testing.assert_array_equal(np.sort(kept_ordered), kept)
     u = mapie_u(kept_ordered.size)

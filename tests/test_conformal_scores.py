@@ -1,4 +1,5 @@
 """Hand-computed tiny cases for every conformity score, the quantile and the coverage band."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,7 @@ import pytest
 from scipy import stats
 
 from medsure.conformal import scores as S
-from medsure.conformal.quantile import (conformal_quantile, coverage_band, expected_coverage,
-                                        min_calibration_size)
+from medsure.conformal.quantile import conformal_quantile, coverage_band, expected_coverage, min_calibration_size
 from medsure.errors import MedsureInputError
 
 P = np.array([[0.5, 0.3, 0.2]])  # ranks: class 0 -> 1, class 1 -> 2, class 2 -> 3
@@ -32,8 +32,8 @@ def test_lac_by_hand():
 
 
 def test_aps_by_hand():
-    np.testing.assert_allclose(scores("aps"), [0.0, 0.5, 0.8])          # mass strictly ahead
-    np.testing.assert_allclose(scores("aps", u=1.0), [0.5, 0.8, 1.0])   # inclusive
+    np.testing.assert_allclose(scores("aps"), [0.0, 0.5, 0.8])  # mass strictly ahead
+    np.testing.assert_allclose(scores("aps", u=1.0), [0.5, 0.8, 1.0])  # inclusive
     np.testing.assert_allclose(scores("aps", u=0.5), [0.25, 0.65, 0.9])
 
 
@@ -64,12 +64,12 @@ def test_ties_are_broken_by_class_index():
 def test_sets_by_hand():
     np.testing.assert_array_equal(S.prediction_sets("lac", P, 0.7)[0], [True, True, False])
     np.testing.assert_array_equal(S.prediction_sets("aps", P, 0.55)[0], [True, True, False])
-    np.testing.assert_array_equal(S.prediction_sets("aps", P, 0.25, np.array([0.6]))[0],
-                                  [False, False, False])  # 0.6 * 0.5 = 0.3 > 0.25: empty
+    np.testing.assert_array_equal(
+        S.prediction_sets("aps", P, 0.25, np.array([0.6]))[0], [False, False, False]
+    )  # 0.6 * 0.5 = 0.3 > 0.25: empty
     np.testing.assert_array_equal(S.prediction_sets("topk", P, 2.0)[0], [True, True, False])
     # class-conditional thresholds: label 2 has a generous threshold
-    np.testing.assert_array_equal(S.prediction_sets("lac", P, np.array([0.1, 0.1, 0.9]))[0],
-                                  [False, False, True])
+    np.testing.assert_array_equal(S.prediction_sets("lac", P, np.array([0.1, 0.1, 0.9]))[0], [False, False, True])
 
 
 def test_label_scores_equal_candidate_scores_column_and_sets_match_scores():
@@ -79,16 +79,22 @@ def test_label_scores_equal_candidate_scores_column_and_sets_match_scores():
     p[:300] /= p[:300].sum(axis=1, keepdims=True)  # many exact ties
     y = rng.integers(0, 7, size=3000)
     u = rng.random(3000)
-    for method, params in [("lac", {}), ("aps", {}), ("raps", {"k_reg": 2, "lam": 0.05}),
-                           ("topk", {}), ("saps", {"weight": 0.3})]:
+    for method, params in [
+        ("lac", {}),
+        ("aps", {}),
+        ("raps", {"k_reg": 2, "lam": 0.05}),
+        ("topk", {}),
+        ("saps", {"weight": 0.3}),
+    ]:
         cand = S.candidate_scores(method, p, u, chunk_rows=700, **params)
-        np.testing.assert_array_equal(S.label_scores(method, p, y, u, chunk_rows=700, **params),
-                                      cand[np.arange(3000), y])
+        np.testing.assert_array_equal(
+            S.label_scores(method, p, y, u, chunk_rows=700, **params), cand[np.arange(3000), y]
+        )
         for q in (0.2, 0.9, 3.0):
-            np.testing.assert_array_equal(S.prediction_sets(method, p, q, u, chunk_rows=700, **params),
-                                          cand <= q)
+            np.testing.assert_array_equal(S.prediction_sets(method, p, q, u, chunk_rows=700, **params), cand <= q)
             np.testing.assert_array_equal(
-                S.prediction_sets_per_sample(method, p, np.full(3000, q), u, **params), cand <= q)
+                S.prediction_sets_per_sample(method, p, np.full(3000, q), u, **params), cand <= q
+            )
 
 
 def test_score_parameter_errors():
@@ -108,10 +114,11 @@ def test_score_parameter_errors():
 
 # ---- quantile -----------------------------------------------------------------------------
 
+
 def test_quantile_by_hand():
     scores = np.arange(1, 11) / 10  # 0.1 ... 1.0, n = 10
-    assert conformal_quantile(scores, 0.1) == 1.0    # k = ceil(11 * 0.9) = 10
-    assert conformal_quantile(scores, 0.2) == 0.9    # k = ceil(11 * 0.8) = 9
+    assert conformal_quantile(scores, 0.1) == 1.0  # k = ceil(11 * 0.9) = 10
+    assert conformal_quantile(scores, 0.2) == 0.9  # k = ceil(11 * 0.8) = 9
     assert conformal_quantile(scores[::-1], 0.5) == 0.6  # k = 6; order of input irrelevant
     original = scores.copy()
     conformal_quantile(scores, 0.3)
@@ -149,8 +156,7 @@ def test_band_is_betabinomial_and_strata_convolve():
     # two strata: the band of the pooled count, checked by simulating the exact model
     rng = np.random.default_rng(0)
     counts = [(60, 40), (150, 90)]
-    low2, high2 = coverage_band(np.array([c[0] for c in counts]), alpha,
-                                np.array([c[1] for c in counts]), delta)
+    low2, high2 = coverage_band(np.array([c[0] for c in counts]), alpha, np.array([c[1] for c in counts]), delta)
     total = np.zeros(40000)
     for n_c, m_c in counts:
         l_c = math.floor((n_c + 1) * alpha)
@@ -174,7 +180,10 @@ def test_band_holds_for_simulated_split_conformal():
 
 def test_set_builders_reject_unknown_methods():
     p = np.full((2, 3), 1 / 3)
-    for build in (lambda: S.prediction_sets("APS", p, 0.5), lambda: S.prediction_sets_per_sample("typo", p, np.ones(2))):
+    for build in (
+        lambda: S.prediction_sets("APS", p, 0.5),
+        lambda: S.prediction_sets_per_sample("typo", p, np.ones(2)),
+    ):
         with pytest.raises(MedsureInputError):
             build()
 
@@ -200,8 +209,11 @@ def test_sorting_network_and_rank_lookup_equal_numpy():
         sp = S._sorted_desc(p)
         np.testing.assert_array_equal(sp, -np.sort(-p, axis=1))
         y = rng.integers(0, k, 700)
-        expected = (p > p[np.arange(700), y][:, None]).sum(1) + 1 + \
-            ((p == p[np.arange(700), y][:, None]) & (np.arange(k) < y[:, None])).sum(1)
+        expected = (
+            (p > p[np.arange(700), y][:, None]).sum(1)
+            + 1
+            + ((p == p[np.arange(700), y][:, None]) & (np.arange(k) < y[:, None])).sum(1)
+        )
         np.testing.assert_array_equal(S._rank_of(p, y, sp), expected)
         np.testing.assert_array_equal(S._rank_of(p, y), expected)
 
@@ -222,16 +234,19 @@ def test_tune_raps_equals_the_brute_force_search_with_the_public_functions():
 def test_a_score_registered_as_a_conformity_is_oriented_by_its_declared_direction(monkeypatch):
     # p - 1 is exactly -(1 - p) in floating point: declared as a conformity (higher = more
     # conforming), it must give LAC's scores and sets bit for bit
-    spec = S.ScoreSpec("lac_conformity", "probabilities", False, False, (), "p - 1", "elementwise",
-                       lambda values, params: values - 1.0)
+    spec = S.ScoreSpec(
+        "lac_conformity", "probabilities", False, False, (), "p - 1", "elementwise", lambda values, params: values - 1.0
+    )
     monkeypatch.setitem(S.SCORES, "lac_conformity", spec)
     rng = np.random.default_rng(8)
     p = rng.dirichlet(np.ones(5), size=500)
     y = rng.integers(0, 5, 500)
     np.testing.assert_array_equal(S.label_scores("lac_conformity", p, y), S.label_scores("lac", p, y))
     np.testing.assert_array_equal(S.prediction_sets("lac_conformity", p, 0.8), S.prediction_sets("lac", p, 0.8))
-    np.testing.assert_array_equal(S.prediction_sets("lac_conformity", p, np.linspace(0.5, 0.9, 5)),
-                                  S.prediction_sets("lac", p, np.linspace(0.5, 0.9, 5)))
+    np.testing.assert_array_equal(
+        S.prediction_sets("lac_conformity", p, np.linspace(0.5, 0.9, 5)),
+        S.prediction_sets("lac", p, np.linspace(0.5, 0.9, 5)),
+    )
 
 
 def test_quantile_by_counting_equals_the_partition_quantile():

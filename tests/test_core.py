@@ -1,6 +1,7 @@
 """medsure.core: each shared primitive pinned against its reference library on the same inputs
 (hand-computed tiny cases first, in MONAI's manner, then random cases), and the analyses that
 use it shown to agree with it."""
+
 from __future__ import annotations
 
 import ast
@@ -30,6 +31,7 @@ def _random_probs(shape: tuple[int, ...], axis: int, seed: int, dtype=np.float64
 
 # ---- softmax ----------------------------------------------------------------------------------
 
+
 def test_softmax_hand_values_and_stability():
     np.testing.assert_allclose(core.softmax(np.array([0.0, np.log(3.0)])), [0.25, 0.75])
     # large logits do not overflow: shift by the max first
@@ -52,14 +54,19 @@ def test_artifact_softmax_is_the_core_one():
 
 
 def test_no_module_imports_softmax_from_artifact():
-    offenders = [str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
-                 for node in ast.walk(ast.parse(path.read_text()))
-                 if isinstance(node, ast.ImportFrom) and node.module == "medsure.artifact"
-                 and any(alias.name == "softmax" for alias in node.names)]
+    offenders = [
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and node.module == "medsure.artifact"
+        and any(alias.name == "softmax" for alias in node.names)
+    ]
     assert offenders == []
 
 
 # ---- entropy ----------------------------------------------------------------------------------
+
 
 def test_entropy_hand_values():
     probs = np.array([[0.5, 0.5], [1.0, 0.0], [0.25, 0.75]])
@@ -88,17 +95,16 @@ def test_csf_and_segmentation_entropies_are_the_core_one():
     np.testing.assert_array_equal(pixel_entropy(probs), core.entropy(probs, axis=1, dtype=np.float32))
     cams = np.random.default_rng(4).random((3, 4, 4))
     flat = cams.reshape(3, -1)
-    np.testing.assert_allclose(cam_concentration(cams),
-                               1 - scipy.stats.entropy(flat, axis=1) / np.log(16), rtol=1e-12)
+    np.testing.assert_allclose(cam_concentration(cams), 1 - scipy.stats.entropy(flat, axis=1) / np.log(16), rtol=1e-12)
 
 
 # ---- entropy decomposition -------------------------------------------------------------------
 
+
 def test_decomposition_hand_values():
     # case 0: two confident samples that disagree -> total log 2, aleatoric 0, MI log 2
     # case 1: identical samples -> MI exactly 0
-    samples = np.array([[[1.0, 0.0], [0.3, 0.7]],
-                        [[0.0, 1.0], [0.3, 0.7]]])  # (T=2, N=2, K=2)
+    samples = np.array([[[1.0, 0.0], [0.3, 0.7]], [[0.0, 1.0], [0.3, 0.7]]])  # (T=2, N=2, K=2)
     parts = core.entropy_decomposition(samples, sample_axis=0, class_axis=2)
     h = -(0.3 * np.log(0.3) + 0.7 * np.log(0.7))
     np.testing.assert_allclose(parts.total, [LOG2, h], atol=1e-12)
@@ -137,8 +143,7 @@ def test_csf_and_segmentation_decompositions_are_the_core_one():
     np.testing.assert_array_equal(sample_expected_entropy(logits), parts.aleatoric)
     np.testing.assert_array_equal(sample_mutual_information(logits), parts.epistemic)
     seg_logits = np.random.default_rng(7).normal(size=(3, 2, 3, 4, 4)).astype(np.float32)
-    maps = uncertainty_maps(make_predictions(seg_logits, masks=np.zeros((2, 4, 4), np.int64),
-                                             sample_kind="mc_dropout"))
+    maps = uncertainty_maps(make_predictions(seg_logits, masks=np.zeros((2, 4, 4), np.int64), sample_kind="mc_dropout"))
     seg = core.entropy_decomposition(core.softmax(seg_logits, axis=2), sample_axis=0, class_axis=2, dtype=np.float32)
     np.testing.assert_array_equal(maps["entropy"], seg.total)
     np.testing.assert_array_equal(maps["mutual_information"], seg.epistemic)
@@ -146,6 +151,7 @@ def test_csf_and_segmentation_decompositions_are_the_core_one():
 
 
 # ---- AUROC ----------------------------------------------------------------------------------
+
 
 def test_binary_auroc_hand_values_with_ties():
     # positives 0.8, 0.5; negatives 0.5, 0.1: pairs (0.8>0.5) 1, (0.8>0.1) 1, (0.5=0.5) 1/2, (0.5>0.1) 1
@@ -167,7 +173,8 @@ def test_binary_auroc_matches_sklearn_with_ties_and_weights(seed):
     weights = rng.integers(0, 4, size=60).astype(float)
     assert core.binary_auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     assert core.binary_auroc(scores, labels, sample_weight=weights) == pytest.approx(
-        roc_auc_score(labels, scores, sample_weight=weights), abs=1e-12)
+        roc_auc_score(labels, scores, sample_weight=weights), abs=1e-12
+    )
 
 
 def test_tie_block_auroc_is_batched():
@@ -185,8 +192,11 @@ def test_macro_ovr_auroc_matches_sklearn(k):
     rng = np.random.default_rng(k)
     probs = _random_probs((80, k), axis=1, seed=k)
     labels = np.r_[np.arange(k), rng.integers(0, k, size=80 - k)]
-    ref = roc_auc_score(labels, probs[:, 1]) if k == 2 else roc_auc_score(
-        labels, probs, multi_class="ovr", average="macro")
+    ref = (
+        roc_auc_score(labels, probs[:, 1])
+        if k == 2
+        else roc_auc_score(labels, probs, multi_class="ovr", average="macro")
+    )
     assert core.macro_ovr_auroc(probs, labels) == pytest.approx(ref, abs=1e-12)
     assert np.isnan(core.macro_ovr_auroc(probs, np.where(labels == 0, 1, labels)))  # class 0 absent
 
@@ -210,7 +220,8 @@ def test_every_auroc_in_medsure_is_the_core_one():
     errors = rng.random(50) < 0.3
     assert auroc_failure(conf, errors) == pytest.approx(roc_auc_score(~errors, conf), abs=1e-12)
     assert shift_auroc(conf[:20], conf[20:]) == pytest.approx(
-        roc_auc_score(np.r_[np.zeros(20), np.ones(30)], conf), abs=1e-12)
+        roc_auc_score(np.r_[np.zeros(20), np.ones(30)], conf), abs=1e-12
+    )
     # the bootstrap's vectorised AUROC (tie blocks, core.auroc_from_tie_blocks): with counts of all
     # ones every resample is the data itself, so the interval collapses onto the AUROC
     ones = np.ones((3, 50), np.int64)
@@ -220,12 +231,13 @@ def test_every_auroc_in_medsure_is_the_core_one():
 
 # ---- Dice -----------------------------------------------------------------------------------
 
+
 def test_dice_hand_values_and_empty_convention():
     masks = np.zeros((3, 2, 2), np.int64)
     pred = np.zeros((3, 2, 2), np.int64)
-    masks[0, 0, :] = 1       # image 0: truth row 0, prediction one pixel of it -> 2*1/(1+2)
+    masks[0, 0, :] = 1  # image 0: truth row 0, prediction one pixel of it -> 2*1/(1+2)
     pred[0, 0, 0] = 1
-    pred[1, 1, 1] = 1        # image 1: empty truth, one predicted pixel -> 0 (a false positive)
+    pred[1, 1, 1] = 1  # image 1: empty truth, one predicted pixel -> 0 (a false positive)
     # image 2: both empty -> NaN (undefined)
     dice = core.dice_per_label(pred, masks, 2)
     np.testing.assert_allclose(dice[:, 0], [2 / 3, 0.0, np.nan])
@@ -246,14 +258,15 @@ def test_dice_matches_monai_compute_dice():
     k = 4
     masks = rng.integers(0, k, size=(6, 8, 8))
     pred = np.where(rng.random((6, 8, 8)) < 0.7, masks, rng.integers(0, k, size=(6, 8, 8)))
-    masks[0] = 0                  # image 0: only background in the truth
-    pred[0] = 0                   # ... and in the prediction: every label undefined
-    masks[1][masks[1] == 3] = 0   # image 1: label 3 absent from truth but predicted
+    masks[0] = 0  # image 0: only background in the truth
+    pred[0] = 0  # ... and in the prediction: every label undefined
+    masks[1][masks[1] == 3] = 0  # image 1: label 3 absent from truth but predicted
     one_hot = lambda x: torch.from_numpy((x[:, None] == np.arange(k)[None, :, None, None]).astype(np.float32))  # noqa: E731
     ref = compute_dice(one_hot(pred), one_hot(masks), include_background=False, ignore_empty=False).double().numpy()
-    both_empty = np.stack([((pred == c).sum(axis=(1, 2)) == 0) & ((masks == c).sum(axis=(1, 2)) == 0)
-                           for c in range(1, k)], axis=1)
-    ref[both_empty] = np.nan      # MONAI scores both-empty 1; medsure: undefined
+    both_empty = np.stack(
+        [((pred == c).sum(axis=(1, 2)) == 0) & ((masks == c).sum(axis=(1, 2)) == 0) for c in range(1, k)], axis=1
+    )
+    ref[both_empty] = np.nan  # MONAI scores both-empty 1; medsure: undefined
     ours = core.dice_per_label(pred, masks, k)
     np.testing.assert_allclose(ours, ref, rtol=1e-6, equal_nan=True)
     assert np.isnan(ours[0]).all() and ours[1, 2] == 0.0
@@ -276,9 +289,9 @@ def test_trainer_validation_dice_equals_report_dice_with_empty_masks():
     rng = np.random.default_rng(10)
     n, k, h, w = 8, 3, 8, 8
     logits = rng.normal(size=(n, k, h, w)).astype(np.float32)
-    logits[:3, 0] += 10.0         # images 0-2 predict only background ...
+    logits[:3, 0] += 10.0  # images 0-2 predict only background ...
     masks = rng.integers(0, k, size=(n, h, w))
-    masks[:3] = 0                 # ... and have empty masks: Dice undefined there
+    masks[:3] = 0  # ... and have empty masks: Dice undefined there
     masks[3] = np.where(masks[3] == 2, 0, masks[3])  # label 2 absent from image 3's truth
     predicted = logits.argmax(axis=1)
     trainer_dice = mean_dice(predicted, masks, k)
@@ -302,6 +315,7 @@ def test_segmentation_dice_functions_are_the_core_ones():
 
 # ---- NaN-aware mean ---------------------------------------------------------------------------
 
+
 def test_nanmean_hand_values_and_all_nan():
     assert core.nanmean(np.array([1.0, np.nan, 3.0, np.inf])) == 2.0  # NaN and inf skipped
     with warnings.catch_warnings():
@@ -321,12 +335,14 @@ def test_nanmean_matches_numpy_nanmean():
 
 # ---- bootstrap ------------------------------------------------------------------------------
 
+
 def test_bootstrap_chunks_draw_the_same_resamples_as_one_draw():
     counts = core.bootstrap_counts(30, 1000, seed=3)
     assert counts.shape == (1000, 30) and np.all(counts.sum(axis=1) == 30)
     seen = []
-    core.percentile_bootstrap(lambda w: seen.append(w.copy()) or {"x": np.zeros(w.shape[0])}, 30,
-                              n_boot=1000, seed=3, chunk=300)
+    core.percentile_bootstrap(
+        lambda w: seen.append(w.copy()) or {"x": np.zeros(w.shape[0])}, 30, n_boot=1000, seed=3, chunk=300
+    )
     np.testing.assert_array_equal(np.concatenate(seen), counts)
     assert [s.shape[0] for s in seen] == [300, 300, 300, 100]
 
@@ -339,8 +355,14 @@ def test_percentile_bootstrap_equals_the_direct_loop_and_scipy():
     direct = np.quantile([x[np.repeat(np.arange(x.size), row)].mean() for row in counts], [0.05, 0.95])
     np.testing.assert_allclose(ci, direct, rtol=1e-12)
     # scipy's percentile bootstrap draws other resamples: it agrees within Monte-Carlo error
-    ref = scipy.stats.bootstrap((x,), np.mean, n_resamples=4000, confidence_level=0.9, method="percentile",
-                                random_state=np.random.default_rng(1)).confidence_interval
+    ref = scipy.stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=4000,
+        confidence_level=0.9,
+        method="percentile",
+        random_state=np.random.default_rng(1),
+    ).confidence_interval
     se = x.std(ddof=1) / np.sqrt(x.size)
     assert abs(ci[0] - ref.low) < 0.1 * se and abs(ci[1] - ref.high) < 0.1 * se
 
@@ -356,14 +378,14 @@ def test_percentile_bootstrap_drops_undefined_and_checks_counts():
 
 # ---- binned calibration error ------------------------------------------------------------------
 
+
 def test_calibration_error_hand_values():
     conf = np.array([0.95, 0.95, 0.95, 0.55])
     hit = np.array([1, 1, 0, 1])
     # equal width, B = 10: bin 9 acc 2/3 conf .95 weight 3/4; bin 5 acc 1 conf .55 weight 1/4
     assert core.calibration_error(conf, hit, n_bins=10) == pytest.approx(0.75 * (0.95 - 2 / 3) + 0.25 * 0.45)
     assert core.calibration_error(conf, hit, n_bins=10, norm="max") == pytest.approx(0.45)
-    assert core.calibration_error(conf, hit, n_bins=10, norm="bin_mean") == pytest.approx(
-        ((0.95 - 2 / 3) + 0.45) / 2)
+    assert core.calibration_error(conf, hit, n_bins=10, norm="bin_mean") == pytest.approx(((0.95 - 2 / 3) + 0.45) / 2)
     # a score on an edge goes to the lower bin: (lo, hi]
     assert core.binned_calibration(np.array([0.5]), np.array([1]), n_bins=2).count.tolist() == [1, 0]
     assert np.isnan(core.calibration_error(np.zeros(0), np.zeros(0)))
@@ -374,7 +396,7 @@ def test_calibration_error_matches_torchmetrics():
 
     rng = np.random.default_rng(14)
     scores = rng.random(500)
-    outcome = (rng.random(500) < scores ** 1.5).astype(np.int64)
+    outcome = (rng.random(500) < scores**1.5).astype(np.int64)
     for norm in ("l1", "max"):
         ref = tm.binary_calibration_error(torch.from_numpy(scores), torch.from_numpy(outcome), n_bins=12, norm=norm)
         assert core.calibration_error(scores, outcome, n_bins=12, norm=norm) == pytest.approx(float(ref), abs=1e-6)
@@ -410,5 +432,6 @@ def test_pixel_and_classifier_ece_share_one_definition():
     assert set(pixel) == {"ece", "ece_equal_mass", "mce", "n"}  # "ace" is only Nixon's class-wise ACE
     assert pixel["ece"] == pytest.approx(expected_calibration_error(probs, labels, n_bins=10), abs=1e-12)
     assert pixel["ece_equal_mass"] == pytest.approx(
-        expected_calibration_error(probs, labels, n_bins=10, strategy="quantile"), abs=1e-12)
+        expected_calibration_error(probs, labels, n_bins=10, strategy="quantile"), abs=1e-12
+    )
     assert pixel["mce"] == pytest.approx(maximum_calibration_error(probs, labels, n_bins=10), abs=1e-12)

@@ -1,4 +1,5 @@
 """``medsure datasets`` lists the embedded sets and MedMNIST files, and downloads with MD5 check."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,11 @@ def test_datasets_json(capsys):
 def test_datasets_download(tmp_path, monkeypatch, capsys):
     remote = tmp_path / "remote"
     remote.mkdir()
-    arrays = {f"{s}_{k}": np.zeros((2, 28, 28) if k == "images" else (2, 1), np.uint8)
-              for s in ("train", "val", "test") for k in ("images", "labels")}
+    arrays = {
+        f"{s}_{k}": np.zeros((2, 28, 28) if k == "images" else (2, 1), np.uint8)
+        for s in ("train", "val", "test")
+        for k in ("images", "labels")
+    }
     np.savez(remote / "retinamnist.npz", **arrays)
     digest = hashlib.md5((remote / "retinamnist.npz").read_bytes()).hexdigest()
     monkeypatch.setattr(mm, "ZENODO_RECORD", remote.as_uri())
@@ -46,8 +50,11 @@ def test_datasets_download(tmp_path, monkeypatch, capsys):
 def test_datasets_download_no_verify_accepts_a_local_file_and_says_so(tmp_path, capsys):
     root = tmp_path / "c"
     root.mkdir()
-    arrays = {f"{s}_{k}": np.zeros((2, 28, 28) if k == "images" else (2, 1), np.uint8)
-              for s in ("train", "val", "test") for k in ("images", "labels")}
+    arrays = {
+        f"{s}_{k}": np.zeros((2, 28, 28) if k == "images" else (2, 1), np.uint8)
+        for s in ("train", "val", "test")
+        for k in ("images", "labels")
+    }
     np.savez(root / "retinamnist.npz", **arrays)  # not the official file
     assert main(["datasets", "--download", "retinamnist", "--root", str(root)]) == 2
     assert "--no-verify" in capsys.readouterr().err

@@ -1,14 +1,20 @@
 """load_dataset on the embedded copies and on ../shared/data (skipped when absent)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_path
 
 from medsure.data import (
-    embedded_manifest, load_dataset, near_duplicate_groups, official_splits, split_dataset,
+    embedded_manifest,
+    load_dataset,
+    near_duplicate_groups,
+    official_splits,
+    split_dataset,
 )
 from medsure.errors import ChecksumError, DataUnavailableError, MedsureInputError
+
+from conftest import shared_path
 
 
 def check_dataset(ds, *, n, size, channels, task, n_classes):
@@ -23,10 +29,13 @@ def check_dataset(ds, *, n, size, channels, task, n_classes):
         assert set(np.unique(ds.targets)) == set(range(n_classes))
 
 
-@pytest.mark.parametrize("name,n,counts,names", [
-    ("pneumoniamnist", (4708, 524, 624), None, ["normal", "pneumonia"]),
-    ("breastmnist", (546, 78, 156), None, ["malignant", "normal, benign"]),
-])
+@pytest.mark.parametrize(
+    "name,n,counts,names",
+    [
+        ("pneumoniamnist", (4708, 524, 624), None, ["normal", "pneumonia"]),
+        ("breastmnist", (546, 78, 156), None, ["malignant", "normal, benign"]),
+    ],
+)
 def test_embedded_medmnist(name, n, counts, names):
     ds = load_dataset(name)
     check_dataset(ds, n=sum(n), size=28, channels=1, task="classification", n_classes=2)
@@ -53,7 +62,7 @@ def test_embedded_busi_has_duplicate_groups():
 def test_embedded_msd_lung():
     ds = load_dataset("msd_lung")
     check_dataset(ds, n=260, size=48, channels=1, task="segmentation", n_classes=2)
-    assert ds.images.dtype == np.float32 and 0 <= ds.images.min() and ds.images.max() <= 1
+    assert ds.images.dtype == np.float32 and ds.images.min() >= 0 and ds.images.max() <= 1
     assert sorted(set(ds.meta["source_split"])) == ["test", "val"]
 
 

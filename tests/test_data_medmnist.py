@@ -1,5 +1,6 @@
 """MedMNIST download (file:// URLs and a patched urlopen; nothing reaches the internet), MD5
 checks, provenance and corrupt files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,16 +40,28 @@ def zenodo(tmp_path, monkeypatch):
     write_medmnist_npz(remote / "breastmnist_64.npz", size=64, seed=1)
     monkeypatch.setattr(mm, "ZENODO_RECORD", remote.as_uri())
     info = mm.FLAGS["breastmnist"]
-    fake = dataclasses.replace(info, md5={**info.md5, 28: md5_of(remote / "breastmnist.npz"),
-                                          64: md5_of(remote / "breastmnist_64.npz")})
+    fake = dataclasses.replace(
+        info, md5={**info.md5, 28: md5_of(remote / "breastmnist.npz"), 64: md5_of(remote / "breastmnist_64.npz")}
+    )
     monkeypatch.setitem(mm.FLAGS, "breastmnist", fake)
     return remote
 
 
 def test_official_table_facts():
-    assert set(mm.FLAGS) == {"pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist",
-                             "breastmnist", "bloodmnist", "tissuemnist", "organamnist", "organcmnist",
-                             "organsmnist"}
+    assert set(mm.FLAGS) == {
+        "pathmnist",
+        "chestmnist",
+        "dermamnist",
+        "octmnist",
+        "pneumoniamnist",
+        "retinamnist",
+        "breastmnist",
+        "bloodmnist",
+        "tissuemnist",
+        "organamnist",
+        "organcmnist",
+        "organsmnist",
+    }
     for info in mm.FLAGS.values():
         assert sorted(info.md5) == [28, 64, 128, 224]
         assert all(len(m) == 32 and int(m, 16) >= 0 for m in info.md5.values())
@@ -123,8 +136,9 @@ def test_patched_urlopen_streams_bytes(tmp_path, monkeypatch):
             return False
 
     monkeypatch.setattr(mm.urllib.request, "urlopen", lambda url, timeout: Response(payload))
-    out = mm.download_file("https://example.invalid/x.bin", tmp_path / "x.bin",
-                           expected_md5=hashlib.md5(payload).hexdigest())
+    out = mm.download_file(
+        "https://example.invalid/x.bin", tmp_path / "x.bin", expected_md5=hashlib.md5(payload).hexdigest()
+    )
     assert out.read_bytes() == payload
 
 
@@ -145,8 +159,11 @@ def test_wrong_layout_and_multilabel_raise(tmp_path):
     np.savez(path, images=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(MedsureInputError, match="train_images"):
         load_medmnist_npz(path, class_names=["a"])
-    np.savez(path, **{f"{s}_images": np.zeros((2, 28, 28), np.uint8) for s in ("train", "val", "test")},
-             **{f"{s}_labels": np.zeros((2, 14), np.uint8) for s in ("train", "val", "test")})
+    np.savez(
+        path,
+        **{f"{s}_images": np.zeros((2, 28, 28), np.uint8) for s in ("train", "val", "test")},
+        **{f"{s}_labels": np.zeros((2, 14), np.uint8) for s in ("train", "val", "test")},
+    )
     with pytest.raises(MedsureInputError, match="multi-label"):
         load_medmnist_npz(path, class_names=["a"])
     with pytest.raises(MedsureInputError, match="multi-label"):

@@ -1,5 +1,6 @@
 """Generic readers on tiny files written by the tests: folder-per-class, CSV, image/mask pairs,
 HDF5, NIfTI, DICOM; broken files give errors naming the file; hashes and resizing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,17 +73,33 @@ def test_csv_labelled(tmp_path):
     for name in ("x1", "x2", "x3"):
         Image.fromarray(np.full((6, 6, 3), 9, np.uint8)).save(tmp_path / "img" / f"{name}.jpg")
     (tmp_path / "labels.csv").write_text("image_id,melanoma,sex\nx1,0.0,female\nx2,1.0,male\nx3,0.0,unknown\n")
-    ds = read_csv_labelled(tmp_path / "labels.csv", tmp_path / "img", id_column="image_id",
-                           label_column="melanoma", class_names=["no", "yes"], meta_columns=["sex"])
+    ds = read_csv_labelled(
+        tmp_path / "labels.csv",
+        tmp_path / "img",
+        id_column="image_id",
+        label_column="melanoma",
+        class_names=["no", "yes"],
+        meta_columns=["sex"],
+    )
     assert ds.targets.tolist() == [0, 1, 0] and ds.meta["sex"].tolist() == ["female", "male", "unknown"]
     assert ds.images.shape == (3, 6, 6, 3)
     (tmp_path / "bad.csv").write_text("image_id,melanoma\nx1,0.5\n")
     with pytest.raises(MedsureInputError, match="melanoma"):
-        read_csv_labelled(tmp_path / "bad.csv", tmp_path / "img", id_column="image_id",
-                          label_column="melanoma", class_names=["no", "yes"])
+        read_csv_labelled(
+            tmp_path / "bad.csv",
+            tmp_path / "img",
+            id_column="image_id",
+            label_column="melanoma",
+            class_names=["no", "yes"],
+        )
     with pytest.raises(MedsureInputError, match="column: got 'label'; expected one of 'image_id'"):
-        read_csv_labelled(tmp_path / "labels.csv", tmp_path / "img", id_column="image_id",
-                          label_column="label", class_names=["no", "yes"])
+        read_csv_labelled(
+            tmp_path / "labels.csv",
+            tmp_path / "img",
+            id_column="image_id",
+            label_column="label",
+            class_names=["no", "yes"],
+        )
 
 
 def test_image_mask_pairs_value_map_and_unknown_value(tmp_path):
@@ -91,18 +108,17 @@ def test_image_mask_pairs_value_map_and_unknown_value(tmp_path):
     save_png(tmp_path / "images" / "a.png", np.full((8, 8), 7, np.uint8))
     save_png(tmp_path / "masks" / "a.png", mask)
     value_map = {0: 0, 150: 1, 200: 2, 250: 3}
-    ds = read_image_mask_pairs(tmp_path / "images", tmp_path / "masks", class_names=list("bRLH"),
-                               value_map=value_map)
+    ds = read_image_mask_pairs(tmp_path / "images", tmp_path / "masks", class_names=list("bRLH"), value_map=value_map)
     assert ds.targets[0, 0, 0] == 1 and ds.targets[0, 0, 7] == 2 and ds.targets[0, 7, 0] == 3
     assert ds.targets[0, 7, 7] == 0
-    half = read_image_mask_pairs(tmp_path / "images", tmp_path / "masks", class_names=list("bRLH"),
-                                 value_map=value_map, image_size=4)
+    half = read_image_mask_pairs(
+        tmp_path / "images", tmp_path / "masks", class_names=list("bRLH"), value_map=value_map, image_size=4
+    )
     assert set(np.unique(half.targets)) == {0, 1, 2, 3}, "nearest resize keeps label values"
     mask[0, 0] = 99
     save_png(tmp_path / "masks" / "a.png", mask)
     with pytest.raises(MedsureInputError, match=r"a\.png.*\[99\]"):
-        read_image_mask_pairs(tmp_path / "images", tmp_path / "masks", class_names=list("bRLH"),
-                              value_map=value_map)
+        read_image_mask_pairs(tmp_path / "images", tmp_path / "masks", class_names=list("bRLH"), value_map=value_map)
 
 
 def test_image_mask_pairs_threshold_and_missing_mask(tmp_path):
@@ -111,8 +127,9 @@ def test_image_mask_pairs_threshold_and_missing_mask(tmp_path):
     mask[0, 0] = 100  # JPEG ringing below the threshold
     save_png(tmp_path / "images" / "a.png", np.zeros((8, 8, 3), np.uint8))
     save_png(tmp_path / "masks" / "a.png", mask)
-    ds = read_image_mask_pairs(tmp_path / "images", tmp_path / "masks", class_names=["bg", "polyp"],
-                               threshold=127, mode="RGB")
+    ds = read_image_mask_pairs(
+        tmp_path / "images", tmp_path / "masks", class_names=["bg", "polyp"], threshold=127, mode="RGB"
+    )
     assert ds.targets.sum() == 16 and ds.images.shape == (1, 8, 8, 3)
     save_png(tmp_path / "images" / "b.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(DataUnavailableError, match=r"b\.png"):
@@ -229,15 +246,21 @@ def test_generic_folder_loader(tmp_path):
         load_dataset("folder")
 
 
-
 # it used to read "CSV file not found" / "image file not found" for a folder that exists
-@pytest.mark.parametrize("make,read,error,says", [
-    ("dir", lambda p: read_csv_labelled(p, p.parent, id_column="id", label_column="y", class_names=["a"]),
-     MedsureInputError, r"^CSV file: got .*thing, a folder; expected an existing file$"),
-    ("dir", read_image, MedsureInputError, r"^image file: got .*thing, a folder; expected an existing file$"),
-    ("file", read_folder_per_class, MedsureInputError, r"thing, a file; expected an existing folder$"),
-    (None, read_image, DataUnavailableError, r"thing, which does not exist; expected an existing file$"),
-])
+@pytest.mark.parametrize(
+    "make,read,error,says",
+    [
+        (
+            "dir",
+            lambda p: read_csv_labelled(p, p.parent, id_column="id", label_column="y", class_names=["a"]),
+            MedsureInputError,
+            r"^CSV file: got .*thing, a folder; expected an existing file$",
+        ),
+        ("dir", read_image, MedsureInputError, r"^image file: got .*thing, a folder; expected an existing file$"),
+        ("file", read_folder_per_class, MedsureInputError, r"thing, a file; expected an existing folder$"),
+        (None, read_image, DataUnavailableError, r"thing, which does not exist; expected an existing file$"),
+    ],
+)
 def test_a_path_of_the_wrong_kind_is_not_called_missing(tmp_path, make, read, error, says):
     path = tmp_path / "thing"
     if make == "dir":

@@ -1,4 +1,5 @@
 """split_dataset: disjoint, covering, stratified within one sample, groups kept, deterministic."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +14,13 @@ FRACTIONS = {"train": 0.6, "cal": 0.2, "test": 0.2}
 def toy(n: int = 50, k: int = 3, groups: np.ndarray | None = None, seed: int = 0) -> ImageDataset:
     rng = np.random.default_rng(seed)
     meta = {} if groups is None else {"dup_group": groups}
-    return ImageDataset(images=rng.integers(0, 255, (n, 4, 4, 1), dtype=np.uint8),
-                        targets=rng.integers(0, k, n).astype(np.int64),
-                        ids=np.asarray([f"s{i}" for i in range(n)]), class_names=np.asarray(list("abc")[:k]),
-                        meta=meta)
+    return ImageDataset(
+        images=rng.integers(0, 255, (n, 4, 4, 1), dtype=np.uint8),
+        targets=rng.integers(0, k, n).astype(np.int64),
+        ids=np.asarray([f"s{i}" for i in range(n)]),
+        class_names=np.asarray(list("abc")[:k]),
+        meta=meta,
+    )
 
 
 def check_partition(ds: ImageDataset, parts: dict[str, ImageDataset]) -> None:
@@ -61,9 +65,16 @@ def test_groups_never_straddle_splits():
         assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
 
 
-@pytest.mark.parametrize("fractions", [
-    {"a": 0.5, "b": 0.6}, {"a": 0.0, "b": 1.0}, {"a": -0.2, "b": 1.2}, {"a": 0.999, "b": 0.001}, {},
-])
+@pytest.mark.parametrize(
+    "fractions",
+    [
+        {"a": 0.5, "b": 0.6},
+        {"a": 0.0, "b": 1.0},
+        {"a": -0.2, "b": 1.2},
+        {"a": 0.999, "b": 0.001},
+        {},
+    ],
+)
 def test_impossible_fractions_raise(fractions):
     with pytest.raises(MedsureInputError, match="fraction"):
         split_dataset(toy(50), seed=0, fractions=fractions)
@@ -91,9 +102,13 @@ def test_segmentation_split_stratifies_on_foreground():
     rng = np.random.default_rng(1)
     masks = np.zeros((40, 4, 4), dtype=np.int64)
     masks[:10, 1, 1] = 1  # 10 with foreground
-    ds = ImageDataset(images=rng.random((40, 4, 4, 1), dtype=np.float32), targets=masks,
-                      ids=np.asarray([str(i) for i in range(40)]), class_names=np.asarray(["bg", "fg"]),
-                      task="segmentation")
+    ds = ImageDataset(
+        images=rng.random((40, 4, 4, 1), dtype=np.float32),
+        targets=masks,
+        ids=np.asarray([str(i) for i in range(40)]),
+        class_names=np.asarray(["bg", "fg"]),
+        task="segmentation",
+    )
     parts = split_dataset(ds, seed=0, fractions={"a": 0.5, "b": 0.5})
     assert [int((p.targets.reshape(len(p), -1).max(1) > 0).sum()) for p in parts.values()] == [5, 5]
 

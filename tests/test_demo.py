@@ -1,5 +1,6 @@
 """`medsure demo --quick` end to end on the embedded data: every analysis runs on the prediction
 files the demo wrote, and the report holds one section per analysis."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,16 @@ def demo_dir(tmp_path_factory):
 
 def test_demo_writes_results_for_every_analysis(demo_dir):
     results = json.loads((demo_dir / "results.json").read_text())
-    for key in ("classification", "segmentation", "conformal", "calibration", "failure", "explain",
-                "segmentation_uncertainty", "timings_s"):
+    for key in (
+        "classification",
+        "segmentation",
+        "conformal",
+        "calibration",
+        "failure",
+        "explain",
+        "segmentation_uncertainty",
+        "timings_s",
+    ):
         assert key in results, key
     cls = results["classification"]
     assert 0.0 <= cls["accuracy"] <= 1.0
@@ -50,8 +59,7 @@ def test_demo_prediction_files_are_the_analysed_artifacts(demo_dir):
 
 def test_demo_report_is_self_contained_with_all_sections(demo_dir):
     page = (demo_dir / "report.html").read_text()
-    for anchor in ("classification", "segmentation", "conformal", "gradcam", "seg-summary", "seg-overlays",
-                   "timings"):
+    for anchor in ("classification", "segmentation", "conformal", "gradcam", "seg-summary", "seg-overlays", "timings"):
         assert f'id="{anchor}"' in page, anchor
     assert "Grad-CAM for every label" in page
     # pictures are embedded, nothing is fetched

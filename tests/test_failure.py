@@ -1,5 +1,6 @@
 """Failure-detection metrics, CSFs, the combined CSF and the review threshold:
 hand-computed cases, properties and reference checks against scikit-learn."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,8 @@ from medsure.failure import (
     CSF_SPECS,
     CombinedCSF,
     SelectiveRiskThreshold,
-    aupr_error,
     augrc,
+    aupr_error,
     aurc,
     auroc_failure,
     bootstrap_ci,
@@ -30,8 +31,8 @@ from medsure.failure import (
 from medsure.failure import csf as csf_mod
 from medsure.failure.metrics import METRICS, _weighted_metrics
 
-
 # ---- metrics: hand-computed and properties ---------------------------------------------------
+
 
 def test_aurc_hand_computed():
     conf = np.array([0.9, 0.8, 0.7])
@@ -145,6 +146,7 @@ def test_metric_input_errors():
 
 # ---- CSFs --------------------------------------------------------------------------------------
 
+
 def test_csf_values_hand_computed():
     p = np.array([[0.7, 0.2, 0.1]])
     z = np.log(p)
@@ -152,7 +154,7 @@ def test_csf_values_hand_computed():
     assert csf_mod.margin(z)[0] == pytest.approx(0.5)
     assert csf_mod.topk_margin(z, k=3)[0] == pytest.approx(0.6)
     assert csf_mod.predictive_entropy(z)[0] == pytest.approx(-(p * np.log(p)).sum())
-    g = (p ** 2).sum()
+    g = (p**2).sum()
     assert csf_mod.doctor(z)[0] == pytest.approx((1 - g) / g)
     assert csf_mod.energy(z)[0] == pytest.approx(0.0, abs=1e-12)  # logsumexp(log p) = 0
     assert csf_mod.max_logit(z)[0] == pytest.approx(np.log(0.7))
@@ -174,8 +176,8 @@ def test_sample_csfs_identical_samples_have_no_epistemic_part():
 
 def test_cam_concentration_extremes():
     cams = np.zeros((3, 4, 4))
-    cams[0, 1, 1] = 5.0          # one hot pixel -> 1
-    cams[1] = 1.0                # uniform -> 0
+    cams[0, 1, 1] = 5.0  # one hot pixel -> 1
+    cams[1] = 1.0  # uniform -> 0
     np.testing.assert_allclose(csf_mod.cam_concentration(cams), [1.0, 0.0, 0.0], atol=1e-12)
 
 
@@ -221,6 +223,7 @@ def test_evaluate_failure_on_artifacts():
 
 
 # ---- review threshold --------------------------------------------------------------------------
+
 
 def test_clopper_pearson_upper_is_exact():
     for e, n in ((0, 20), (3, 50), (10, 40)):

@@ -1,6 +1,7 @@
 """Failure analysis: results computed once, clear errors, the output plan, the combined CSF's
 reason and fixed weights, the Grad-CAM CSF from the command line, the CSF registry, and the
 fd-shifts-compatible metric variants checked against independent implementations of its formulas."""
+
 from __future__ import annotations
 
 import json
@@ -37,13 +38,15 @@ def _data(n, k=3, seed=0, scale=3.0):
 def _files(tmp_path, n_cal=200, n_test=200, seed=0, cal_labels=True):
     z, y = _data(n_cal + n_test, seed=seed)
     ids = [f"c{i}" for i in range(n_cal)] + [f"t{i}" for i in range(n_test)]
-    cal = save_predictions(tmp_path / "cal.npz", make_predictions(
-        z[:n_cal], labels=y[:n_cal] if cal_labels else None, ids=ids[:n_cal]))
+    cal = save_predictions(
+        tmp_path / "cal.npz", make_predictions(z[:n_cal], labels=y[:n_cal] if cal_labels else None, ids=ids[:n_cal])
+    )
     test = save_predictions(tmp_path / "test.npz", make_predictions(z[n_cal:], labels=y[n_cal:], ids=ids[n_cal:]))
     return str(cal), str(test)
 
 
 # ---- fd-shifts formulas, implemented independently (loops over sorted cases) --------------------
+
 
 def _fdshifts_rc_points(confids, residuals):
     """RC points as fd-shifts' selective_risk_stats builds them: start at coverage 1, drop the
@@ -123,7 +126,8 @@ def test_variant_bootstrap_intervals_equal_explicit_resampling():
         assert vec["aurc_interpolated"][b] == pytest.approx(aurc_interpolated(conf[idx], errors[idx]), abs=1e-12)
         if 0 < errors[idx].sum() < len(idx):
             assert vec["eaurc_interpolated"][b] == pytest.approx(
-                excess_aurc_interpolated(conf[idx], errors[idx]), abs=1e-12)
+                excess_aurc_interpolated(conf[idx], errors[idx]), abs=1e-12
+            )
     out = variant_metrics(conf, errors, counts=counts)
     lo, hi = out["aurc_interpolated"]["ci"]
     assert lo <= hi and out["aurc_interpolated"]["variant"] == "fd-shifts-trapezoid"
@@ -140,14 +144,24 @@ def test_fpr95_convention_no_interpolation_hand_computed():
 
 # ---- evaluate_failure results and the CLI ---------------------------------------------------------
 
+
 def test_every_metric_names_its_variant_in_the_json(tmp_path):
     cal, test = _files(tmp_path)
     out = tmp_path / "f.json"
     assert main(["failure", "--cal", cal, "--test", test, "--bootstrap", "50", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     for metrics in record["csfs"].values():
-        for key in ("aurc", "aurc_interpolated", "eaurc", "eaurc_interpolated", "augrc", "fpr95",
-                    "fpr95_fdshifts", "auroc_f", "aupr_error"):
+        for key in (
+            "aurc",
+            "aurc_interpolated",
+            "eaurc",
+            "eaurc_interpolated",
+            "augrc",
+            "fpr95",
+            "fpr95_fdshifts",
+            "auroc_f",
+            "aupr_error",
+        ):
             assert metrics[key]["variant"] == record["variants"][key]
         assert metrics["aurc_interpolated"]["ci"] is not None
     assert record["variants"]["aurc"] == "discrete"
@@ -156,8 +170,9 @@ def test_every_metric_names_its_variant_in_the_json(tmp_path):
 @pytest.mark.parametrize("empty", ["cal", "test"])
 def test_an_empty_prediction_file_is_one_clear_error(tmp_path, capsys, empty):
     cal, test = _files(tmp_path)
-    empty_path = save_predictions(tmp_path / "empty.npz",
-                                  make_predictions(np.zeros((0, 3), np.float32), labels=np.zeros(0, int)))
+    empty_path = save_predictions(
+        tmp_path / "empty.npz", make_predictions(np.zeros((0, 3), np.float32), labels=np.zeros(0, int))
+    )
     args = {"cal": cal, "test": test, empty: str(empty_path)}
     out = tmp_path / "f.json"
     assert main(["failure", "--cal", args["cal"], "--test", args["test"], "--out", str(out)]) == 2
@@ -171,8 +186,24 @@ def test_failure_report_to_a_bad_path_leaves_no_json(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = tmp_path / "f.json"
-    assert main(["failure", "--cal", cal, "--test", test, "--bootstrap", "20", "--out", str(out),
-                 "--report", str(blocker / "r.html")]) == 2
+    assert (
+        main(
+            [
+                "failure",
+                "--cal",
+                cal,
+                "--test",
+                test,
+                "--bootstrap",
+                "20",
+                "--out",
+                str(out),
+                "--report",
+                str(blocker / "r.html"),
+            ]
+        )
+        == 2
+    )
     assert not out.exists()
 
 
@@ -214,8 +245,24 @@ def test_fixed_combination_weights_over_standardised_csfs(tmp_path):
 def test_combine_weights_on_the_command_line(tmp_path, capsys):
     cal, test = _files(tmp_path)
     out = tmp_path / "f.json"
-    assert main(["failure", "--cal", cal, "--test", test, "--bootstrap", "0", "--combine-weights",
-                 "msr=1,energy=0.5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "failure",
+                "--cal",
+                cal,
+                "--test",
+                test,
+                "--bootstrap",
+                "0",
+                "--combine-weights",
+                "msr=1,energy=0.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     combined = json.loads(out.read_text())["combined"]
     assert combined["mode"] == "fixed" and combined["weights"] == [1.0, 0.5]
     for bad in ("msr", "msr=x", "msr=1,msr=2", "nope=1"):
@@ -224,8 +271,13 @@ def test_combine_weights_on_the_command_line(tmp_path, capsys):
 
 
 def _cams_file(path, ids, classes, maps, class_names):
-    np.savez_compressed(path, ids=np.array(ids), classes=np.array(classes), maps=maps.astype(np.float32),
-                        class_names=np.array(class_names))
+    np.savez_compressed(
+        path,
+        ids=np.array(ids),
+        classes=np.array(classes),
+        maps=maps.astype(np.float32),
+        class_names=np.array(class_names),
+    )
     return str(path)
 
 

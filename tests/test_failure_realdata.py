@@ -1,6 +1,7 @@
 """Failure detection, review guarantee and calibration on real predictions (tests/realpreds.py).
 
 Skips with the reason when ../shared/data or the cached models are unavailable."""
+
 from __future__ import annotations
 
 import numpy as np

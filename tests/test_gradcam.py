@@ -1,5 +1,6 @@
 """Grad-CAM / Grad-CAM++: reference check against captum, hand-computed case, hook release,
 no memory growth, no_grad callers, conformal label sets."""
+
 from __future__ import annotations
 
 import gc
@@ -184,7 +185,7 @@ def test_gradcam_plusplus_matches_the_pytorch_grad_cam_formula_by_hand():
     # pytorch-grad-cam's GradCAMPlusPlus.get_cam_weights, written out on one random layer output
     torch.manual_seed(0)
     act, grad = torch.rand(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
-    g2, g3 = grad ** 2, grad ** 3
+    g2, g3 = grad**2, grad**3
     sum_act = act.sum(dim=(2, 3), keepdim=True)
     denom = 2 * g2 + sum_act * g3
     aij = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))

@@ -1,4 +1,5 @@
 """``medsure explain`` on a real trained run and the Grad-CAM report section."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,25 @@ def test_explain_cli_writes_overlays(tmp_path):
     test = realpreds.split_datasets("pneumoniamnist")["test"]
     ids = [str(i) for i in test.ids[:3]]
     out = tmp_path / "explain"
-    assert main(["explain", "--run", str(run.run_dir), "--split", "test", "--ids", *ids,
-                 "--out", str(out), "--classes", "0", "1"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--run",
+                str(run.run_dir),
+                "--split",
+                "test",
+                "--ids",
+                *ids,
+                "--out",
+                str(out),
+                "--classes",
+                "0",
+                "1",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "explain.json").read_text())
     assert len(record["files"]) == 6 and all((out / f).is_file() for f in record["files"])
     # the cams.npz format documented in `medsure explain --help` (read by other commands)
@@ -33,11 +51,26 @@ def test_explain_cli_writes_overlays(tmp_path):
 
         again = predict_cams(run, test, ids, targets=[[0, 1]] * 3)
         np.testing.assert_array_equal(again.maps, cams["maps"])
-    assert main(["explain", "--run", str(run.run_dir), "--split", "test", "--ids", "no-such-id",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["explain", "--run", str(run.run_dir), "--split", "test", "--ids", "no-such-id", "--out", str(out)]) == 2
+    )
     # a bad --method or an --out that is a file fails before anything is computed or written
-    assert main(["explain", "--run", str(run.run_dir), "--ids", ids[0], "--method", "scorecam",
-                 "--out", str(tmp_path / "m")]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                "--run",
+                str(run.run_dir),
+                "--ids",
+                ids[0],
+                "--method",
+                "scorecam",
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "m").exists()
     assert main(["explain", "--run", str(run.run_dir), "--ids", ids[0], "--out", str(out / "cams.npz")]) == 2
 
@@ -72,15 +105,32 @@ def test_explain_rebuilds_the_split_at_the_runs_image_size(tmp_path):
     # a run trained at 32 px on BUSI (embedded at 64 px): explain must see the 32 px images
     # predict sees, not the embedded default size
     run = tmp_path / "run32"
-    assert main(["train", "--dataset", "busi", "--model", "small_cnn", "--image-size", "32", "--epochs", "1",
-                 "--max-samples", "24", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "busi",
+                "--model",
+                "small_cnn",
+                "--image-size",
+                "32",
+                "--epochs",
+                "1",
+                "--max-samples",
+                "24",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     from medsure.training import load_run
     from medsure.training.datasets import load_splits
 
     test = load_splits(load_run(run).config["train"]["dataset"])["test"]
     out = tmp_path / "explain"
-    assert main(["explain", "--run", str(run), "--split", "test", "--ids", str(test.ids[0]),
-                 "--out", str(out)]) == 0
+    assert main(["explain", "--run", str(run), "--split", "test", "--ids", str(test.ids[0]), "--out", str(out)]) == 0
     with np.load(out / "cams.npz") as cams:
         assert cams["maps"].shape[-2:] == (32, 32)
 

@@ -1,4 +1,5 @@
 """Model builders: shapes, stems, dropout, validation."""
+
 from __future__ import annotations
 
 import pytest
@@ -60,12 +61,15 @@ def test_dropout_layers_only_when_requested(name: str) -> None:
     assert n_dropout(with_dropout) >= 1
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"name": "vgg"}, "vgg"),
-    ({"num_classes": 1}, "num_classes"),
-    ({"dropout": 1.0}, "dropout"),
-    ({"in_channels": 0}, "in_channels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"name": "vgg"}, "vgg"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"in_channels": 0}, "in_channels"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs: dict, word: str) -> None:
     args = {"name": "small_cnn", "in_channels": 1, "num_classes": 2, "image_size": 28, **kwargs}
     name = args.pop("name")

@@ -1,4 +1,5 @@
 """predict / predict_ensemble / TTA: shapes, sample kinds, seeding, inversion of TTA views."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -44,8 +45,9 @@ def test_plain_classification_predictions(cls_run: Path, tmp_path: Path) -> None
     assert pred.provenance["dataset"] == data.provenance
     assert pred.provenance["run"]["config"]["model"]["name"] == "small_cnn"
     # batch size does not change the outputs
-    np.testing.assert_allclose(predict(load_run(cls_run), data, batch_size=11).logits,
-                               pred.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        predict(load_run(cls_run), data, batch_size=11).logits, pred.logits, rtol=1e-5, atol=1e-5
+    )
     again = load_predictions(save_predictions(tmp_path / "p.npz", pred))
     np.testing.assert_array_equal(again.logits, pred.logits)
 
@@ -119,9 +121,13 @@ def _smooth_seg(n: int = 3, size: int = 32) -> object:
     images = ((base * 0.4 + 0.5) * 255).astype(np.uint8)[..., None]
     from medsure.data.base import ImageDataset
 
-    return ImageDataset(images=images, targets=(images[..., 0] > 127).astype(np.int64),
-                        ids=np.array([f"i{k}" for k in range(n)]), class_names=np.array(["bg", "fg"]),
-                        task="segmentation")
+    return ImageDataset(
+        images=images,
+        targets=(images[..., 0] > 127).astype(np.int64),
+        ids=np.array([f"i{k}" for k in range(n)]),
+        class_names=np.array(["bg", "fg"]),
+        task="segmentation",
+    )
 
 
 def test_tta_views_are_inverted_for_segmentation() -> None:
@@ -132,8 +138,7 @@ def test_tta_views_are_inverted_for_segmentation() -> None:
         np.testing.assert_array_equal(views[v], views[0])
     centre = slice(8, 24)  # rotations: bilinear there and back, exact up to smoothing inside
     for v in (3, 4):
-        np.testing.assert_allclose(views[v][..., centre, centre], views[0][..., centre, centre],
-                                   atol=0.1)
+        np.testing.assert_allclose(views[v][..., centre, centre], views[0][..., centre, centre], atol=0.1)
     shifted = predict(_Shifted(), data, tta=["identity", "hflip"]).logits.astype(np.float32)
     assert not np.allclose(shifted[0], shifted[1])  # the views really were applied
 
@@ -175,13 +180,16 @@ def test_the_run_record_travels_with_the_model_not_on_it(cls_run: Path) -> None:
     assert ens.provenance["runs"][1] == {"model_class": type(run.model).__name__}
 
 
-@pytest.mark.parametrize("task,hflip,vflip,expected", [
-    ("classification", True, False, ("identity", "hflip")),
-    ("classification", True, True, ("identity", "hflip", "vflip", "hvflip")),
-    ("classification", False, False, ("identity",)),
-    ("segmentation", False, False, ("identity", "rot+10", "rot-10")),
-    ("segmentation", True, True, ("identity", "hflip", "vflip", "rot+10", "rot-10")),
-])
+@pytest.mark.parametrize(
+    "task,hflip,vflip,expected",
+    [
+        ("classification", True, False, ("identity", "hflip")),
+        ("classification", True, True, ("identity", "hflip", "vflip", "hvflip")),
+        ("classification", False, False, ("identity",)),
+        ("segmentation", False, False, ("identity", "rot+10", "rot-10")),
+        ("segmentation", True, True, ("identity", "hflip", "vflip", "rot+10", "rot-10")),
+    ],
+)
 def test_tta_views_follow_the_training_augmentation(task, hflip, vflip, expected):
     from medsure.tta import check_views, views_for_training
 

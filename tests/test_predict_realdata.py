@@ -1,18 +1,19 @@
 """The cached real-data artifacts of tests/realpreds.py: held-out, disjoint, better than chance."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import realpreds
 from medsure.artifact import check_compatible
 from medsure.training.metrics import auc, mean_dice
+
+import realpreds
 
 pytestmark = pytest.mark.realdata
 
 
-@pytest.mark.parametrize("name, min_auc", [("pneumoniamnist", 0.9), ("busi", 0.75),
-                                           ("isic2017", 0.6)])
+@pytest.mark.parametrize("name, min_auc", [("pneumoniamnist", 0.9), ("busi", 0.75), ("isic2017", 0.6)])
 def test_classification_artifacts_are_held_out_and_informative(name: str, min_auc: float) -> None:
     cal, test = realpreds.classification_predictions(name)
     check_compatible(cal, test)

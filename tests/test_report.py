@@ -20,8 +20,11 @@ def test_report_orders_sections_and_is_self_contained(tmp_path):
     report.add(Section("Late", "<p>late</p>", order=500))
     from medsure.evaluation import segmentation_summary
 
-    report.add(segmentation_section(segmentation_summary(seg), seg, image_dice=np.ones(3),
-                                    images=rng.random((3, 8, 8)), history=history))
+    report.add(
+        segmentation_section(
+            segmentation_summary(seg), seg, image_dice=np.ones(3), images=rng.random((3, 8, 8)), history=history
+        )
+    )
     report.add(classification_section(classification_summary(cls), cls, history=history))
     path = tmp_path / "r.html"
     report.write(path)
@@ -51,7 +54,7 @@ def test_atomic_text_is_utf8_with_normal_permissions(tmp_path):
 
     path = tmp_path / "r.html"
     atomic_write_text(path, "α ≥ 0.9")
-    assert path.read_bytes() == "α ≥ 0.9".encode("utf-8")
+    assert path.read_bytes() == "α ≥ 0.9".encode()
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask

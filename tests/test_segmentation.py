@@ -1,4 +1,5 @@
 """Segmentation uncertainty: pure functions on hand-computed tiny masks and reference checks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,6 +36,7 @@ LOG2 = float(np.log(2.0))
 
 
 # ---- uncertainty maps ---------------------------------------------------------------------
+
 
 def test_entropy_hand_values():
     probs = np.array([[0.5, 0.5], [1.0, 0.0], [0.25, 0.75]], np.float32).T[None, :, :, None]  # (1,2,3,1)
@@ -78,12 +80,13 @@ def test_image_uncertainty_foreground_mean_and_fallback():
 
 # ---- regions ------------------------------------------------------------------------------
 
+
 def test_boundaries_and_band_of_a_square():
     labels = np.zeros((1, 6, 6), np.int64)
     labels[0, 2:4, 2:4] = 1
     edges = label_boundaries(labels)[0]
     expected = np.zeros((6, 6), bool)
-    expected[2:4, 2:4] = True                   # inner contour: all four square pixels
+    expected[2:4, 2:4] = True  # inner contour: all four square pixels
     expected[1, 2:4] = expected[4, 2:4] = True  # outer 4-neighbours, no corners
     expected[2:4, 1] = expected[2:4, 4] = True
     np.testing.assert_array_equal(edges, expected)
@@ -97,6 +100,7 @@ def test_boundaries_and_band_of_a_square():
 
 
 # ---- calibration --------------------------------------------------------------------------
+
 
 def test_ece_mce_hand_computed():
     conf = np.array([0.95, 0.95, 0.95, 0.55])
@@ -136,8 +140,9 @@ def test_pixel_calibration_matches_loop_reference_and_region():
     region[:, :4] = True
     sub = pixel_calibration(probs, masks, region=region)
     assert sub["n"] == region.sum()
-    assert sub["ece"] == pytest.approx(calibration_errors(probs.max(axis=1)[:, :4],
-                                                          (probs.argmax(axis=1) == masks)[:, :4])["ece"])
+    assert sub["ece"] == pytest.approx(
+        calibration_errors(probs.max(axis=1)[:, :4], (probs.argmax(axis=1) == masks)[:, :4])["ece"]
+    )
 
 
 def test_perfectly_calibrated_pixels_have_small_ece():
@@ -152,12 +157,13 @@ def test_perfectly_calibrated_pixels_have_small_ece():
 
 # ---- Dice, HD95 ---------------------------------------------------------------------------
 
+
 def test_dice_hand_computed_and_empty_policy():
     pred = np.zeros((3, 4, 4), np.int64)
     gt = np.zeros((3, 4, 4), np.int64)
     pred[0, 0:2, 0:2] = 1
-    gt[0, 0:2, 1:3] = 1          # overlap 2 of 4 + 4 -> Dice 0.5
-    pred[1, 0, 0] = 1            # false positive on an empty GT -> 0
+    gt[0, 0:2, 1:3] = 1  # overlap 2 of 4 + 4 -> Dice 0.5
+    pred[1, 0, 0] = 1  # false positive on an empty GT -> 0
     dice = dice_per_label(pred, gt, 2)  # image 2: both empty -> NaN
     assert dice.shape == (3, 1)
     assert dice[0, 0] == pytest.approx(0.5) and dice[1, 0] == 0.0 and np.isnan(dice[2, 0])
@@ -188,8 +194,8 @@ def test_hd95_single_pixels_and_empty_policy():
     pred = np.zeros((3, 8, 8), np.int64)
     gt = np.zeros((3, 8, 8), np.int64)
     pred[0, 2, 2] = 1
-    gt[0, 2, 5] = 1              # distance 3
-    gt[1, 4, 4] = 1              # prediction empty -> undefined
+    gt[0, 2, 5] = 1  # distance 3
+    gt[1, 4, 4] = 1  # prediction empty -> undefined
     hd = hd95_per_label(pred, gt, 2)
     assert hd[0, 0] == pytest.approx(3.0) and np.isnan(hd[1, 0]) and np.isnan(hd[2, 0])
     assert hd95_per_label(pred, gt, 2, spacing=0.5)[0, 0] == pytest.approx(1.5)
@@ -197,8 +203,10 @@ def test_hd95_single_pixels_and_empty_policy():
 
 def _hd95_reference(a: np.ndarray, b: np.ndarray) -> float:
     """Brute force: contour pixels (mask minus its erosion), all pairwise distances."""
+
     def edge_points(m):
         return np.argwhere(m & ~ndimage.binary_erosion(m))
+
     d = cdist(edge_points(a), edge_points(b))
     return max(np.percentile(d.min(axis=1), 95), np.percentile(d.min(axis=0), 95))
 
@@ -210,14 +218,15 @@ def test_hd95_matches_brute_force_on_blobs():
     gt = np.zeros((4, 24, 24), np.int64)
     for i in range(4):  # builds the test fixture only
         cy, cx, r = rng.integers(7, 17), rng.integers(7, 17), rng.integers(3, 7)
-        gt[i] = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
-        pred[i] = (yy - cy - rng.integers(-3, 4)) ** 2 / 1.5 + (xx - cx) ** 2 <= r ** 2
+        gt[i] = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        pred[i] = (yy - cy - rng.integers(-3, 4)) ** 2 / 1.5 + (xx - cx) ** 2 <= r**2
     hd = hd95_per_label(pred, gt, 2)[:, 0]
     ref = [_hd95_reference(pred[i] == 1, gt[i] == 1) for i in range(4)]
     np.testing.assert_allclose(hd, ref, atol=1e-6)
 
 
 # ---- segment calibration, UEO, Dice prediction, shift --------------------------------------
+
 
 def test_segment_calibration_hand_computed():
     p1 = np.array([0.9, 0.8, 0.2, 0.1]).reshape(1, 1, 4)
@@ -232,7 +241,7 @@ def test_segment_calibration_hand_computed():
 def test_segment_calibration_skips_empty_predictions():
     probs = np.zeros((2, 3, 2, 2))
     probs[:, 0] = 1.0
-    probs[0, :, 0, 0] = [0.2, 0.7, 0.1]   # image 0 predicts label 1 at one pixel; label 2 nowhere
+    probs[0, :, 0, 0] = [0.2, 0.7, 0.1]  # image 0 predicts label 1 at one pixel; label 2 nowhere
     gt = np.zeros((2, 2, 2), np.int64)
     gt[0, 0, 0] = 1
     out = segment_calibration(probs, gt)
@@ -280,6 +289,7 @@ def test_shift_auroc_matches_sklearn_with_ties():
 
 # ---- conformal masks ----------------------------------------------------------------------
 
+
 def _one_pixel_images(probs_at_gt, n_empty=0):
     n = len(probs_at_gt) + n_empty
     probs = np.zeros((n, 1, 3))
@@ -304,7 +314,7 @@ def test_crc_threshold_hand_computed():
 def test_crc_threshold_is_the_supremum_of_the_feasible_set():
     rng = np.random.default_rng(9)
     probs = rng.uniform(size=(30, 12, 12)).round(3)
-    gt = rng.uniform(size=probs.shape) < probs ** 2
+    gt = rng.uniform(size=probs.shape) < probs**2
     gt[:3] = False
     n, alpha = probs.shape[0], 0.1
     lam = crc_threshold(probs, gt, alpha)
@@ -313,7 +323,7 @@ def test_crc_threshold_is_the_supremum_of_the_feasible_set():
         return n / (n + 1) * fnr(probs, gt, t).mean() + 1 / (n + 1)
 
     assert bound(lam) <= alpha
-    larger = np.unique(probs[probs > lam])[0]      # the next candidate threshold
+    larger = np.unique(probs[probs > lam])[0]  # the next candidate threshold
     assert bound(larger) > alpha
     grid = np.linspace(0, 1, 57)
     np.testing.assert_allclose(fnr_curve(probs, gt, grid), np.stack([fnr(probs, gt, t) for t in grid], 1))
@@ -364,19 +374,22 @@ def test_image_uncertainty_foreground_weighted_keeps_a_half_seen_miss_visible():
     np.testing.assert_allclose(weighted, [0.9, 0.2])
     np.testing.assert_allclose(image_uncertainty(umap, predicted, reduce="foreground_mean"), [0.9 * 4 / 16, 0.2])
     # no foreground belief anywhere: the plain mean
-    np.testing.assert_allclose(image_uncertainty(umap, predicted, reduce="foreground_weighted",
-                                                 foreground_prob=np.zeros_like(fg)), [0.9 * 4 / 16, 0.2])
+    np.testing.assert_allclose(
+        image_uncertainty(umap, predicted, reduce="foreground_weighted", foreground_prob=np.zeros_like(fg)),
+        [0.9 * 4 / 16, 0.2],
+    )
     with pytest.raises(MedsureInputError, match="foreground probabilities"):
         image_uncertainty(umap, predicted, reduce="foreground_weighted")
 
 
 # ---- issue 10: every reduction, estimator vocabulary, one error voice ----------------------------
 
+
 def test_top_percent_and_max_reductions_hand_computed():
     from medsure.segmentation.uncertainty import REDUCTIONS, TOP_FRACTION
 
     umap = np.zeros((2, 20, 10))
-    umap[0, 0, :3] = [5.0, 3.0, 1.0]   # 200 pixels: the top 1 % are the 2 largest
+    umap[0, 0, :3] = [5.0, 3.0, 1.0]  # 200 pixels: the top 1 % are the 2 largest
     umap[1] = 0.5
     assert round(TOP_FRACTION * 200) == 2
     np.testing.assert_allclose(image_uncertainty(umap, reduce="max"), [5.0, 0.5])
@@ -409,8 +422,9 @@ def test_dice_predictor_declares_constraints_and_speaks_the_error_format():
     from medsure.segmentation.metrics import DicePredictor
 
     assert DicePredictor._parameter_constraints == {}
-    with pytest.raises(MedsureInputError,
-                       match=r"^DicePredictor.fit: got 1 image\(s\) with a defined Dice; expected at least 2"):
+    with pytest.raises(
+        MedsureInputError, match=r"^DicePredictor.fit: got 1 image\(s\) with a defined Dice; expected at least 2"
+    ):
         DicePredictor().fit(np.array([0.1, 0.2]), np.array([0.5, np.nan]))
     with pytest.raises(MedsureInputError, match="Call fit first"):
         DicePredictor().predict(np.array([0.1]))

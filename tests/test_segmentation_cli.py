@@ -1,4 +1,5 @@
 """CLI contract of ``medsure segment-eval`` and ``medsure conformal-mask`` on synthetic artifacts."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,12 @@ def _artifact(n=24, k=2, size=16, seed=0, noise=1.0, samples=0):
     onehot = np.eye(k)[masks].transpose(0, 3, 1, 2) * 3.0
     shape = (samples, *onehot.shape) if samples else onehot.shape
     logits = (onehot + rng.normal(scale=noise * 1.5, size=shape)).astype(np.float32)
-    return make_predictions(logits, masks=masks, class_names=["background"] + [f"s{j}" for j in range(1, k)],
-                            sample_kind="mc_dropout" if samples else None)
+    return make_predictions(
+        logits,
+        masks=masks,
+        class_names=["background"] + [f"s{j}" for j in range(1, k)],
+        sample_kind="mc_dropout" if samples else None,
+    )
 
 
 def test_segment_eval_writes_contract_keys(tmp_path, capsys):
@@ -52,8 +57,7 @@ def test_conformal_mask_cli_binary(tmp_path):
     cal = save_predictions(tmp_path / "c.npz", _artifact(n=60, seed=2))
     test = save_predictions(tmp_path / "t.npz", _artifact(n=40, seed=3))
     out = tmp_path / "r.json"
-    assert main(["conformal-mask", "--cal", str(cal), "--test", str(test), "--alpha", "0.1",
-                 "--out", str(out)]) == 0
+    assert main(["conformal-mask", "--cal", str(cal), "--test", str(test), "--alpha", "0.1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["n_cal"] == 60 and 0 <= result["lambda"] <= 1 and 0 <= result["fnr"] <= 1
 
@@ -72,13 +76,16 @@ def _write_raw(path, **arrays):
     return str(path)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("mask_shape", "masks"),
-    ("label_range", "masks"),
-    ("nan", "NaN"),
-    ("classification", "segmentation"),
-    ("no_masks", "masks"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("mask_shape", "masks"),
+        ("label_range", "masks"),
+        ("nan", "NaN"),
+        ("classification", "segmentation"),
+        ("no_masks", "masks"),
+    ],
+)
 def test_bad_input_gives_one_clear_error(tmp_path, capsys, case, message):
     logits = np.zeros((3, 2, 4, 4), np.float32)
     masks = np.zeros((3, 4, 4), np.int64)
@@ -106,8 +113,9 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, case, message):
 
 def test_conformal_mask_rejects_bad_alpha(tmp_path, capsys):
     cal = str(save_predictions(tmp_path / "c.npz", _artifact(n=12)))
-    assert main(["conformal-mask", "--cal", cal, "--test", cal, "--alpha", "1.5",
-                 "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(["conformal-mask", "--cal", cal, "--test", cal, "--alpha", "1.5", "--out", str(tmp_path / "r.json")]) == 2
+    )
     assert "alpha" in capsys.readouterr().err
 
 
@@ -119,13 +127,15 @@ def test_report_sections_render(tmp_path):
     test = _artifact(n=12, k=3, seed=7, samples=2)
     thumbs = (np.random.default_rng(0).uniform(size=(12, 8, 8)) * 255).astype(np.uint8)
     from dataclasses import replace
+
     test = replace(test, thumbnails=thumbs)
     shift = _artifact(n=10, k=3, seed=8, noise=2.0, samples=2)
     from medsure.segmentation.conformal_mask import evaluate_conformal_mask
     from medsure.segmentation.evaluate import evaluate_segmentation
 
-    sections = build_sections(evaluate_segmentation(test, cal=cal, shift=shift),
-                              evaluate_conformal_mask(cal, test, alpha=0.1))
+    sections = build_sections(
+        evaluate_segmentation(test, cal=cal, shift=shift), evaluate_conformal_mask(cal, test, alpha=0.1)
+    )
     assert [s.key for s in sections] == ["seg-summary", "seg-overlays", "seg-calibration", "seg-conformal"]
     assert all("data:image/png;base64," in s.body_html for s in sections[1:])
     assert "shift AUROC" in sections[0].body_html
@@ -150,8 +160,17 @@ def test_conformal_mask_exclude_counts_only_images_showing_the_label(tmp_path, c
 
     cal = save_predictions(tmp_path / "c.npz", replace(cal, masks=masks))
     test = save_predictions(tmp_path / "t.npz", _artifact(seed=2))
-    args = ["conformal-mask", "--cal", str(cal), "--test", str(test), "--alpha", "0.1",
-            "--out", str(tmp_path / "m.json")]
+    args = [
+        "conformal-mask",
+        "--cal",
+        str(cal),
+        "--test",
+        str(test),
+        "--alpha",
+        "0.1",
+        "--out",
+        str(tmp_path / "m.json"),
+    ]
     assert main(args + ["--empty-gt", "exclude"]) == 2
     assert "got 4 calibration images showing it" in capsys.readouterr().err
     assert main(args) == 0  # counting empty images as FNR 0, all 12 are usable
@@ -169,6 +188,7 @@ def test_crc_threshold_at_alpha_one_over_n_plus_one_is_not_the_whole_image():
 
 # ---- issue 10: every reduction, outputs checked first, reports that only render --------------------
 
+
 def test_segment_eval_reports_the_shift_auroc_of_every_reduction(tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
 
@@ -179,8 +199,12 @@ def test_segment_eval_reports_the_shift_auroc_of_every_reduction(tmp_path, capsy
     pred_path = save_predictions(tmp_path / "p.npz", test)
     shift_path = save_predictions(tmp_path / "s.npz", shift)
     out = tmp_path / "r.json"
-    assert main(["segment-eval", "--pred", str(pred_path), "--shift", str(shift_path), "--reduce", "max",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["segment-eval", "--pred", str(pred_path), "--shift", str(shift_path), "--reduce", "max", "--out", str(out)]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert list(result["shift_auroc_by_reduction"]) == list(REDUCTIONS)
     for reduce, auc in result["shift_auroc_by_reduction"].items():  # each against scikit-learn
@@ -207,14 +231,44 @@ def test_segment_eval_and_conformal_mask_write_html_reports(tmp_path):
     test = save_predictions(tmp_path / "t.npz", _artifact(n=12, k=3, seed=7, samples=2))
     shift = save_predictions(tmp_path / "s.npz", _artifact(n=10, k=3, seed=8, noise=2.0, samples=2))
     html_path = tmp_path / "out" / "seg.html"  # a missing parent folder is created
-    assert main(["segment-eval", "--pred", str(test), "--cal", str(cal), "--shift", str(shift),
-                 "--out", str(tmp_path / "r.json"), "--report", str(html_path)]) == 0
+    assert (
+        main(
+            [
+                "segment-eval",
+                "--pred",
+                str(test),
+                "--cal",
+                str(cal),
+                "--shift",
+                str(shift),
+                "--out",
+                str(tmp_path / "r.json"),
+                "--report",
+                str(html_path),
+            ]
+        )
+        == 0
+    )
     text = html_path.read_text()
     assert "top_percent" in text and "Dice predictor fitted on 30 cal images" in text
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["dice_predictor"]["n_fit"] > 0 and result["cal_file"] == str(cal)
-    assert main(["conformal-mask", "--cal", str(cal), "--test", str(test), "--out", str(tmp_path / "m.json"),
-                 "--report", str(tmp_path / "m.html")]) == 0
+    assert (
+        main(
+            [
+                "conformal-mask",
+                "--cal",
+                str(cal),
+                "--test",
+                str(test),
+                "--out",
+                str(tmp_path / "m.json"),
+                "--report",
+                str(tmp_path / "m.html"),
+            ]
+        )
+        == 0
+    )
     assert "conformal masks" in (tmp_path / "m.html").read_text()
 
 
@@ -232,9 +286,14 @@ def test_report_renders_results_without_computing(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the report computed something")
 
-    for module, name in ((metrics_module.DicePredictor, "fit"), (cm_module.ConformalMask, "fit"),
-                         (ev_module, "evaluate_segmentation"), (cm_module, "evaluate_conformal_mask"),
-                         (cm_module, "fnr_curve"), (ev_module, "uncertainty_maps")):
+    for module, name in (
+        (metrics_module.DicePredictor, "fit"),
+        (cm_module.ConformalMask, "fit"),
+        (ev_module, "evaluate_segmentation"),
+        (cm_module, "evaluate_conformal_mask"),
+        (cm_module, "fnr_curve"),
+        (ev_module, "uncertainty_maps"),
+    ):
         monkeypatch.setattr(module, name, forbidden)
     sections = build_sections(seg, conformal, order=5)
     assert [s.key for s in sections] == ["seg-summary", "seg-overlays", "seg-calibration", "seg-conformal"]
@@ -252,19 +311,31 @@ def test_report_modules_import_no_analysis_code():
 
     import medsure
 
-    code = ("import sys, medsure.report.core; "
-            "bad = [m for m in ('medsure.evaluation', 'medsure.segmentation') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, medsure.report.core; "
+        "bad = [m for m in ('medsure.evaluation', 'medsure.segmentation') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     # segmentation/report.py and plots.py import no analysis module at run time (types only)
     root = Path(medsure.__file__).parent / "segmentation"
     for name in ("report.py", "plots.py"):
         tree = ast.parse((root / name).read_text())
-        runtime = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-                   and node.module.startswith("medsure.segmentation.") and node.module != "medsure.segmentation.plots"]
-        guarded = [node for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)]
+        runtime = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("medsure.segmentation.")
+            and node.module != "medsure.segmentation.plots"
+        ]
+        guarded = [
+            node
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for node in ast.walk(block)
+        ]
         assert all(node in guarded for node in runtime), (name, [ast.unparse(n) for n in runtime])
 
 

@@ -7,6 +7,7 @@ Monte-Carlo error of that average: the R per-split means are i.i.d. given the po
 ``4 * sd / sqrt(R)`` (one-sided normal tail ~3e-5; each per-split mean averages dozens of
 images, so the normal approximation is good).
 """
+
 from __future__ import annotations
 
 import json

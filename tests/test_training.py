@@ -1,4 +1,5 @@
 """Trainer: exact resume, seeding, early stopping, safe checkpoints, joint augmentation."""
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,15 @@ def single_thread():
     torch.set_num_threads(previous)
 
 
-def synthetic(n: int, *, seg: bool = False, size: int = 16, channels: int = 1, seed: int = 0,
-              n_classes: int = 2) -> ImageDataset:
+def synthetic(
+    n: int, *, seg: bool = False, size: int = 16, channels: int = 1, seed: int = 0, n_classes: int = 2
+) -> ImageDataset:
     """Separable toy data: class c brightens a centred square by 0.3*c (seg: the mask is the square)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, n_classes, n)
     images = rng.normal(0.3, 0.08, (n, size, size, channels))
     square = np.zeros((size, size), bool)
-    square[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = True
+    square[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = True
     if seg:
         targets = np.where(square[None], labels[:, None, None], 0).astype(np.int64)
         images = images + 0.3 * targets[..., None]
@@ -39,17 +41,19 @@ def synthetic(n: int, *, seg: bool = False, size: int = 16, channels: int = 1, s
         targets = labels.astype(np.int64)
         images = images + 0.3 * labels[:, None, None, None] * square[None, :, :, None]
     images = (np.clip(images, 0, 1) * 255).astype(np.uint8)
-    return ImageDataset(images=images, targets=targets,
-                        ids=np.array([f"s{seed}_{i}" for i in range(n)]),
-                        class_names=np.array([f"c{k}" for k in range(n_classes)]),
-                        task="segmentation" if seg else "classification",
-                        meta={"site": np.array(["a", "b"])[np.arange(n) % 2]},
-                        provenance={"source": "synthetic", "seed": seed})
+    return ImageDataset(
+        images=images,
+        targets=targets,
+        ids=np.array([f"s{seed}_{i}" for i in range(n)]),
+        class_names=np.array([f"c{k}" for k in range(n_classes)]),
+        task="segmentation" if seg else "classification",
+        meta={"site": np.array(["a", "b"])[np.arange(n) % 2]},
+        provenance={"source": "synthetic", "seed": seed},
+    )
 
 
 def splits(seg: bool = False, size: int = 16) -> dict[str, ImageDataset]:
-    return {"train": synthetic(40, seg=seg, size=size, seed=1),
-            "val": synthetic(16, seg=seg, size=size, seed=2)}
+    return {"train": synthetic(40, seg=seg, size=size, seed=1), "val": synthetic(16, seg=seg, size=size, seed=2)}
 
 
 class Interrupt(Exception):
@@ -60,6 +64,7 @@ def _stop_after(k: int):
     def callback(epoch: int, record: dict) -> None:
         if epoch == k:
             raise Interrupt
+
     return callback
 
 
@@ -73,13 +78,11 @@ def _assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("model, seg, bf16", [("small_cnn", False, False),
-                                               ("small_cnn", False, True),
-                                               ("unet", True, False)])
-def test_resume_after_kill_reaches_the_same_weights(tmp_path: Path, model: str, seg: bool,
-                                                    bf16: bool) -> None:
-    config = TrainConfig(model=model, epochs=3, batch_size=8, dropout=0.2, patience=0, seed=3,
-                         bf16=bf16, vflip=True)
+@pytest.mark.parametrize(
+    "model, seg, bf16", [("small_cnn", False, False), ("small_cnn", False, True), ("unet", True, False)]
+)
+def test_resume_after_kill_reaches_the_same_weights(tmp_path: Path, model: str, seg: bool, bf16: bool) -> None:
+    config = TrainConfig(model=model, epochs=3, batch_size=8, dropout=0.2, patience=0, seed=3, bf16=bf16, vflip=True)
     data = splits(seg)
     train(config, data, tmp_path / "full")
     with pytest.raises(Interrupt):
@@ -87,8 +90,7 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path: Path, model: str, 
     assert json.loads((tmp_path / "cut" / "history.json").read_text())[-1]["epoch"] == 1
     result = train(config, data, tmp_path / "cut", resume=True)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
-    _assert_same_weights(_state(tmp_path / "full" / "checkpoint.pt"),
-                         _state(tmp_path / "cut" / "checkpoint.pt"))
+    _assert_same_weights(_state(tmp_path / "full" / "checkpoint.pt"), _state(tmp_path / "cut" / "checkpoint.pt"))
     _assert_same_weights(_state(tmp_path / "full" / "best.pt"), _state(tmp_path / "cut" / "best.pt"))
     full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["optimizer"]["state"]
     cut = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["optimizer"]["state"]
@@ -150,8 +152,7 @@ class _Payload:
 def test_checkpoint_with_pickled_code_is_refused(tmp_path: Path) -> None:
     train(TrainConfig(epochs=1, batch_size=8), splits(), tmp_path / "r")
     weights = _state(tmp_path / "r" / "best.pt")
-    torch.save({"format": 1, "model": weights, "extra": _Payload()}, tmp_path / "r" / "best.pt",
-               pickle_protocol=2)
+    torch.save({"format": 1, "model": weights, "extra": _Payload()}, tmp_path / "r" / "best.pt", pickle_protocol=2)
     with pytest.raises(MedsureInputError, match="Refusing to load it because unpickling can run arbitrary code"):
         load_run(tmp_path / "r")
     with open(tmp_path / "plain_pickle.pt", "wb") as handle:
@@ -162,14 +163,19 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("loss", ["ce", "dice", "ce_dice"])
 def test_segmentation_losses(tmp_path: Path, loss: str) -> None:
-    result = train(TrainConfig(model="unet", loss=loss, epochs=1, batch_size=8), splits(seg=True),
-                   tmp_path / loss)
+    result = train(TrainConfig(model="unet", loss=loss, epochs=1, batch_size=8), splits(seg=True), tmp_path / loss)
     assert np.isfinite(result.history[0]["train_loss"]) and 0 <= result.history[0]["val_dice"] <= 1
 
 
-@pytest.mark.parametrize("kwargs, word", [({"loss": "focal"}, "loss"), ({"epochs": 0}, "epochs"),
-                                          ({"model": "vgg"}, "model"),
-                                          ({"monitor": "dice"}, "monitor")])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"loss": "focal"}, "loss"),
+        ({"epochs": 0}, "epochs"),
+        ({"model": "vgg"}, "model"),
+        ({"monitor": "dice"}, "monitor"),
+    ],
+)
 def test_bad_config_is_refused(tmp_path: Path, kwargs: dict, word: str) -> None:
     with pytest.raises(MedsureInputError, match=word):
         train(TrainConfig(**kwargs), splits(), tmp_path / "r")
@@ -186,8 +192,7 @@ def test_augmentation_moves_masks_with_images() -> None:
     gen = torch.Generator().manual_seed(0)
     masks = torch.randint(0, 3, (32, 12, 12))
     images = masks[:, None].float() / 2
-    out_images, out_masks = random_flip_shift(images, masks, generator=gen, hflip=True,
-                                              vflip=True, max_shift=0.25)
+    out_images, out_masks = random_flip_shift(images, masks, generator=gen, hflip=True, vflip=True, max_shift=0.25)
     assert torch.equal(out_images[:, 0] * 2, out_masks.float())
     assert not torch.equal(out_masks, masks)  # something moved
     # Values are copied, never interpolated: every output value existed in the input (or is 0).
@@ -195,10 +200,10 @@ def test_augmentation_moves_masks_with_images() -> None:
     assert torch.equal(images, masks[:, None].float() / 2)  # input untouched
 
 
-@pytest.mark.parametrize("sources, test_from", [(("train", "val", "test"), "test"),
-                                                (("train", "val"), "val"),
-                                                (("val", "test"), "test"),
-                                                (None, None)])
+@pytest.mark.parametrize(
+    "sources, test_from",
+    [(("train", "val", "test"), "test"), (("train", "val"), "val"), (("val", "test"), "test"), (None, None)],
+)
 def test_standard_splits_hold_out_cal_and_test(sources, test_from) -> None:
     from dataclasses import replace
 
@@ -245,12 +250,27 @@ def test_balanced_class_weights_make_a_rare_class_predicted(tmp_path):
     labels = (rng.random(n) < 0.1).astype(np.int64)
     images = rng.normal(0, 1, (n, 8, 8, 1)).astype(np.float32)
     images[labels == 1] += 0.6  # a weak signal for the rare class
-    ds = ImageDataset(images=images, targets=labels, ids=np.arange(n).astype(str),
-                      class_names=np.array(["common", "rare"]), task="classification")
+    ds = ImageDataset(
+        images=images,
+        targets=labels,
+        ids=np.arange(n).astype(str),
+        class_names=np.array(["common", "rare"]),
+        task="classification",
+    )
     predicted_rare = {}
     for weights in (None, "balanced"):
-        cfg = TrainConfig(model="small_cnn", epochs=4, batch_size=32, lr=3e-3, seed=0, patience=0, width=8,
-                          augment=False, class_weights=weights, monitor="loss")
+        cfg = TrainConfig(
+            model="small_cnn",
+            epochs=4,
+            batch_size=32,
+            lr=3e-3,
+            seed=0,
+            patience=0,
+            width=8,
+            augment=False,
+            class_weights=weights,
+            monitor="loss",
+        )
         result = train(cfg, {"train": ds, "val": ds}, tmp_path / f"run-{weights}")
         with torch.no_grad():
             logits = result.model(torch.as_tensor(images).permute(0, 3, 1, 2))
@@ -265,18 +285,23 @@ def test_deterministic_flag_reaches_the_run_record_and_trains_on_cpu(tmp_path: P
     data = splits()
     cfg = TrainConfig(epochs=1, batch_size=8, dropout=0.2, seed=2)
     strict = TrainConfig(epochs=1, batch_size=8, dropout=0.2, seed=2, deterministic=True)
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-              torch.backends.cudnn.benchmark)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     train(cfg, data, tmp_path / "default")
     result = train(strict, data, tmp_path / "strict")
-    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-            torch.backends.cudnn.benchmark) == before  # the caller's settings are restored
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    ) == before  # the caller's settings are restored
     _assert_same_weights(_state(tmp_path / "default" / "best.pt"), _state(tmp_path / "strict" / "best.pt"))
     record = json.loads((tmp_path / "strict" / "config.json").read_text())
     assert record["train"]["deterministic"] is True and record["environment"]["deterministic"] == "strict"
     assert result.run.config["environment"]["deterministic"] == "strict"
-    assert json.loads((tmp_path / "default" / "config.json").read_text())["environment"]["deterministic"] \
-        == "warn_only"
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["environment"]["deterministic"] == "warn_only"
     # a run may resume with or without strict mode: it changes where it runs, not what it computes
     resumed = train(cfg, data, tmp_path / "strict", resume=True)
     assert len(resumed.history) == 1
@@ -306,8 +331,29 @@ def test_deterministic_cli_flag_reaches_config(tmp_path: Path) -> None:
     from medsure.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "pneumoniamnist", "--model", "small_cnn", "--epochs", "1", "--threads", "1",
-                 "--max-samples", "24", "--batch-size", "16", "--deterministic", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "pneumoniamnist",
+                "--model",
+                "small_cnn",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--max-samples",
+                "24",
+                "--batch-size",
+                "16",
+                "--deterministic",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "config.json").read_text())
     assert record["train"]["deterministic"] is True
     # an --out that cannot be a folder fails before any data is loaded or trained

@@ -1,5 +1,6 @@
 """medsure.validation (the one error voice), cli._outputs (outputs checked first, written last) and
 utils.io.atomic_write's error naming."""
+
 from __future__ import annotations
 
 import errno
@@ -35,6 +36,7 @@ from medsure.validation import (
 
 # ---- the message format --------------------------------------------------------------------
 
+
 def test_input_error_format():
     exc = input_error("--alpha", 1.5, "a number in (0, 1)", "use 0.1 for 90% coverage.")
     assert isinstance(exc, MedsureInputError) and isinstance(exc, ValueError)
@@ -50,16 +52,19 @@ def test_input_error_kind():
     assert str(exc) == "MedMNIST file: got no file; expected a file"
 
 
-@pytest.mark.parametrize("value,text", [
-    (np.str_("benign"), "'benign'"),
-    (np.float32(0.5), "0.5"),
-    (np.int64(3), "3"),
-    ([np.str_("a"), np.str_("b")], "['a', 'b']"),
-    (("a",), "('a',)"),
-    (np.zeros((2, 3), np.float32), "an array of shape (2, 3) (float32)"),
-    (list(range(20)), "list of 20 ([0, 1, 2, 3, ...])"),
-    (None, "None"),
-])
+@pytest.mark.parametrize(
+    "value,text",
+    [
+        (np.str_("benign"), "'benign'"),
+        (np.float32(0.5), "0.5"),
+        (np.int64(3), "3"),
+        ([np.str_("a"), np.str_("b")], "['a', 'b']"),
+        (("a",), "('a',)"),
+        (np.zeros((2, 3), np.float32), "an array of shape (2, 3) (float32)"),
+        (list(range(20)), "list of 20 ([0, 1, 2, 3, ...])"),
+        (None, "None"),
+    ],
+)
 def test_describe_renders_plain_values(value, text):
     assert describe(value) == text
     assert "np." not in describe(value)
@@ -74,6 +79,7 @@ def test_describe_cuts_long_strings():
 
 # ---- scalar checks ---------------------------------------------------------------------------
 
+
 def test_check_choice():
     assert check_choice("--method", "lac", ("lac", "aps")) == "lac"
     with pytest.raises(MedsureInputError, match=r"^--method: got 'x'; expected one of 'lac', 'aps'$"):
@@ -87,8 +93,10 @@ def test_check_int():
             check_int("n", bad, low=1, high=10)
 
 
-@pytest.mark.parametrize("closed,low_ok,high_ok", [("both", True, True), ("left", True, False),
-                                                   ("right", False, True), ("neither", False, False)])
+@pytest.mark.parametrize(
+    "closed,low_ok,high_ok",
+    [("both", True, True), ("left", True, False), ("right", False, True), ("neither", False, False)],
+)
 def test_check_float_interval_ends(closed, low_ok, high_ok):
     for value, ok in ((0.0, low_ok), (1.0, high_ok), (0.5, True), (-0.1, False), (1.1, False)):
         if ok:
@@ -117,6 +125,7 @@ def test_check_alpha_needs_enough_calibration_samples():
 
 
 # ---- array checks ----------------------------------------------------------------------------
+
 
 def test_check_array():
     x = np.zeros((4, 3), np.float32)
@@ -159,6 +168,7 @@ def test_check_labels():
 
 # ---- declared parameter constraints ----------------------------------------------------------
 
+
 class _Estimator:
     _parameter_constraints: ClassVar[dict] = {
         "alpha": [Interval(float, 0, 1, closed="neither")],
@@ -176,20 +186,24 @@ class _Estimator:
 
 def test_validate_params_accepts_valid_values():
     validate_params(_Estimator())
-    validate_params(_Estimator(alpha=np.float32(0.2), n_bins=np.int64(3), k_reg=1, randomized=np.bool_(False),
-                               score=len))
+    validate_params(
+        _Estimator(alpha=np.float32(0.2), n_bins=np.int64(3), k_reg=1, randomized=np.bool_(False), score=len)
+    )
 
 
-@pytest.mark.parametrize("change,expected", [
-    ({"alpha": 1.0}, r"^_Estimator\(alpha=\.\.\.\): got 1\.0; expected a finite number in \(0, 1\)$"),
-    ({"n_bins": 0}, r"^_Estimator\(n_bins=\.\.\.\): got 0; expected an integer >= 1$"),
-    ({"n_bins": 2.5}, r"expected an integer >= 1$"),
-    # an open integer interval is shifted to the closed one: (0, inf) -> >= 1; every accepted form is named
-    ({"k_reg": 0}, r"^_Estimator\(k_reg=\.\.\.\): got 0; expected an integer >= 1 or None$"),
-    ({"method": "raps"}, r"got 'raps'; expected one of 'lac', 'aps'$"),
-    ({"randomized": 1}, r"got 1; expected True or False$"),
-    ({"score": "msr"}, r"got 'msr'; expected a callable or None$"),
-])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ({"alpha": 1.0}, r"^_Estimator\(alpha=\.\.\.\): got 1\.0; expected a finite number in \(0, 1\)$"),
+        ({"n_bins": 0}, r"^_Estimator\(n_bins=\.\.\.\): got 0; expected an integer >= 1$"),
+        ({"n_bins": 2.5}, r"expected an integer >= 1$"),
+        # an open integer interval is shifted to the closed one: (0, inf) -> >= 1; every accepted form is named
+        ({"k_reg": 0}, r"^_Estimator\(k_reg=\.\.\.\): got 0; expected an integer >= 1 or None$"),
+        ({"method": "raps"}, r"got 'raps'; expected one of 'lac', 'aps'$"),
+        ({"randomized": 1}, r"got 1; expected True or False$"),
+        ({"score": "msr"}, r"got 'msr'; expected a callable or None$"),
+    ],
+)
 def test_validate_params_names_estimator_parameter_and_accepted_forms(change, expected):
     with pytest.raises(MedsureInputError, match=expected):
         validate_params(_Estimator(**change))
@@ -203,6 +217,7 @@ def test_validate_params_with_explicit_constraints():
 
 
 # ---- outputs: checked first, written last -------------------------------------------------------
+
 
 def test_output_file_checks(tmp_path):
     assert check_output_file("--out", tmp_path / "new" / "deeper" / "r.json") == tmp_path / "new" / "deeper" / "r.json"
@@ -276,6 +291,7 @@ def test_plan_failure_removes_what_it_created_and_keeps_what_existed(tmp_path):
 
 # ---- atomic writes name the user's path -----------------------------------------------------------
 
+
 def test_atomic_write_to_a_folder_names_it(tmp_path):
     expected = rf"^output file: got '{tmp_path}', an existing folder; expected a file path"
     with pytest.raises(MedsureInputError, match=expected):
@@ -312,23 +328,38 @@ def test_cli_prints_os_errors_in_the_house_format():
     from medsure.cli import _os_error_message
 
     exc = OSError(errno.EACCES, "Permission denied", "/tmp/.r.json.x1.tmp", None, "/data/r.json")
-    assert _os_error_message(exc) == ("file '/data/r.json': got the system error 'Permission denied'; "
-                                      "expected a readable input or a writable output path")
+    assert _os_error_message(exc) == (
+        "file '/data/r.json': got the system error 'Permission denied'; "
+        "expected a readable input or a writable output path"
+    )
 
 
-@pytest.mark.parametrize("message,expected", [
-    ("argument --alpha: invalid float value: 'abc'",
-     "--alpha: got 'abc'; expected a number. Run 'medsure x --help' for the options"),
-    ("argument --method: invalid choice: 'x' (choose from 'lac', 'aps')",
-     "--method: got 'x'; expected one of 'lac', 'aps'. Run 'medsure x --help' for the options"),
-    ("the following arguments are required: --cal, --out",
-     "--cal, --out: got nothing; expected a value for each (they are required). Run 'medsure x --help' for the "
-     "options"),
-    ("argument --cal: expected one argument",
-     "--cal: got no value; expected one value. Run 'medsure x --help' for the options"),
-    ("something argparse may say one day", "something argparse may say one day. Run 'medsure x --help' for the "
-     "options"),
-])
+@pytest.mark.parametrize(
+    "message,expected",
+    [
+        (
+            "argument --alpha: invalid float value: 'abc'",
+            "--alpha: got 'abc'; expected a number. Run 'medsure x --help' for the options",
+        ),
+        (
+            "argument --method: invalid choice: 'x' (choose from 'lac', 'aps')",
+            "--method: got 'x'; expected one of 'lac', 'aps'. Run 'medsure x --help' for the options",
+        ),
+        (
+            "the following arguments are required: --cal, --out",
+            "--cal, --out: got nothing; expected a value for each (they are required). Run 'medsure x --help' for the "
+            "options",
+        ),
+        (
+            "argument --cal: expected one argument",
+            "--cal: got no value; expected one value. Run 'medsure x --help' for the options",
+        ),
+        (
+            "something argparse may say one day",
+            "something argparse may say one day. Run 'medsure x --help' for the options",
+        ),
+    ],
+)
 def test_argparse_refusals_in_the_house_format(message, expected):
     from medsure.cli import argparse_message
 

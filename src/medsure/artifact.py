@@ -23,6 +23,7 @@ optional, both tasks
 
 Loading validates shapes, finiteness and label range and names the offending key in the error.
 """
+
 from __future__ import annotations
 
 import json
@@ -121,7 +122,7 @@ class Predictions:
         """Logits averaged over T (identity without samples), float32."""
         return self.sample_logits().astype(np.float32, copy=False).mean(axis=0)
 
-    def subset(self, index: np.ndarray) -> "Predictions":
+    def subset(self, index: np.ndarray) -> Predictions:
         """The rows ``index`` (an integer array or boolean mask over N); arrays are copied."""
         index = np.asarray(index)
         if index.dtype == bool:
@@ -137,7 +138,7 @@ class Predictions:
             meta={k: v[index] for k, v in self.meta.items()},
         )
 
-    def without_samples(self) -> "Predictions":
+    def without_samples(self) -> Predictions:
         """Collapse the T axis to mean logits (for analyses that want one model output)."""
         if not self.has_samples:
             return self
@@ -145,6 +146,7 @@ class Predictions:
 
 
 # ---- validation ---------------------------------------------------------------------------
+
 
 def _fail(key: str, given: Any, expected: str, hint: str | None = None, *, raw: bool = True) -> None:
     """Raise the one-format error for prediction key ``key``."""
@@ -161,8 +163,7 @@ def validate(pred: Predictions) -> None:
         _fail("task", pred.task, "'classification' or 'segmentation'", raw=False)
     logits = pred.logits
     if not isinstance(logits, np.ndarray) or not np.issubdtype(logits.dtype, np.floating):
-        _fail("logits", f"{type(logits).__name__} of dtype {getattr(logits, 'dtype', None)}",
-              "a floating-point array")
+        _fail("logits", f"{type(logits).__name__} of dtype {getattr(logits, 'dtype', None)}", "a floating-point array")
     base = 2 if pred.task == "classification" else 4
     if logits.ndim not in (base, base + 1):
         want = "(N, K) or (T, N, K)" if base == 2 else "(N, K, H, W) or (T, N, K, H, W)"
@@ -177,15 +178,22 @@ def validate(pred: Predictions) -> None:
     if not finite.all():
         bad = int(finite.size - np.count_nonzero(finite))
         first = tuple(int(i) for i in np.argwhere(~finite)[0])
-        _fail("logits", f"{bad} NaN or infinite value{'s' if bad != 1 else ''} (first at index {first})",
-              "finite logits", "fix or drop those samples before writing the file")
+        _fail(
+            "logits",
+            f"{bad} NaN or infinite value{'s' if bad != 1 else ''} (first at index {first})",
+            "finite logits",
+            "fix or drop those samples before writing the file",
+        )
     if pred.ids.shape != (n,):
         _fail("ids", _shape_text(pred.ids.shape), f"shape ({n},), one id per sample of the logits")
     if len(set(pred.ids.tolist())) != n:
         values, counts = np.unique(pred.ids, return_counts=True)
         dup = values[counts > 1]
-        _fail("ids", f"{len(dup)} duplicated id{'s' if len(dup) != 1 else ''} (e.g. {describe(dup[0])})",
-              "a unique id per sample")
+        _fail(
+            "ids",
+            f"{len(dup)} duplicated id{'s' if len(dup) != 1 else ''} (e.g. {describe(dup[0])})",
+            "a unique id per sample",
+        )
     if pred.class_names.shape != (k,):
         _fail("class_names", _shape_text(pred.class_names.shape), f"shape ({k},), one name per logit class (K={k})")
     if pred.task == "classification":
@@ -217,14 +225,27 @@ def _check_int_range(key: str, values: np.ndarray, shape: tuple, k: int) -> None
     if values.size:
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= k:
-            _fail(key, f"values in [{lo}, {hi}]", f"class indices in [0, {k - 1}] for K={k} classes",
-                  "check that the labels and the logits' class order come from the same model")
+            _fail(
+                key,
+                f"values in [{lo}, {hi}]",
+                f"class indices in [0, {k - 1}] for K={k} classes",
+                "check that the labels and the logits' class order come from the same model",
+            )
 
 
 # ---- construction from raw arrays ----------------------------------------------------------
 
-def make_predictions(logits: Any, *, labels: Any = None, masks: Any = None, ids: Any = None,
-                     class_names: Any = None, task: Task | None = None, **kwargs: Any) -> Predictions:
+
+def make_predictions(
+    logits: Any,
+    *,
+    labels: Any = None,
+    masks: Any = None,
+    ids: Any = None,
+    class_names: Any = None,
+    task: Task | None = None,
+    **kwargs: Any,
+) -> Predictions:
     """Build a :class:`Predictions` from array-likes, filling default ids and class names.
 
     ``task`` is inferred when absent: masks given or logits with 4+ dims → segmentation.
@@ -246,14 +267,14 @@ def make_predictions(logits: Any, *, labels: Any = None, masks: Any = None, ids:
     core = logits.shape[1:] if logits.ndim == base + 1 else logits.shape
     n, k = core[0], core[1]
     ids = np.array([str(i) for i in range(n)]) if ids is None else np.asarray(ids).astype(str)
-    class_names = (np.array([f"class_{j}" for j in range(k)]) if class_names is None
-                   else np.asarray(class_names).astype(str))
+    class_names = (
+        np.array([f"class_{j}" for j in range(k)]) if class_names is None else np.asarray(class_names).astype(str)
+    )
     labels = None if labels is None else _as_int64("labels", labels)
     masks = None if masks is None else _as_int64("masks", masks)
     if task == "classification" and logits.dtype != np.float32:
         logits = logits.astype(np.float32)
-    return Predictions(task=task, logits=logits, ids=ids, class_names=class_names,
-                       labels=labels, masks=masks, **kwargs)
+    return Predictions(task=task, logits=logits, ids=ids, class_names=class_names, labels=labels, masks=masks, **kwargs)
 
 
 def _as_int64(key: str, values: Any) -> np.ndarray:
@@ -265,8 +286,9 @@ def _as_int64(key: str, values: Any) -> np.ndarray:
         if not finite.all():
             _fail(key, f"{int(arr.size - np.count_nonzero(finite))} NaN or infinite value(s)", "integer class indices")
         if not np.all(arr == np.round(arr)):
-            _fail(key, f"non-integer values (e.g. {describe(arr[arr != np.round(arr)].flat[0])})",
-                  "integer class indices")
+            _fail(
+                key, f"non-integer values (e.g. {describe(arr[arr != np.round(arr)].flat[0])})", "integer class indices"
+            )
         return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != bool:
         _fail(key, f"dtype {arr.dtype}", "integer class indices")
@@ -274,6 +296,7 @@ def _as_int64(key: str, values: Any) -> np.ndarray:
 
 
 # ---- I/O --------------------------------------------------------------------------------
+
 
 def save_predictions(path: str | os.PathLike, pred: Predictions, *, compress: bool = True) -> Path:
     """Write ``pred`` to ``path`` (``.npz``) atomically. Returns the path written."""
@@ -312,30 +335,56 @@ def _open_npz(path: Path) -> Any:
     """Open ``path`` as an ``.npz``; every way it can fail names the file and what it really is."""
     what = "prediction file"
     if not path.exists():
-        raise input_error(what, f"'{path}', which does not exist", _EXPECTED_FILE,
-                          "check the path (relative paths start at the current folder)", raw=True)
+        raise input_error(
+            what,
+            f"'{path}', which does not exist",
+            _EXPECTED_FILE,
+            "check the path (relative paths start at the current folder)",
+            raw=True,
+        )
     if path.is_dir():
         raise input_error(what, f"'{path}', a folder", _EXPECTED_FILE, "name the .npz file inside it", raw=True)
     try:
         with open(path, "rb") as handle:
             head = handle.read(6)
     except OSError as exc:
-        raise input_error(what, f"'{path}', which cannot be opened ({exc.strerror or exc})", _EXPECTED_FILE,
-                          raw=True) from exc
+        raise input_error(
+            what, f"'{path}', which cannot be opened ({exc.strerror or exc})", _EXPECTED_FILE, raw=True
+        ) from exc
     if not head:
-        raise input_error(what, f"'{path}', an empty file (0 bytes)", _EXPECTED_FILE,
-                          "the file was probably cut off while being written; write it again", raw=True)
+        raise input_error(
+            what,
+            f"'{path}', an empty file (0 bytes)",
+            _EXPECTED_FILE,
+            "the file was probably cut off while being written; write it again",
+            raw=True,
+        )
     if head.startswith(_NPY_MAGIC):
-        raise input_error(what, f"'{path}', a single .npy array", _EXPECTED_FILE,
-                          "save with np.savez(path, logits=..., labels=...)", raw=True)
+        raise input_error(
+            what,
+            f"'{path}', a single .npy array",
+            _EXPECTED_FILE,
+            "save with np.savez(path, logits=..., labels=...)",
+            raw=True,
+        )
     if not head.startswith(_ZIP_MAGIC):
-        raise input_error(what, f"'{path}', which is not a zip archive (starts with {head[:4]!r})", _EXPECTED_FILE,
-                          "save with np.savez(path, logits=..., labels=...)", raw=True)
+        raise input_error(
+            what,
+            f"'{path}', which is not a zip archive (starts with {head[:4]!r})",
+            _EXPECTED_FILE,
+            "save with np.savez(path, logits=..., labels=...)",
+            raw=True,
+        )
     try:
         return np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise input_error(what, f"'{path}', a damaged or truncated zip archive ({exc})", _EXPECTED_FILE,
-                          "write the file again", raw=True) from exc
+        raise input_error(
+            what,
+            f"'{path}', a damaged or truncated zip archive ({exc})",
+            _EXPECTED_FILE,
+            "write the file again",
+            raw=True,
+        ) from exc
 
 
 def load_predictions(path: str | os.PathLike) -> Predictions:
@@ -349,16 +398,29 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
                 arrays[key] = data[key]
             except ValueError as exc:
                 if "allow_pickle" not in str(exc):
-                    raise input_error(f"prediction file '{path}', key '{key}'", f"an unreadable array ({exc})",
-                                      "a numpy array", "write the file again", raw=True) from exc
-                raise input_error(f"prediction file '{path}', key '{key}'", "an array of Python objects",
-                                  "numbers or strings (object arrays are refused: loading them would run "
-                                  "pickled code)", "convert it, e.g. np.asarray(x, dtype=str)", raw=True) from exc
+                    raise input_error(
+                        f"prediction file '{path}', key '{key}'",
+                        f"an unreadable array ({exc})",
+                        "a numpy array",
+                        "write the file again",
+                        raw=True,
+                    ) from exc
+                raise input_error(
+                    f"prediction file '{path}', key '{key}'",
+                    "an array of Python objects",
+                    "numbers or strings (object arrays are refused: loading them would run pickled code)",
+                    "convert it, e.g. np.asarray(x, dtype=str)",
+                    raw=True,
+                ) from exc
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 # a CRC mismatch or a cut-off member: the bytes on disk are damaged
-                raise input_error(f"prediction file '{path}', key '{key}'", f"damaged data ({exc})",
-                                  "an intact array", "the file is corrupt or truncated; write it again",
-                                  raw=True) from exc
+                raise input_error(
+                    f"prediction file '{path}', key '{key}'",
+                    f"damaged data ({exc})",
+                    "an intact array",
+                    "the file is corrupt or truncated; write it again",
+                    raw=True,
+                ) from exc
     try:
         return _from_arrays(arrays)
     except MedsureInputError as exc:
@@ -370,16 +432,24 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
 def _from_arrays(arrays: dict[str, np.ndarray]) -> Predictions:
     if "logits" not in arrays:
         found = ", ".join(f"'{k}'" for k in sorted(arrays))
-        raise input_error("prediction keys", f"only {found}" if found else "no keys", "at least the key 'logits'",
-                          "save with np.savez(path, logits=..., labels=...)", raw=True)
+        raise input_error(
+            "prediction keys",
+            f"only {found}" if found else "no keys",
+            "at least the key 'logits'",
+            "save with np.savez(path, logits=..., labels=...)",
+            raw=True,
+        )
     raw_version = arrays.get("format_version", np.array(FORMAT_VERSION))
     if raw_version.shape != () or not np.issubdtype(raw_version.dtype, np.integer):
-        _fail("format_version", f"{_shape_text(raw_version.shape)} of dtype {raw_version.dtype}",
-              "an integer scalar")
+        _fail("format_version", f"{_shape_text(raw_version.shape)} of dtype {raw_version.dtype}", "an integer scalar")
     version = int(raw_version)
     if version > FORMAT_VERSION:
-        _fail("format_version", version, f"a version <= {FORMAT_VERSION}",
-              "the file was written by a newer medsure; upgrade medsure to read it")
+        _fail(
+            "format_version",
+            version,
+            f"a version <= {FORMAT_VERSION}",
+            "the file was written by a newer medsure; upgrade medsure to read it",
+        )
     task = str(arrays["task"]) if "task" in arrays else None
     provenance: Any = {}
     if "provenance" in arrays:
@@ -389,7 +459,7 @@ def _from_arrays(arrays: dict[str, np.ndarray]) -> Predictions:
             _fail("provenance", f"invalid JSON ({exc})", "a JSON object string")
         if not isinstance(provenance, dict):
             _fail("provenance", f"a JSON {type(provenance).__name__}", "a JSON object")
-    meta = {k[len(_META_PREFIX):]: v for k, v in arrays.items() if k.startswith(_META_PREFIX)}
+    meta = {k[len(_META_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_META_PREFIX)}
     return make_predictions(
         arrays["logits"],
         labels=arrays.get("labels"),
@@ -410,9 +480,13 @@ def check_compatible(a: Predictions, b: Predictions, names: tuple[str, str] = ("
     if a.task != b.task:
         raise input_error(f"{names[1]} task", b.task, f"{a.task!r} like {names[0]}", hint)
     if a.n_classes != b.n_classes:
-        raise input_error(f"{names[1]} classes", f"K={b.n_classes}", f"K={a.n_classes} like {names[0]}", hint,
-                          raw=True)
+        raise input_error(f"{names[1]} classes", f"K={b.n_classes}", f"K={a.n_classes} like {names[0]}", hint, raw=True)
     if list(a.class_names) != list(b.class_names):
         # plain strings: describe() renders numpy str_ as 'name', never np.str_('name')
-        raise input_error(f"{names[1]} class_names", describe([str(c) for c in b.class_names]),
-                          f"{describe([str(c) for c in a.class_names])} like {names[0]}", hint, raw=True)
+        raise input_error(
+            f"{names[1]} class_names",
+            describe([str(c) for c in b.class_names]),
+            f"{describe([str(c) for c in a.class_names])} like {names[0]}",
+            hint,
+            raw=True,
+        )

@@ -5,12 +5,14 @@ patches, writes their prediction artifacts, runs every analysis on those artifac
 ``results.json`` and a self-contained ``report.html``. Each analysis contributes report sections
 through its package's ``report.build_sections``.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from medsure.report.core import classification_section, segmentation_section
 from medsure.training import TrainConfig, train
 from medsure.training.datasets import dataset_record, load_splits
 from medsure.utils.io import write_json
+
 
 @dataclass
 class DemoSettings:
@@ -62,8 +65,8 @@ class DemoOutputs:
     cls_test_mc: Predictions | None = None
     seg_cal: Predictions | None = None
     seg_test: Predictions | None = None
-    seg_results: Any = None      # SegmentationResults of seg_test (Dice predictor fitted on seg_cal)
-    seg_conformal: Any = None    # ConformalMaskResults (fitted on seg_cal, measured on seg_test)
+    seg_results: Any = None  # SegmentationResults of seg_test (Dice predictor fitted on seg_cal)
+    seg_conformal: Any = None  # ConformalMaskResults (fitted on seg_cal, measured on seg_test)
     histories: dict[str, list] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -73,8 +76,9 @@ def _splits(name: str, settings: DemoSettings) -> tuple[dict[str, Any], dict[str
     stratified, near-duplicates grouped, MSD lung split by its patient-disjoint source files).
     Going through the record means ``medsure predict --run`` on a demo run rebuilds these very
     splits."""
-    record = dataset_record(name, root=None, image_size=None, options={}, split_seed=settings.seed,
-                            max_samples=settings.max_samples)
+    record = dataset_record(
+        name, root=None, image_size=None, options={}, split_seed=settings.seed, max_samples=settings.max_samples
+    )
     return record, load_splits(record)
 
 
@@ -85,12 +89,15 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     t0 = time.perf_counter()
     busi_record, outputs.cls_splits = _splits("busi", settings)
     class_names = [str(c) for c in outputs.cls_splits["train"].class_names]
-    log(f"BUSI: classes {class_names}, splits "
-        + ", ".join(f"{k} {len(v)}" for k, v in outputs.cls_splits.items()))
-    cls_config = TrainConfig(model="small_cnn", epochs=settings.cls_epochs, seed=seed, dropout=0.2,
-                             patience=8, dataset=busi_record)
-    result = train(cls_config, {"train": outputs.cls_splits["train"], "val": outputs.cls_splits["val"]},
-                   out / "runs" / "busi_small_cnn")
+    log(f"BUSI: classes {class_names}, splits " + ", ".join(f"{k} {len(v)}" for k, v in outputs.cls_splits.items()))
+    cls_config = TrainConfig(
+        model="small_cnn", epochs=settings.cls_epochs, seed=seed, dropout=0.2, patience=8, dataset=busi_record
+    )
+    result = train(
+        cls_config,
+        {"train": outputs.cls_splits["train"], "val": outputs.cls_splits["val"]},
+        out / "runs" / "busi_small_cnn",
+    )
     outputs.cls_model = result.model
     outputs.histories["classification"] = result.history
     outputs.timings["train_classifier_s"] = time.perf_counter() - t0
@@ -99,20 +106,33 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     outputs.cls_cal = predict(result.run, outputs.cls_splits["cal"], seed=seed)
     outputs.cls_test = predict(result.run, outputs.cls_splits["test"], seed=seed)
     outputs.cls_cal_mc = predict(result.run, outputs.cls_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
-    outputs.cls_test_mc = predict(result.run, outputs.cls_splits["test"], mc_samples=settings.mc_samples,
-                                  seed=seed + 1)
+    outputs.cls_test_mc = predict(result.run, outputs.cls_splits["test"], mc_samples=settings.mc_samples, seed=seed + 1)
     for name in ("cls_cal", "cls_test", "cls_cal_mc", "cls_test_mc"):
         save_predictions(out / "predictions" / f"busi_{name[4:]}.npz", getattr(outputs, name))
     outputs.timings["predict_classifier_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     lung_record, outputs.seg_splits = _splits("msd_lung", settings)
-    log(f"MSD lung: patches {outputs.seg_splits['train'].image_size}, splits "
-        + ", ".join(f"{k} {len(v)}" for k, v in outputs.seg_splits.items()))
-    seg_config = TrainConfig(model="unet", epochs=settings.seg_epochs, seed=seed, dropout=0.1, loss="ce_dice",
-                             patience=20, batch_size=16, lr=3e-3, dataset=lung_record)
-    seg_result = train(seg_config, {"train": outputs.seg_splits["train"], "val": outputs.seg_splits["val"]},
-                       out / "runs" / "msd_lung_unet")
+    log(
+        f"MSD lung: patches {outputs.seg_splits['train'].image_size}, splits "
+        + ", ".join(f"{k} {len(v)}" for k, v in outputs.seg_splits.items())
+    )
+    seg_config = TrainConfig(
+        model="unet",
+        epochs=settings.seg_epochs,
+        seed=seed,
+        dropout=0.1,
+        loss="ce_dice",
+        patience=20,
+        batch_size=16,
+        lr=3e-3,
+        dataset=lung_record,
+    )
+    seg_result = train(
+        seg_config,
+        {"train": outputs.seg_splits["train"], "val": outputs.seg_splits["val"]},
+        out / "runs" / "msd_lung_unet",
+    )
     outputs.seg_model = seg_result.model
     outputs.histories["segmentation"] = seg_result.history
     outputs.timings["train_segmenter_s"] = time.perf_counter() - t0
@@ -121,8 +141,9 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     # MC-dropout samples: the segmentation-uncertainty section then shows the sample spread, and
     # the single-pass performance section reads the sample mean
     outputs.seg_cal = predict(seg_result.run, outputs.seg_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
-    outputs.seg_test = predict(seg_result.run, outputs.seg_splits["test"], mc_samples=settings.mc_samples,
-                               seed=seed + 1)
+    outputs.seg_test = predict(
+        seg_result.run, outputs.seg_splits["test"], mc_samples=settings.mc_samples, seed=seed + 1
+    )
     save_predictions(out / "predictions" / "msd_lung_cal.npz", outputs.seg_cal)
     save_predictions(out / "predictions" / "msd_lung_test.npz", outputs.seg_test)
     outputs.timings["predict_segmenter_s"] = time.perf_counter() - t0
@@ -141,14 +162,19 @@ def _conformal_study(outputs: DemoOutputs, settings: DemoSettings, cache: dict[s
     if "study" not in cache:
         from medsure.conformal.analysis import evaluate_conformal_study
 
-        cache["study"] = evaluate_conformal_study(outputs.cls_cal, outputs.cls_test, method="aps",
-                                                  alpha=settings.alpha, seed=settings.seed, n_repeats=50)
+        cache["study"] = evaluate_conformal_study(
+            outputs.cls_cal, outputs.cls_test, method="aps", alpha=settings.alpha, seed=settings.seed, n_repeats=50
+        )
     return cache["study"]
 
 
-def _explain_conformal_sets(outputs: DemoOutputs, settings: DemoSettings,
-                            explain_sections: Callable[..., list[Section]], sets: np.ndarray,
-                            n: int = 6) -> list[Section]:
+def _explain_conformal_sets(
+    outputs: DemoOutputs,
+    settings: DemoSettings,
+    explain_sections: Callable[..., list[Section]],
+    sets: np.ndarray,
+    n: int = 6,
+) -> list[Section]:
     """Grad-CAM for every label of the APS prediction set of the hardest test cases: the
     confident wrong ones first, then the largest sets, so a reader sees where the model looks
     for each label it could not rule out. ``sets``: the conformal study's APS sets (N, K)."""
@@ -156,14 +182,17 @@ def _explain_conformal_sets(outputs: DemoOutputs, settings: DemoSettings,
     predicted = probs.argmax(1)
     wrong = predicted != outputs.cls_test.labels
     conf = probs.max(1)
-    ranked = np.r_[np.flatnonzero(wrong)[np.argsort(-conf[wrong], kind="stable")],
-                   np.argsort(-sets.sum(1), kind="stable")]
+    ranked = np.r_[
+        np.flatnonzero(wrong)[np.argsort(-conf[wrong], kind="stable")], np.argsort(-sets.sum(1), kind="stable")
+    ]
     rows = list(dict.fromkeys(ranked.tolist()))[:n]
     label_sets = [np.flatnonzero(sets[r]).tolist() or [int(predicted[r])] for r in rows]
-    cams = predict_cams(outputs.cls_model, outputs.cls_splits["test"], [str(outputs.cls_test.ids[r]) for r in rows],
-                        targets=label_sets)
-    return explain_sections(cams, outputs.cls_test,
-                            title=f"Grad-CAM for every label of the {1 - settings.alpha:.0%} APS set", order=55)
+    cams = predict_cams(
+        outputs.cls_model, outputs.cls_splits["test"], [str(outputs.cls_test.ids[r]) for r in rows], targets=label_sets
+    )
+    return explain_sections(
+        cams, outputs.cls_test, title=f"Grad-CAM for every label of the {1 - settings.alpha:.0%} APS set", order=55
+    )
 
 
 def _segmentation_study(outputs: DemoOutputs, settings: DemoSettings) -> tuple[Any, Any]:
@@ -191,21 +220,35 @@ def feature_sections(outputs: DemoOutputs, settings: DemoSettings) -> list[tuple
     conformal_cache: dict[str, Any] = {}
     return [
         ("conformal", lambda: conformal_sections(_conformal_study(outputs, settings, conformal_cache), order=20)),
-        ("calibration", lambda: calibration_sections(evaluate_calibration(outputs.cls_cal, outputs.cls_test,
-                                                                          seed=settings.seed), order=40)),
-        ("failure", lambda: failure_sections(
-            evaluate_failure(outputs.cls_cal_mc, outputs.cls_test_mc, n_boot=500, seed=settings.seed,
-                             target_risk=0.1, delta=0.1),
-            test=outputs.cls_test_mc, order=50)),
-        ("explain", lambda: _explain_conformal_sets(
-            outputs, settings, explain_sections, _conformal_study(outputs, settings, conformal_cache).sets)),
-        ("segmentation_uncertainty", lambda: segmentation_sections(*_segmentation_study(outputs, settings),
-                                                                   order=80)),
+        (
+            "calibration",
+            lambda: calibration_sections(
+                evaluate_calibration(outputs.cls_cal, outputs.cls_test, seed=settings.seed), order=40
+            ),
+        ),
+        (
+            "failure",
+            lambda: failure_sections(
+                evaluate_failure(
+                    outputs.cls_cal_mc, outputs.cls_test_mc, n_boot=500, seed=settings.seed, target_risk=0.1, delta=0.1
+                ),
+                test=outputs.cls_test_mc,
+                order=50,
+            ),
+        ),
+        (
+            "explain",
+            lambda: _explain_conformal_sets(
+                outputs, settings, explain_sections, _conformal_study(outputs, settings, conformal_cache).sets
+            ),
+        ),
+        ("segmentation_uncertainty", lambda: segmentation_sections(*_segmentation_study(outputs, settings), order=80)),
     ]
 
 
-def run_demo(out_dir: str | Path = "demo_output", settings: DemoSettings | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path = "demo_output", settings: DemoSettings | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run the demo end to end; returns the content of ``results.json``."""
     settings = settings or DemoSettings()
     start = time.perf_counter()
@@ -214,16 +257,26 @@ def run_demo(out_dir: str | Path = "demo_output", settings: DemoSettings | None 
     _train_and_predict(outputs, settings, log)
 
     report = Report("medsure demo: BUSI classifier and MSD lung-tumour segmenter")
-    report.notes.append("BUSI: Al-Dhabyani et al. 2020 (CC BY 4.0), near-duplicates grouped before splitting. "
-                        "MSD Task06 lung: CC BY-SA 4.0.")
-    report.add(classification_section(classification_summary(outputs.cls_test), outputs.cls_test,
-                                      history=outputs.histories["classification"],
-                                      title="BUSI classifier: performance"))
-    seg_section = segmentation_section(segmentation_summary(outputs.seg_test), outputs.seg_test,
-                                       image_dice=_segmentation_study(outputs, settings)[0].image_dice,
-                                       images=_display_images(outputs.seg_splits["test"]),
-                                       history=outputs.histories["segmentation"],
-                                       title="MSD lung segmenter: performance")
+    report.notes.append(
+        "BUSI: Al-Dhabyani et al. 2020 (CC BY 4.0), near-duplicates grouped before splitting. "
+        "MSD Task06 lung: CC BY-SA 4.0."
+    )
+    report.add(
+        classification_section(
+            classification_summary(outputs.cls_test),
+            outputs.cls_test,
+            history=outputs.histories["classification"],
+            title="BUSI classifier: performance",
+        )
+    )
+    seg_section = segmentation_section(
+        segmentation_summary(outputs.seg_test),
+        outputs.seg_test,
+        image_dice=_segmentation_study(outputs, settings)[0].image_dice,
+        images=_display_images(outputs.seg_splits["test"]),
+        history=outputs.histories["segmentation"],
+        title="MSD lung segmenter: performance",
+    )
     seg_section.order = 70
     report.add(seg_section)
 
@@ -244,8 +297,11 @@ def run_demo(out_dir: str | Path = "demo_output", settings: DemoSettings | None 
     outputs.timings["total_s"] = time.perf_counter() - start
     results["timings_s"] = {k: round(v, 2) for k, v in outputs.timings.items()}
     timing_rows = "".join(f"<tr><td>{k}</td><td>{v:.1f}</td></tr>" for k, v in outputs.timings.items())
-    report.add(Section("Run time", f"<table><tr><th>step</th><th>seconds</th></tr>{timing_rows}</table>",
-                       key="timings", order=1000))
+    report.add(
+        Section(
+            "Run time", f"<table><tr><th>step</th><th>seconds</th></tr>{timing_rows}</table>", key="timings", order=1000
+        )
+    )
     report.write(outputs.out_dir / "report.html")
     write_json(outputs.out_dir / "results.json", results)
     log(f"demo finished in {outputs.timings['total_s']:.1f} s; report: {outputs.out_dir / 'report.html'}")

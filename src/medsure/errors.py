@@ -3,6 +3,7 @@
 Every validation failure raises :class:`MedsureInputError` with a message that names the
 offending value and what was expected. The CLI turns it into one line on stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 These are the numbers a report opens with, before any uncertainty analysis: accuracy, AUC and
 the confusion matrix for classifiers; per-label Dice for segmenters.
 """
+
 from __future__ import annotations
 
 from typing import Any

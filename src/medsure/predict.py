@@ -14,6 +14,7 @@ Models take ``(N, C, H, W)`` float images in ``[0, 1]`` (``uint8 / 255``), as ev
 and the dataset is checked against its run record (task, channels, size, class names) and the
 artifact records the run; a bare ``nn.Module`` is run as it is.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,10 +41,18 @@ from medsure.validation import check_int, input_error
 _FLOAT16_LIMIT = 1.0e4  # segmentation logits are stored as float16 (max 65504)
 
 
-def predict(model: nn.Module | LoadedRun, dataset: ImageDataset, *, batch_size: int = 64,
-            mc_samples: int = 0, tta: bool | Sequence[str] = False, seed: int = 0,
-            device: str = "auto", thumbnail_size: int | None = None,
-            provenance: dict[str, Any] | None = None) -> Predictions:
+def predict(
+    model: nn.Module | LoadedRun,
+    dataset: ImageDataset,
+    *,
+    batch_size: int = 64,
+    mc_samples: int = 0,
+    tta: bool | Sequence[str] = False,
+    seed: int = 0,
+    device: str = "auto",
+    thumbnail_size: int | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Predictions:
     """Run ``model`` on every image of ``dataset``.
 
     Parameters
@@ -83,23 +92,28 @@ def predict(model: nn.Module | LoadedRun, dataset: ImageDataset, *, batch_size: 
     target_device = resolve_device(device)
     with _prepared(model, target_device, mc=mc_samples > 0):
         if mc_samples > 0:
-            logits = _stacked([None] * mc_samples, model, dataset, batch_size, target_device,
-                              seed, desc="MC dropout")
+            logits = _stacked([None] * mc_samples, model, dataset, batch_size, target_device, seed, desc="MC dropout")
         elif views is not None:
-            logits = _stacked(list(views), model, dataset, batch_size, target_device, seed,
-                              desc="TTA")
+            logits = _stacked(list(views), model, dataset, batch_size, target_device, seed, desc="TTA")
         else:
-            logits = _stacked([None], model, dataset, batch_size, target_device, seed,
-                              desc="predict")[0]
+            logits = _stacked([None], model, dataset, batch_size, target_device, seed, desc="predict")[0]
     kind = "mc_dropout" if mc_samples > 0 else ("tta" if views is not None else None)
     record = {"mc_samples": int(mc_samples), "tta_views": list(views) if views else None}
-    return _to_predictions(logits, dataset, kind, _provenance(model, run, dataset, seed, record,
-                                                               provenance), thumbnail_size)
+    return _to_predictions(
+        logits, dataset, kind, _provenance(model, run, dataset, seed, record, provenance), thumbnail_size
+    )
 
 
-def predict_ensemble(models: Sequence[nn.Module | LoadedRun], dataset: ImageDataset, *, batch_size: int = 64,
-                     seed: int = 0, device: str = "auto", thumbnail_size: int | None = None,
-                     provenance: dict[str, Any] | None = None) -> Predictions:
+def predict_ensemble(
+    models: Sequence[nn.Module | LoadedRun],
+    dataset: ImageDataset,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    thumbnail_size: int | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Predictions:
     """Stack the logits of several models: ``(M, N, K[, H, W])``, ``sample_kind="ensemble"``.
 
     Parameters are as in :func:`predict` (each member a run or a module); every model must
@@ -108,12 +122,13 @@ def predict_ensemble(models: Sequence[nn.Module | LoadedRun], dataset: ImageData
     models = list(models)
     if len(models) < 2:
         raise input_error("predict_ensemble models", f"{len(models)} model(s)", "at least 2", raw=True)
-    members = [predict(m, dataset, batch_size=batch_size, seed=seed, device=device,
-                       thumbnail_size=thumbnail_size) for m in models]
+    members = [
+        predict(m, dataset, batch_size=batch_size, seed=seed, device=device, thumbnail_size=thumbnail_size)
+        for m in models
+    ]
     shapes = {p.logits.shape for p in members}
     if len(shapes) != 1:
-        raise input_error("ensemble members' logits", f"shapes {sorted(shapes)}", "one shape for all members",
-                          raw=True)
+        raise input_error("ensemble members' logits", f"shapes {sorted(shapes)}", "one shape for all members", raw=True)
     logits = np.stack([p.logits for p in members])
     runs = [p.provenance.get("run") for p in members]
     record = {"ensemble_members": len(models), "runs": runs}
@@ -121,9 +136,16 @@ def predict_ensemble(models: Sequence[nn.Module | LoadedRun], dataset: ImageData
     return _to_predictions(logits, dataset, "ensemble", prov, thumbnail_size)
 
 
-def predict_cams(model: nn.Module | LoadedRun, dataset: ImageDataset, ids: Sequence[str], *,
-                 targets: Sequence[Sequence[int]] | None = None, method: str = "gradcam",
-                 target_layer: nn.Module | None = None, batch_size: int = 32) -> CAMResults:
+def predict_cams(
+    model: nn.Module | LoadedRun,
+    dataset: ImageDataset,
+    ids: Sequence[str],
+    *,
+    targets: Sequence[Sequence[int]] | None = None,
+    method: str = "gradcam",
+    target_layer: nn.Module | None = None,
+    batch_size: int = 32,
+) -> CAMResults:
     """Class-activation maps of the cases ``ids`` of ``dataset`` (classifiers).
 
     Parameters
@@ -152,8 +174,12 @@ def predict_cams(model: nn.Module | LoadedRun, dataset: ImageDataset, ids: Seque
     index_of = {str(i): k for k, i in enumerate(dataset.ids)}
     missing = [str(i) for i in ids if str(i) not in index_of]
     if missing:
-        raise input_error("ids", missing[:5], "ids of the dataset",
-                          f"{len(missing)} id(s) are not in it" if len(missing) > 5 else None)
+        raise input_error(
+            "ids",
+            missing[:5],
+            "ids of the dataset",
+            f"{len(missing)} id(s) are not in it" if len(missing) > 5 else None,
+        )
     if targets is not None and len(targets) != len(ids):
         raise input_error("targets", f"{len(targets)} label lists", f"one per id ({len(ids)})", raw=True)
     images = dataset.images[np.array([index_of[str(i)] for i in ids], dtype=np.int64)]
@@ -173,19 +199,22 @@ def predict_cams(model: nn.Module | LoadedRun, dataset: ImageDataset, ids: Seque
     rows = [(j, c) for j, labels in enumerate(label_sets) for c in labels]
     size = tuple(x.shape[2:])
     return CAMResults(
-        method=cam_class.name, class_names=[str(c) for c in dataset.class_names],
+        method=cam_class.name,
+        class_names=[str(c) for c in dataset.class_names],
         ids=np.array([str(ids[j]) for j, _ in rows], dtype=str),
         classes=np.array([c for _, c in rows], dtype=np.int64),
-        maps=(np.concatenate([m for m in maps if len(m)]).astype(np.float32) if rows
-              else np.zeros((0, *size), np.float32)),
-        images=images[np.array([j for j, _ in rows], dtype=np.int64)])
+        maps=(
+            np.concatenate([m for m in maps if len(m)]).astype(np.float32) if rows else np.zeros((0, *size), np.float32)
+        ),
+        images=images[np.array([j for j, _ in rows], dtype=np.int64)],
+    )
 
 
 # ---- internals --------------------------------------------------------------------------------
 
+
 def _dropout_modules(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
-            and m.p > 0]
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
 
 
 @contextlib.contextmanager
@@ -198,9 +227,13 @@ def _prepared(model: nn.Module, device: torch.device, mc: bool) -> Iterator[None
         original = device
     dropouts = _dropout_modules(model)
     if mc and not dropouts:
-        raise input_error("mc_samples > 0", "a model without dropout layers (p > 0)",
-                          "a model with dropout for MC dropout", "train it with dropout (e.g. --dropout 0.2)",
-                          raw=True)
+        raise input_error(
+            "mc_samples > 0",
+            "a model without dropout layers (p > 0)",
+            "a model with dropout for MC dropout",
+            "train it with dropout (e.g. --dropout 0.2)",
+            raw=True,
+        )
     model.eval()
     for module in dropouts if mc else []:
         module.train()
@@ -214,8 +247,15 @@ def _prepared(model: nn.Module, device: torch.device, mc: bool) -> Iterator[None
 
 
 @torch.no_grad()
-def _stacked(views: list[str | None], model: nn.Module, dataset: ImageDataset, batch_size: int,
-             device: torch.device, seed: int, desc: str) -> np.ndarray:
+def _stacked(
+    views: list[str | None],
+    model: nn.Module,
+    dataset: ImageDataset,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    desc: str,
+) -> np.ndarray:
     """Logits for each pass (a view name, or None for a plain/MC pass), stacked: (T, N, ...)."""
     images = torch.from_numpy(np.ascontiguousarray(np.moveaxis(dataset.images, -1, 1)))
     n = len(dataset)
@@ -227,8 +267,8 @@ def _stacked(views: list[str | None], model: nn.Module, dataset: ImageDataset, b
         for view in views:
             chunks = []
             for start in range(0, n, batch_size):
-                batch = images[start:start + batch_size]
-                x = (batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float())
+                batch = images[start : start + batch_size]
+                x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
                 x = x.to(device)
                 if view is not None:
                     x = apply_view(view, x)
@@ -259,8 +299,14 @@ def _thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     return thumbs[..., 0] if thumbs.shape[-1] == 1 else thumbs
 
 
-def _provenance(model: nn.Module | None, run: LoadedRun | None, dataset: ImageDataset, seed: int,
-                record: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+def _provenance(
+    model: nn.Module | None,
+    run: LoadedRun | None,
+    dataset: ImageDataset,
+    seed: int,
+    record: dict[str, Any],
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The artifact's provenance: versions, dataset, seed, sampling, and the run (its record when
     the model came with one, else the module's class name)."""
     prov: dict[str, Any] = {
@@ -278,8 +324,9 @@ def _provenance(model: nn.Module | None, run: LoadedRun | None, dataset: ImageDa
     return prov
 
 
-def _to_predictions(logits: np.ndarray, dataset: ImageDataset, kind: str | None,
-                    provenance: dict[str, Any], thumbnail_size: int | None) -> Predictions:
+def _to_predictions(
+    logits: np.ndarray, dataset: ImageDataset, kind: str | None, provenance: dict[str, Any], thumbnail_size: int | None
+) -> Predictions:
     task = dataset.task
     if task == "segmentation":
         logits = np.clip(logits, -_FLOAT16_LIMIT, _FLOAT16_LIMIT).astype(np.float16)

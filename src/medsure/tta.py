@@ -8,11 +8,12 @@ Names: ``"identity"``, ``"hflip"``, ``"vflip"``, ``"hvflip"`` (exact, their own 
 ``"rot<deg>"`` e.g. ``"rot+10"``/``"rot-10"`` (small rotation about the centre, bilinear; pixels
 rotated in from outside the image are 0 on input and border-extended on the way back).
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,9 @@ def check_views(views: Sequence[str]) -> tuple[str, ...]:
         raise MedsureInputError("tta views: empty list, expected at least one view name")
     for name in views:
         if name not in ("identity", "hflip", "vflip", "hvflip") and not _ROT.match(name):
-            raise MedsureInputError(f"tta view {name!r}, expected identity, hflip, vflip, hvflip "
-                                    "or rot<degrees> such as rot+10")
+            raise MedsureInputError(
+                f"tta view {name!r}, expected identity, hflip, vflip, hvflip or rot<degrees> such as rot+10"
+            )
     if len(set(views)) != len(views):
         raise MedsureInputError(f"tta views {views} contain duplicates")
     return views

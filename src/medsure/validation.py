@@ -11,6 +11,7 @@ gets the same sentence everywhere. Public estimators declare their constructor p
 
 This module sits at the bottom of the package (it imports only numpy and :mod:`medsure.errors`).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,13 +25,27 @@ import numpy as np
 from medsure.errors import MedsureError, MedsureInputError
 
 __all__ = [
-    "input_error", "describe", "check_choice", "check_int", "check_float", "check_alpha",
-    "check_array", "check_finite", "check_probabilities", "check_labels",
-    "Interval", "Options", "Boolean", "NoneOk", "Callable", "validate_params",
+    "input_error",
+    "describe",
+    "check_choice",
+    "check_int",
+    "check_float",
+    "check_alpha",
+    "check_array",
+    "check_finite",
+    "check_probabilities",
+    "check_labels",
+    "Interval",
+    "Options",
+    "Boolean",
+    "NoneOk",
+    "Callable",
+    "validate_params",
 ]
 
 
 # ---- message format ------------------------------------------------------------------------
+
 
 def describe(value: Any, limit: int = 200) -> str:
     """A short, plain rendering of a user's value for an error message.
@@ -55,8 +70,15 @@ def describe(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def input_error(what: str, given: Any, expected: str, hint: str | None = None, *,
-                raw: bool = False, kind: type[MedsureError] = MedsureInputError) -> MedsureError:
+def input_error(
+    what: str,
+    given: Any,
+    expected: str,
+    hint: str | None = None,
+    *,
+    raw: bool = False,
+    kind: type[MedsureError] = MedsureInputError,
+) -> MedsureError:
     """Build the one-format error ``<what>: got <given>; expected <expected>[. <hint>]``.
 
     Parameters
@@ -80,6 +102,7 @@ def input_error(what: str, given: Any, expected: str, hint: str | None = None, *
 
 # ---- scalar checks ---------------------------------------------------------------------------
 
+
 def check_choice(what: str, value: Any, choices: Iterable[Any], hint: str | None = None) -> Any:
     """Return ``value`` if it is one of ``choices``; otherwise raise naming them all."""
     choices = list(choices)
@@ -92,16 +115,24 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_int(what: str, value: Any, *, low: int | None = None, high: int | None = None,
-              hint: str | None = None) -> int:
+def check_int(
+    what: str, value: Any, *, low: int | None = None, high: int | None = None, hint: str | None = None
+) -> int:
     """Return ``int(value)`` when it is an integer in ``[low, high]`` (bounds optional)."""
     if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
         raise input_error(what, value, _range_text("an integer", low, high, "[", "]"), hint)
     return int(value)
 
 
-def check_float(what: str, value: Any, *, low: float | None = None, high: float | None = None,
-                closed: str = "both", hint: str | None = None) -> float:
+def check_float(
+    what: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    closed: str = "both",
+    hint: str | None = None,
+) -> float:
     """Return ``float(value)`` when it is a finite real in the interval.
 
     ``closed`` is ``"both"``, ``"left"``, ``"right"`` or ``"neither"``.
@@ -135,15 +166,26 @@ def check_alpha(alpha: Any, n: int | None = None, *, what: str = "alpha") -> flo
     alpha = check_float(what, alpha, low=0.0, high=1.0, closed="neither")
     if n is not None and alpha < 1.0 / (n + 1):
         needed = math.ceil(1.0 / alpha) - 1
-        raise input_error(what, alpha, f"alpha >= 1/(n+1) = {1.0 / (n + 1):.4g} with n = {n} calibration samples",
-                          f"use at least {needed} calibration samples or a larger {what}")
+        raise input_error(
+            what,
+            alpha,
+            f"alpha >= 1/(n+1) = {1.0 / (n + 1):.4g} with n = {n} calibration samples",
+            f"use at least {needed} calibration samples or a larger {what}",
+        )
     return alpha
 
 
 # ---- array checks ----------------------------------------------------------------------------
 
-def check_array(what: str, value: Any, *, ndim: int | Sequence[int] | None = None,
-                dtype_kind: str | None = None, min_len: int | None = None) -> np.ndarray:
+
+def check_array(
+    what: str,
+    value: Any,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    dtype_kind: str | None = None,
+    min_len: int | None = None,
+) -> np.ndarray:
     """Return ``np.asarray(value)`` after checking its number of axes, dtype kind and length.
 
     ``dtype_kind`` is a string of numpy kind letters (``"f"`` float, ``"iu"`` integers,
@@ -156,8 +198,9 @@ def check_array(what: str, value: Any, *, ndim: int | Sequence[int] | None = Non
             raise input_error(what, f"shape {tuple(arr.shape)}", " or ".join(f"{d} axes" for d in allowed), raw=True)
     if dtype_kind is not None and arr.dtype.kind not in dtype_kind:
         names = {"f": "floating-point", "i": "integer", "u": "unsigned integer", "b": "boolean"}
-        raise input_error(what, f"dtype {arr.dtype}", " or ".join(names.get(k, k) for k in dtype_kind) + " values",
-                          raw=True)
+        raise input_error(
+            what, f"dtype {arr.dtype}", " or ".join(names.get(k, k) for k in dtype_kind) + " values", raw=True
+        )
     if min_len is not None and (arr.ndim == 0 or arr.shape[0] < min_len):
         n = 0 if arr.ndim == 0 else arr.shape[0]
         raise input_error(what, f"{n} sample{'s' if n != 1 else ''}", f"at least {min_len}", raw=True)
@@ -171,8 +214,9 @@ def check_finite(what: str, arr: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(arr)
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise input_error(what, f"{int(bad.sum())} NaN or infinite value(s), first at index {first}",
-                              "finite values", raw=True)
+            raise input_error(
+                what, f"{int(bad.sum())} NaN or infinite value(s), first at index {first}", "finite values", raw=True
+            )
     return arr
 
 
@@ -180,14 +224,18 @@ def check_probabilities(what: str, probs: Any, *, axis: int = -1, atol: float = 
     """Check values in [0, 1] that sum to 1 along ``axis`` (within ``atol``)."""
     probs = check_finite(what, check_array(what, probs, dtype_kind="f"))
     if probs.size and (probs.min() < -atol or probs.max() > 1 + atol):
-        raise input_error(what, f"values in [{probs.min():.4g}, {probs.max():.4g}]", "probabilities in [0, 1]",
-                          "pass probabilities (softmax of the logits), not logits", raw=True)
+        raise input_error(
+            what,
+            f"values in [{probs.min():.4g}, {probs.max():.4g}]",
+            "probabilities in [0, 1]",
+            "pass probabilities (softmax of the logits), not logits",
+            raw=True,
+        )
     if probs.size:
         sums = probs.sum(axis=axis)
         worst = float(np.max(np.abs(sums - 1.0)))
         if worst > atol:
-            raise input_error(what, f"rows summing to as far as {worst:.3g} from 1", "rows that sum to 1",
-                              raw=True)
+            raise input_error(what, f"rows summing to as far as {worst:.3g} from 1", "rows that sum to 1", raw=True)
     return probs
 
 
@@ -195,15 +243,16 @@ def check_labels(what: str, labels: Any, n_classes: int, *, length: int | None =
     """Integer labels in ``[0, n_classes)``, optionally of a given length."""
     labels = check_array(what, labels, dtype_kind="iu")
     if length is not None and labels.shape[:1] != (length,):
-        raise input_error(what, f"{labels.shape[0] if labels.ndim else 0} labels", f"{length} (one per sample)",
-                          raw=True)
+        raise input_error(
+            what, f"{labels.shape[0] if labels.ndim else 0} labels", f"{length} (one per sample)", raw=True
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise input_error(what, f"labels in [{labels.min()}, {labels.max()}]", f"labels in [0, {n_classes})",
-                          raw=True)
+        raise input_error(what, f"labels in [{labels.min()}, {labels.max()}]", f"labels in [0, {n_classes})", raw=True)
     return labels
 
 
 # ---- declared parameter constraints (scikit-learn manner) -------------------------------------
+
 
 @dataclass(frozen=True)
 class Interval:

@@ -22,6 +22,7 @@ callers who know what they do.
 
 The registry :data:`CALIBRATORS` maps a name to its class; the command line offers its keys.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,15 @@ from medsure.core import softmax
 from medsure.errors import MedsureInputError
 from medsure.validation import Interval, input_error, validate_params
 
-__all__ = ["Calibrator", "TemperatureScaling", "VectorScaling", "IsotonicCalibration",
-           "HistogramBinning", "make_calibrator", "CALIBRATORS"]
+__all__ = [
+    "Calibrator",
+    "TemperatureScaling",
+    "VectorScaling",
+    "IsotonicCalibration",
+    "HistogramBinning",
+    "make_calibrator",
+    "CALIBRATORS",
+]
 
 
 def _as_sample_logits(logits: np.ndarray, name: str = "logits") -> np.ndarray:
@@ -72,7 +80,7 @@ class Calibrator:
         """Fewest calibration cases the analyses accept for this calibrator with ``n_classes``."""
         return self.samples_per_group * int(n_classes)
 
-    def fit(self, logits: np.ndarray, labels: np.ndarray) -> "Calibrator":
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> Calibrator:
         raise NotImplementedError
 
     def transform(self, logits: np.ndarray) -> np.ndarray:
@@ -119,7 +127,7 @@ class TemperatureScaling(Calibrator):
     def min_cal_samples(self, n_classes: int) -> int:
         return self.samples_per_group  # one scalar, whatever K
 
-    def fit(self, logits: np.ndarray, labels: np.ndarray) -> "TemperatureScaling":
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> TemperatureScaling:
         bounds = tuple(self.bounds) if isinstance(self.bounds, (tuple, list)) else ()
         if len(bounds) != 2 or not all(np.isfinite(bounds)) or not 0 < bounds[0] < bounds[1]:
             raise input_error("TemperatureScaling(bounds=...)", self.bounds, "(low, high) with 0 < low < high")
@@ -177,7 +185,7 @@ class VectorScaling(Calibrator):
 
     _parameter_constraints = {"l2": [Interval(float, 0.0, None)]}
 
-    def fit(self, logits: np.ndarray, labels: np.ndarray) -> "VectorScaling":
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> VectorScaling:
         validate_params(self)
         z = _as_sample_logits(logits).mean(axis=0)  # one model output per sample
         n, k = z.shape
@@ -232,7 +240,7 @@ class IsotonicCalibration(Calibrator):
     regressors_ : list of sklearn ``IsotonicRegression``, one per class
     """
 
-    def fit(self, logits: np.ndarray, labels: np.ndarray) -> "IsotonicCalibration":
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> IsotonicCalibration:
         from sklearn.isotonic import IsotonicRegression
 
         probs = _mean_probs(_as_sample_logits(logits))
@@ -240,7 +248,8 @@ class IsotonicCalibration(Calibrator):
         labels = _check_labels(labels, n, k)
         self.regressors_ = [
             IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs[:, c], labels == c)
-            for c in range(k)]
+            for c in range(k)
+        ]
         self.n_classes_ = int(k)
         return self
 
@@ -274,7 +283,7 @@ class HistogramBinning(Calibrator):
 
     _parameter_constraints = {"n_bins": [Interval(int, 1, None)]}
 
-    def fit(self, logits: np.ndarray, labels: np.ndarray) -> "HistogramBinning":
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> HistogramBinning:
         validate_params(self)
         probs = _mean_probs(_as_sample_logits(logits))
         n, k = probs.shape

@@ -5,6 +5,7 @@ artifact before and after, and check the fit on a held-out part of the calibrati
 reliability-diagram bins, warnings, the held-out check) and returns a :class:`CalibrationResult`;
 ``calibration/report.py`` only renders it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,8 +28,12 @@ HELDOUT_METRICS = ("ece", "nll")
 
 
 def _bins_dict(bins: BinnedCalibration) -> dict[str, list]:
-    return {"edges": bins.edges.tolist(), "count": bins.count.tolist(),
-            "mean_confidence": bins.mean_score.tolist(), "accuracy": bins.mean_outcome.tolist()}
+    return {
+        "edges": bins.edges.tolist(),
+        "count": bins.count.tolist(),
+        "mean_confidence": bins.mean_score.tolist(),
+        "accuracy": bins.mean_outcome.tolist(),
+    }
 
 
 @dataclass
@@ -73,13 +78,18 @@ class CalibrationResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON record: metrics, parameters, held-out check, warnings, reliability bins."""
         return {
-            "method": self.method, "n_cal": self.n_cal, "n_test": self.n_test, "n_bins": self.n_bins,
-            "min_cal_samples": self.min_cal_samples, "before": self.before, "after": self.after,
+            "method": self.method,
+            "n_cal": self.n_cal,
+            "n_test": self.n_test,
+            "n_bins": self.n_bins,
+            "min_cal_samples": self.min_cal_samples,
+            "before": self.before,
+            "after": self.after,
             **self.parameters,
-            "worsened_on_heldout": self.worsened_on_heldout, "heldout_check": self.heldout,
+            "worsened_on_heldout": self.worsened_on_heldout,
+            "heldout_check": self.heldout,
             "warnings": list(self.warnings),
-            "reliability": {"before": _bins_dict(self.reliability_before),
-                            "after": _bins_dict(self.reliability_after)},
+            "reliability": {"before": _bins_dict(self.reliability_before), "after": _bins_dict(self.reliability_after)},
             "conventions": {"nll_clip": NLL_CLIP, "ece_bins": "equal width, (lo, hi], first bin closed"},
         }
 
@@ -88,8 +98,12 @@ def _require_labels(pred: Predictions, name: str) -> np.ndarray:
     if pred.task != "classification":
         raise input_error(name, f"a {pred.task} artifact", "classification predictions", raw=True)
     if pred.labels is None:
-        raise input_error(name, "predictions without 'labels'", "labelled predictions (calibration metrics need "
-                          "ground truth)", raw=True)
+        raise input_error(
+            name,
+            "predictions without 'labels'",
+            "labelled predictions (calibration metrics need ground truth)",
+            raw=True,
+        )
     return pred.labels
 
 
@@ -104,15 +118,25 @@ def _parameters(calibrator: Calibrator) -> dict[str, Any]:
     return out
 
 
-def _heldout_check(cal: Predictions, labels: np.ndarray, method: str, calibrator_args: dict[str, Any],
-                   n_bins: int, min_samples: int, seed: int) -> dict[str, Any]:
+def _heldout_check(
+    cal: Predictions,
+    labels: np.ndarray,
+    method: str,
+    calibrator_args: dict[str, Any],
+    n_bins: int,
+    min_samples: int,
+    seed: int,
+) -> dict[str, Any]:
     """Fit on a random 2/3 of ``cal``, compare ECE and NLL before/after on the other 1/3."""
     n = labels.shape[0]
     n_held = round(n * HELDOUT_FRACTION)
     n_fit = n - n_held
     if n_fit < min_samples or n_held < 2:
-        return {"skipped": f"{n} calibration cases: a split of {n_fit} to fit (at least {min_samples} needed) "
-                           f"and {n_held} held out is too small", "worsened_on_heldout": False}
+        return {
+            "skipped": f"{n} calibration cases: a split of {n_fit} to fit (at least {min_samples} needed) "
+            f"and {n_held} held out is too small",
+            "worsened_on_heldout": False,
+        }
     order = make_generator(seed).permutation(n)
     fit_idx, held_idx = np.sort(order[:n_fit]), np.sort(order[n_fit:])
     logits = np.asarray(cal.logits)
@@ -123,13 +147,26 @@ def _heldout_check(cal: Predictions, labels: np.ndarray, method: str, calibrator
     before = calibration_summary(probs_before, held_labels, n_bins=n_bins)
     after = calibration_summary(calibrator.transform(take(held_idx)), held_labels, n_bins=n_bins)
     worsened = [m for m in HELDOUT_METRICS if after[m] > before[m]]
-    return {"n_fit": n_fit, "n_heldout": n_held, "seed": seed,
-            "before": {m: before[m] for m in HELDOUT_METRICS}, "after": {m: after[m] for m in HELDOUT_METRICS},
-            "worsened_metrics": worsened, "worsened_on_heldout": bool(worsened)}
+    return {
+        "n_fit": n_fit,
+        "n_heldout": n_held,
+        "seed": seed,
+        "before": {m: before[m] for m in HELDOUT_METRICS},
+        "after": {m: after[m] for m in HELDOUT_METRICS},
+        "worsened_metrics": worsened,
+        "worsened_on_heldout": bool(worsened),
+    }
 
 
-def evaluate_calibration(cal: Predictions, test: Predictions, *, method: str = "temperature",
-                         n_bins: int = 15, seed: int = 0, **calibrator_args: Any) -> CalibrationResult:
+def evaluate_calibration(
+    cal: Predictions,
+    test: Predictions,
+    *,
+    method: str = "temperature",
+    n_bins: int = 15,
+    seed: int = 0,
+    **calibrator_args: Any,
+) -> CalibrationResult:
     """Fit ``method`` on ``cal`` (never on ``test``) and compare test metrics before/after.
 
     Logits with a sample axis ``(T, N, K)`` are used as such (mean of per-sample softmax).
@@ -153,31 +190,48 @@ def evaluate_calibration(cal: Predictions, test: Predictions, *, method: str = "
     calibrator = make_calibrator(method, **calibrator_args)
     min_samples = calibrator.min_cal_samples(cal.n_classes)
     if cal.n_samples < min_samples:
-        raise input_error("cal", f"{cal.n_samples} calibration case{'s' if cal.n_samples != 1 else ''}",
-                          f"at least {min_samples} for the {method} calibrator with {cal.n_classes} classes",
-                          "a calibrator fitted on so few cases memorises them; use a larger calibration split",
-                          raw=True)
+        raise input_error(
+            "cal",
+            f"{cal.n_samples} calibration case{'s' if cal.n_samples != 1 else ''}",
+            f"at least {min_samples} for the {method} calibrator with {cal.n_classes} classes",
+            "a calibrator fitted on so few cases memorises them; use a larger calibration split",
+            raw=True,
+        )
     calibrator.fit(cal.logits, cal_labels)
     probs_before = np.asarray(test.probabilities(), dtype=np.float64)
     probs_after = calibrator.transform(test.logits)
     parameters = _parameters(calibrator)
     warnings = []
     if parameters.get("temperature_at_bound"):
-        warnings.append(f"the fitted temperature {calibrator.temperature_:.4g} is at its search bound "
-                        f"{tuple(calibrator.bounds)}: the calibration NLL wants a temperature outside it "
-                        "(e.g. separable calibration data); the calibrated probabilities are unreliable")
+        warnings.append(
+            f"the fitted temperature {calibrator.temperature_:.4g} is at its search bound "
+            f"{tuple(calibrator.bounds)}: the calibration NLL wants a temperature outside it "
+            "(e.g. separable calibration data); the calibrated probabilities are unreliable"
+        )
     heldout = _heldout_check(cal, cal_labels, method, calibrator_args, n_bins, min_samples, seed)
     if heldout["worsened_on_heldout"]:
-        changes = ", ".join(f"{m.upper()} {heldout['before'][m]:.4f} -> {heldout['after'][m]:.4f}"
-                            for m in heldout["worsened_metrics"])
-        warnings.append(f"{method} worsened calibration on the held-out third of the calibration data "
-                        f"({changes}); prefer no calibration or a simpler calibrator")
+        changes = ", ".join(
+            f"{m.upper()} {heldout['before'][m]:.4f} -> {heldout['after'][m]:.4f}" for m in heldout["worsened_metrics"]
+        )
+        warnings.append(
+            f"{method} worsened calibration on the held-out third of the calibration data "
+            f"({changes}); prefer no calibration or a simpler calibrator"
+        )
     return CalibrationResult(
-        method=method, calibrator=calibrator, probs_before=probs_before, probs_after=probs_after,
+        method=method,
+        calibrator=calibrator,
+        probs_before=probs_before,
+        probs_after=probs_after,
         labels=test_labels,
         before=calibration_summary(probs_before, test_labels, n_bins=n_bins),
         after=calibration_summary(probs_after, test_labels, n_bins=n_bins),
         reliability_before=reliability_diagram(probs_before, test_labels, n_bins=n_bins),
         reliability_after=reliability_diagram(probs_after, test_labels, n_bins=n_bins),
-        n_cal=cal.n_samples, n_test=test.n_samples, n_bins=n_bins, min_cal_samples=min_samples,
-        parameters=parameters, heldout=heldout, warnings=warnings)
+        n_cal=cal.n_samples,
+        n_test=test.n_samples,
+        n_bins=n_bins,
+        min_cal_samples=min_samples,
+        parameters=parameters,
+        heldout=heldout,
+        warnings=warnings,
+    )

@@ -14,6 +14,7 @@ Names: ``ece`` is the equal-width top-label ECE, ``ece_equal_mass`` the same sum
 equal-mass bins, ``ace`` only ever the class-wise adaptive calibration error of Nixon et al.
 (2019) (:func:`adaptive_calibration_error`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,14 +55,14 @@ def check_probs_labels(probs: np.ndarray, labels: np.ndarray, *, atol: float = 1
     if np.max(np.abs(row_sums - 1.0)) > atol:
         raise MedsureInputError(
             f"probs: rows sum to values in [{row_sums.min():.4g}, {row_sums.max():.4g}], expected 1 "
-            "(pass softmax probabilities, not logits)")
+            "(pass softmax probabilities, not logits)"
+        )
     if labels.shape != (probs.shape[0],):
         raise MedsureInputError(f"labels: shape {labels.shape}, expected ({probs.shape[0]},) to match probs")
     if not np.issubdtype(labels.dtype, np.integer):
         raise MedsureInputError(f"labels: dtype {labels.dtype}, expected integers")
     if labels.min() < 0 or labels.max() >= probs.shape[1]:
-        raise MedsureInputError(
-            f"labels: values span [{labels.min()}, {labels.max()}], expected [0, {probs.shape[1]})")
+        raise MedsureInputError(f"labels: values span [{labels.min()}, {labels.max()}], expected [0, {probs.shape[1]})")
     return probs.astype(np.float64, copy=False), labels.astype(np.int64, copy=False)
 
 
@@ -70,15 +71,17 @@ def _top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return probs.max(axis=1), (predicted == labels).astype(np.float64)
 
 
-def reliability_diagram(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
-                        strategy: Strategy = "uniform") -> BinnedCalibration:
+def reliability_diagram(
+    probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15, strategy: Strategy = "uniform"
+) -> BinnedCalibration:
     """Reliability-diagram data for the top-label confidence: per bin, mean confidence vs accuracy."""
     probs, labels = check_probs_labels(probs, labels)
     return binned_calibration(*_top_label(probs, labels), n_bins=n_bins, strategy=strategy)
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
-                               strategy: Strategy = "uniform") -> float:
+def expected_calibration_error(
+    probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15, strategy: Strategy = "uniform"
+) -> float:
     """Top-label ECE: ``sum_b (n_b / N) |acc_b - conf_b|``.
 
     ``strategy="uniform"`` is the equal-width ECE of Guo et al. (2017); ``"quantile"`` the
@@ -87,21 +90,21 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins:
     return reliability_diagram(probs, labels, n_bins=n_bins, strategy=strategy).error("l1")
 
 
-def maximum_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
-                              strategy: Strategy = "uniform") -> float:
+def maximum_calibration_error(
+    probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15, strategy: Strategy = "uniform"
+) -> float:
     """Top-label MCE: the largest ``|acc_b - conf_b|`` over non-empty bins."""
     return reliability_diagram(probs, labels, n_bins=n_bins, strategy=strategy).error("max")
 
 
-def _per_class_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int,
-                    strategy: Strategy) -> list[BinnedCalibration]:
+def _per_class_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int, strategy: Strategy) -> list[BinnedCalibration]:
     onehot = labels[:, None] == np.arange(probs.shape[1])[None, :]
-    return [binned_calibration(probs[:, k], onehot[:, k], n_bins=n_bins, strategy=strategy)
-            for k in range(probs.shape[1])]
+    return [
+        binned_calibration(probs[:, k], onehot[:, k], n_bins=n_bins, strategy=strategy) for k in range(probs.shape[1])
+    ]
 
 
-def classwise_ece(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15,
-                  strategy: Strategy = "uniform") -> float:
+def classwise_ece(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15, strategy: Strategy = "uniform") -> float:
     """Class-wise ECE (Kull et al. 2019): the mean over classes k of the ECE of ``p_k`` against
     ``1[y = k]``, each with ``n_bins`` equal-width bins."""
     probs, labels = check_probs_labels(probs, labels)

@@ -4,6 +4,7 @@ Each module in this package that defines ``register(subparsers)`` adds its subco
 subcommand's handler is stored as ``func`` on the parsed namespace and returns an exit code.
 Bad input raises :class:`medsure.errors.MedsureError`, printed as one line, exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def argparse_message(message: str, prog: str) -> str:
         return str(input_error(option, value, f"one of {choices}", hint, raw=True))
     if m := re.fullmatch(r"argument (\S+?)(?:/\S+)?: expected (.*)", message):
         option, count = m.groups()
-        return str(input_error(option, "no value", count.removesuffix("s").replace("argument", "value"), hint,
-                               raw=True))
+        return str(
+            input_error(option, "no value", count.removesuffix("s").replace("argument", "value"), hint, raw=True)
+        )
     if m := re.fullmatch(r"the following arguments are required: (.*)", message):
         return str(input_error(m.group(1), "nothing", "a value for each (they are required)", hint, raw=True))
     if m := re.fullmatch(r"unrecognized arguments: (.*)", message):
@@ -87,10 +89,19 @@ def _os_error_message(exc: OSError) -> str:
     name = exc.filename2 if exc.filename2 is not None else exc.filename
     reason = exc.strerror or str(exc)
     if name is None:
-        return str(input_error("file operation", f"the system error '{reason}'", "a readable input and a "
-                               "writable output path", raw=True))
-    return str(input_error(f"file '{name}'", f"the system error '{reason}'",
-                           "a readable input or a writable output path", raw=True))
+        return str(
+            input_error(
+                "file operation",
+                f"the system error '{reason}'",
+                "a readable input and a writable output path",
+                raw=True,
+            )
+        )
+    return str(
+        input_error(
+            f"file '{name}'", f"the system error '{reason}'", "a readable input or a writable output path", raw=True
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

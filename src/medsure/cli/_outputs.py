@@ -9,6 +9,7 @@ A missing parent folder is created (documented in the README): ``--out results/r
 works on a fresh checkout. A path that names an existing folder where a file is expected (or a
 file where a folder is expected), or a parent that is a file, is an error naming the option.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,9 @@ def check_output_file(option: str, path: str | os.PathLike) -> Path:
     """Raise unless ``path`` can be written as a file (it may not exist yet)."""
     p = Path(path)
     if p.is_dir():
-        raise input_error(option, f"'{p}', an existing folder", "a file path",
-                          f"name a file inside it, e.g. {p / 'result'}", raw=True)
+        raise input_error(
+            option, f"'{p}', an existing folder", "a file path", f"name a file inside it, e.g. {p / 'result'}", raw=True
+        )
     _check_parent(option, p)
     return p
 
@@ -35,8 +37,13 @@ def check_output_folder(option: str, path: str | os.PathLike) -> Path:
     """Raise unless ``path`` is an existing folder or can be created as one."""
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise input_error(option, f"'{p}', an existing file", "a folder (existing, or one to create)",
-                          "choose another name or move the file away", raw=True)
+        raise input_error(
+            option,
+            f"'{p}', an existing file",
+            "a folder (existing, or one to create)",
+            "choose another name or move the file away",
+            raw=True,
+        )
     _check_parent(option, p)
     return p
 
@@ -46,11 +53,16 @@ def _check_parent(option: str, p: Path) -> None:
     for parent in p.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
-                raise input_error(option, f"'{p}', whose parent '{parent}' is a file",
-                                  "a path whose parent folders exist or can be created", raw=True)
+                raise input_error(
+                    option,
+                    f"'{p}', whose parent '{parent}' is a file",
+                    "a path whose parent folders exist or can be created",
+                    raw=True,
+                )
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise input_error(option, f"'{p}', inside the read-only folder '{parent}'",
-                                  "a path in a writable folder", raw=True)
+                raise input_error(
+                    option, f"'{p}', inside the read-only folder '{parent}'", "a path in a writable folder", raw=True
+                )
             return
 
 
@@ -82,8 +94,12 @@ class OutputPlan:
         # two options naming one file would silently keep only the last one written
         key = path.absolute()
         if key in self._declared:
-            raise input_error(option, f"'{path}', the path already given to {self._declared[key]}",
-                              "a different path for every output", raw=True)
+            raise input_error(
+                option,
+                f"'{path}', the path already given to {self._declared[key]}",
+                "a different path for every output",
+                raw=True,
+            )
         self._declared[key] = option
         return path
 

@@ -1,4 +1,5 @@
 """``medsure calibration``: fit a calibrator on CAL, report test metrics before and after."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,16 +13,19 @@ from medsure.utils.io import write_json
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "calibration", help="fit a calibrator on calibration predictions; ECE/MCE/ACE/Brier/NLL before and after",
+        "calibration",
+        help="fit a calibrator on calibration predictions; ECE/MCE/ACE/Brier/NLL before and after",
         description="Fit a post-hoc calibrator on --cal (never on --test) and report test-set calibration "
-                    "metrics before and after: ece, ece_equal_mass, mce, ace, classwise_ece, brier, nll. "
-                    "Refuses a calibration set below the calibrator's minimum size, warns when the fitted "
-                    "temperature sits at its search bound, and flags a calibrator that worsens ECE or NLL on "
-                    "a held-out third of the calibration data.")
+        "metrics before and after: ece, ece_equal_mass, mce, ace, classwise_ece, brier, nll. "
+        "Refuses a calibration set below the calibrator's minimum size, warns when the fitted "
+        "temperature sits at its search bound, and flags a calibrator that worsens ECE or NLL on "
+        "a held-out third of the calibration data.",
+    )
     p.add_argument("--cal", required=True, help="calibration prediction file (.npz, with labels)")
     p.add_argument("--test", required=True, help="test prediction file (.npz, with labels)")
-    p.add_argument("--method", default="temperature", choices=sorted(CALIBRATORS),
-                   help="calibrator (default temperature)")
+    p.add_argument(
+        "--method", default="temperature", choices=sorted(CALIBRATORS), help="calibrator (default temperature)"
+    )
     p.add_argument("--bins", type=int, default=15, help="bins for ECE/MCE/ACE (default 15)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split of the calibration data")
     p.add_argument("--out", required=True, help="RESULT.json to write")
@@ -51,8 +55,10 @@ def run_calibration(args: argparse.Namespace) -> int:
     plan.write_all()
     b, a = result.before, result.after
     extra = f", T = {result.parameters['temperature']:.3f}" if "temperature" in result.parameters else ""
-    print(f"{args.method}{extra}: ECE {b['ece']:.4f} -> {a['ece']:.4f}, NLL {b['nll']:.4f} -> {a['nll']:.4f}, "
-          f"Brier {b['brier']:.4f} -> {a['brier']:.4f}")
+    print(
+        f"{args.method}{extra}: ECE {b['ece']:.4f} -> {a['ece']:.4f}, NLL {b['nll']:.4f} -> {a['nll']:.4f}, "
+        f"Brier {b['brier']:.4f} -> {a['brier']:.4f}"
+    )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

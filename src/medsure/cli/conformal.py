@@ -9,6 +9,7 @@ the score registry (:data:`medsure.conformal.scores.SCORES`): a score's declared
 options, accepted only with that score. Every output path is checked before anything is computed
 and all files are written at the end (:class:`medsure.cli._outputs.OutputPlan`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,36 +38,58 @@ def _score_options() -> dict[str, tuple]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "conformal", help="fit conformal prediction sets on CAL and evaluate them on TEST",
+        "conformal",
+        help="fit conformal prediction sets on CAL and evaluate them on TEST",
         description="Split conformal prediction sets with a coverage guarantee; writes RESULT.json "
-                    "(coverage, set sizes, the exact coverage band and a validity flag).")
+        "(coverage, set sizes, the exact coverage band and a validity flag).",
+    )
     _common(p)
     p.add_argument("--method", required=True, choices=tuple(SCORES), help="conformity score")
-    p.add_argument("--class-conditional", action="store_true",
-                   help="one threshold per true class (Mondrian): coverage within every class")
-    p.add_argument("--group-key", default=None,
-                   help="meta key (e.g. sex) for group-conditional thresholds: coverage within every group")
-    p.add_argument("--fallback", choices=("marginal", "include"), default=None,
-                   help="for a class/group too small for alpha: use the marginal threshold, or "
-                        "always include (default: fail naming it)")
+    p.add_argument(
+        "--class-conditional",
+        action="store_true",
+        help="one threshold per true class (Mondrian): coverage within every class",
+    )
+    p.add_argument(
+        "--group-key",
+        default=None,
+        help="meta key (e.g. sex) for group-conditional thresholds: coverage within every group",
+    )
+    p.add_argument(
+        "--fallback",
+        choices=("marginal", "include"),
+        default=None,
+        help="for a class/group too small for alpha: use the marginal threshold, or "
+        "always include (default: fail naming it)",
+    )
     for param, methods in _score_options().values():
         kind = param.constraint.kind
-        p.add_argument(param.option, dest=param.name, type=kind, default=None,
-                       help=f"{param.help}; only with --method {' or '.join(methods)}")
+        p.add_argument(
+            param.option,
+            dest=param.name,
+            type=kind,
+            default=None,
+            help=f"{param.help}; only with --method {' or '.join(methods)}",
+        )
     p.add_argument("--out", required=True, help="RESULT.json to write")
     p.add_argument("--sets", default=None, help="SETS.npz to write: boolean (N, K) 'sets', 'ids'")
-    p.add_argument("--fail-invalid", action="store_true",
-                   help="exit with code 3 when coverage falls outside its band")
+    p.add_argument("--fail-invalid", action="store_true", help="exit with code 3 when coverage falls outside its band")
     p.set_defaults(func=run_conformal)
 
     s = subparsers.add_parser(
-        "conformal-study", help="conformal analyses: calibration-size study, confidence sweep, "
-                                "method comparison, class overlap, hardest cases",
+        "conformal-study",
+        help="conformal analyses: calibration-size study, confidence sweep, "
+        "method comparison, class overlap, hardest cases",
         description="Runs every conformal analysis on CAL/TEST; writes one JSON and one PNG per "
-                    "analysis into --out-dir, and optionally an HTML report.")
+        "analysis into --out-dir, and optionally an HTML report.",
+    )
     _common(s)
-    s.add_argument("--method", default="aps", choices=tuple(SCORES),
-                   help="score for the size study, sweep, overlap and hardest cases (default aps)")
+    s.add_argument(
+        "--method",
+        default="aps",
+        choices=tuple(SCORES),
+        help="score for the size study, sweep, overlap and hardest cases (default aps)",
+    )
     s.add_argument("--repeats", type=int, default=100, help="random splits per calibration size")
     s.add_argument("--out-dir", required=True, help="folder for the JSON results and plots")
     s.add_argument("--report", default=None, help="also write a self-contained HTML report here")
@@ -77,14 +100,23 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cal", required=True, help="calibration prediction file (.npz, with labels)")
     p.add_argument("--test", required=True, help="test prediction file (.npz)")
     p.add_argument("--alpha", type=float, default=0.1, help="miscoverage level in (0, 1) (default 0.1)")
-    p.add_argument("--randomized", action=argparse.BooleanOptionalAction, default=True,
-                   help="randomized scores where the score allows it (aps/raps/saps): exact coverage, "
-                        "sets may be empty (--no-randomized: never-empty, conservative sets)")
+    p.add_argument(
+        "--randomized",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="randomized scores where the score allows it (aps/raps/saps): exact coverage, "
+        "sets may be empty (--no-randomized: never-empty, conservative sets)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the randomization and splits")
-    p.add_argument("--input", choices=("logits", "probs"), default="logits",
-                   help="what the files' 'logits' key holds (default logits)")
-    p.add_argument("--delta", type=float, default=0.01,
-                   help="probability outside the reported coverage band (default 0.01)")
+    p.add_argument(
+        "--input",
+        choices=("logits", "probs"),
+        default="logits",
+        help="what the files' 'logits' key holds (default logits)",
+    )
+    p.add_argument(
+        "--delta", type=float, default=0.01, help="probability outside the reported coverage band (default 0.01)"
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[Predictions, Predictions]:
@@ -108,8 +140,12 @@ def _score_params(args: argparse.Namespace) -> dict:
         if value is None:
             continue
         if args.method not in methods:
-            raise input_error(param.option, value, f"no {param.option} with --method {args.method}",
-                              f"{param.option} applies only with --method {' or '.join(methods)}")
+            raise input_error(
+                param.option,
+                value,
+                f"no {param.option} with --method {args.method}",
+                f"{param.option} applies only with --method {' or '.join(methods)}",
+            )
         params[name] = value
     return params
 
@@ -124,17 +160,41 @@ def run_conformal(args: argparse.Namespace) -> int:
         raise MedsureInputError("choose either --class-conditional or --group-key, not both")
     conditional = "class" if args.class_conditional else "group" if args.group_key else "marginal"
     if args.fallback is not None and conditional == "marginal":
-        raise input_error("--fallback", args.fallback, "no --fallback for a marginal run",
-                          "--fallback applies only with --class-conditional or --group-key")
+        raise input_error(
+            "--fallback",
+            args.fallback,
+            "no --fallback for a marginal run",
+            "--fallback applies only with --class-conditional or --group-key",
+        )
     params = _score_params(args)
     cal, test = _load(args)
-    run = evaluate_conformal(cal, test, method=args.method, alpha=args.alpha, conditional=conditional,
-                             group_key=args.group_key, randomized=args.randomized, fallback=args.fallback,
-                             params=params, input=args.input, seed=args.seed, delta=args.delta)
+    run = evaluate_conformal(
+        cal,
+        test,
+        method=args.method,
+        alpha=args.alpha,
+        conditional=conditional,
+        group_key=args.group_key,
+        randomized=args.randomized,
+        fallback=args.fallback,
+        params=params,
+        input=args.input,
+        seed=args.seed,
+        delta=args.delta,
+    )
     result = dict(run.result)
-    result.update({"class_conditional": bool(args.class_conditional), "group_key": args.group_key,
-                   "n_cal": cal.n_samples, "n_test": test.n_samples, "seed": args.seed,
-                   "input": args.input, "cal_file": str(args.cal), "test_file": str(args.test)})
+    result.update(
+        {
+            "class_conditional": bool(args.class_conditional),
+            "group_key": args.group_key,
+            "n_cal": cal.n_samples,
+            "n_test": test.n_samples,
+            "seed": args.seed,
+            "input": args.input,
+            "cal_file": str(args.cal),
+            "test_file": str(args.test),
+        }
+    )
     plan.add(out_path, lambda path: write_json(path, result))
     plan.add(sets_path, lambda path: _write_sets(path, run.sets, test))
     plan.write_all()
@@ -142,9 +202,11 @@ def run_conformal(args: argparse.Namespace) -> int:
         print(f"{args.method}: mean set size {result['mean_set_size']:.3f} (no test labels)")
         return 0
     low, high = result["coverage_band"]
-    print(f"{args.method}{' class-conditional' if args.class_conditional else ''}: coverage "
-          f"{result['coverage']:.4f} (target {1 - args.alpha:.3f}, band [{low:.4f}, {high:.4f}]), "
-          f"mean set size {result['mean_set_size']:.3f}, empty {result['empty_rate']:.3f}")
+    print(
+        f"{args.method}{' class-conditional' if args.class_conditional else ''}: coverage "
+        f"{result['coverage']:.4f} (target {1 - args.alpha:.3f}, band [{low:.4f}, {high:.4f}]), "
+        f"mean set size {result['mean_set_size']:.3f}, empty {result['empty_rate']:.3f}"
+    )
     if not result["valid"]:
         print(f"WARNING: INVALID RUN: {result['band_note']}", file=sys.stderr)
         return 3 if args.fail_invalid else 0
@@ -177,9 +239,17 @@ def run_study(args: argparse.Namespace) -> int:
     cal, test = _load(args)
     if test.labels is None:
         raise MedsureInputError(f"{args.test} has no 'labels'; the analyses need a labelled test file")
-    study = evaluate_conformal_study(cal, test, method=args.method, alpha=args.alpha, seed=args.seed,
-                                     randomized=args.randomized, n_repeats=args.repeats, input=args.input,
-                                     delta=args.delta)
+    study = evaluate_conformal_study(
+        cal,
+        test,
+        method=args.method,
+        alpha=args.alpha,
+        seed=args.seed,
+        randomized=args.randomized,
+        n_repeats=args.repeats,
+        input=args.input,
+        delta=args.delta,
+    )
     written = []
     for name, result in study.analyses.items():
         plan.add(out_dir / f"{name}.json", lambda path, result=result: write_json(path, result))

@@ -1,4 +1,5 @@
 """``medsure demo``: train on embedded data, analyse, write report.html and results.json."""
+
 from __future__ import annotations
 
 import argparse

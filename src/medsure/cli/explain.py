@@ -1,4 +1,5 @@
 """``medsure explain``: class-activation-map overlays for chosen cases of a trained run's split."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,21 +29,31 @@ outputs in --out:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "explain", help="Grad-CAM / Grad-CAM++ overlays for cases of a trained classifier",
+        "explain",
+        help="Grad-CAM / Grad-CAM++ overlays for cases of a trained classifier",
         description="Rebuild the data split of a training run (from its config.json), compute class-activation "
-                    "maps for the given case ids and write one PNG overlay per case and class, plus cams.npz "
-                    "with the raw maps.",
-        epilog=OUTPUT_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "maps for the given case ids and write one PNG overlay per case and class, plus cams.npz "
+        "with the raw maps.",
+        epilog=OUTPUT_FORMAT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--run", required=True, help="run folder written by medsure training (config.json, best.pt)")
     p.add_argument("--split", default="test", help="split holding the ids: train, val, cal or test (default test)")
     p.add_argument("--ids", nargs="+", required=True, help="case ids to explain")
     p.add_argument("--out", required=True, help="output folder (created)")
     # checked against medsure.explain.CAM_METHODS when the command runs (importing the registry
     # here would load torch for every medsure command)
-    p.add_argument("--method", default="gradcam",
-                   help="CAM method, a name of medsure.explain.CAM_METHODS: gradcam (default) or gradcam++")
-    p.add_argument("--classes", nargs="+", default=None,
-                   help="class names or indices to explain for every case (default: the predicted class)")
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        help="CAM method, a name of medsure.explain.CAM_METHODS: gradcam (default) or gradcam++",
+    )
+    p.add_argument(
+        "--classes",
+        nargs="+",
+        default=None,
+        help="class names or indices to explain for every case (default: the predicted class)",
+    )
     p.set_defaults(func=run_explain)
 
 
@@ -52,8 +63,12 @@ def run_split(run, split: str):
 
     record = (run.config.get("train") or {}).get("dataset") or {}
     if not record.get("name"):
-        raise input_error("--run", str(run.run_dir), "a run whose config.json records its dataset "
-                          "(train.dataset.name)", "without it the split cannot be rebuilt")
+        raise input_error(
+            "--run",
+            str(run.run_dir),
+            "a run whose config.json records its dataset (train.dataset.name)",
+            "without it the split cannot be rebuilt",
+        )
     # the same road as `medsure predict --run`: recorded root, image size, options and split seed
     splits = load_splits(record)
     if split not in splits:
@@ -112,8 +127,13 @@ def run_explain(args: argparse.Namespace) -> int:
             np.savez_compressed(handle, **cams.to_npz_arrays())
 
     outputs.add(out / "cams.npz", write_npz)
-    outputs.add(out / "explain.json", lambda path: write_json(path, {
-        "run": str(args.run), "split": args.split, "method": cams.method, "files": files, "ids": list(args.ids)}))
+    outputs.add(
+        out / "explain.json",
+        lambda path: write_json(
+            path,
+            {"run": str(args.run), "split": args.split, "method": cams.method, "files": files, "ids": list(args.ids)},
+        ),
+    )
     outputs.write_all()
     print(f"wrote {len(files)} overlays and cams.npz to {out}")
     return 0

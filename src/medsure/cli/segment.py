@@ -1,4 +1,5 @@
 """``medsure segment-eval`` and ``medsure conformal-mask``: segmentation uncertainty from artifacts."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,20 +17,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "segment-eval",
         help="Dice, HD95, pixel/boundary/segment calibration, UEO, Dice prediction, shift AUROC",
         description="Evaluate segmentation predictions (an .npz artifact with logits (N, K, H, W) or "
-                    "(T, N, K, H, W) and masks (N, H, W)) and write the metrics as JSON.")
+        "(T, N, K, H, W) and masks (N, H, W)) and write the metrics as JSON.",
+    )
     p.add_argument("--pred", required=True, help="labelled segmentation prediction artifact (.npz)")
-    p.add_argument("--shift", help="predictions of the same model on shifted images (.npz); adds the shift "
-                                   "AUROC of every image-level reduction")
-    p.add_argument("--cal", help="labelled predictions of the same model on other images (.npz); adds a Dice "
-                                 "predictor fitted there and scored on --pred")
+    p.add_argument(
+        "--shift",
+        help="predictions of the same model on shifted images (.npz); adds the shift "
+        "AUROC of every image-level reduction",
+    )
+    p.add_argument(
+        "--cal",
+        help="labelled predictions of the same model on other images (.npz); adds a Dice "
+        "predictor fitted there and scored on --pred",
+    )
     p.add_argument("--out", required=True, help="output JSON path")
     p.add_argument("--report", default=None, help="also write an HTML report (summary, overlays, calibration)")
-    p.add_argument("--uncertainty", default="entropy", choices=list(UNCERTAINTY_KINDS),
-                   help="per-pixel uncertainty map (default: predictive entropy)")
-    p.add_argument("--reduce", default=DEFAULT_REDUCTION, choices=list(REDUCTIONS),
-                   help=f"image-level reduction of the uncertainty map for Dice prediction and shift_auroc "
-                        f"(default: {DEFAULT_REDUCTION}, chosen in benchmarks/segmentation_shift.md); --shift "
-                        "reports every reduction's AUROC as well")
+    p.add_argument(
+        "--uncertainty",
+        default="entropy",
+        choices=list(UNCERTAINTY_KINDS),
+        help="per-pixel uncertainty map (default: predictive entropy)",
+    )
+    p.add_argument(
+        "--reduce",
+        default=DEFAULT_REDUCTION,
+        choices=list(REDUCTIONS),
+        help=f"image-level reduction of the uncertainty map for Dice prediction and shift_auroc "
+        f"(default: {DEFAULT_REDUCTION}, chosen in benchmarks/segmentation_shift.md); --shift "
+        "reports every reduction's AUROC as well",
+    )
     p.add_argument("--bins", type=int, default=15, help="calibration bins (default 15)")
     p.add_argument("--band-width", type=int, default=2, help="boundary band half-width in pixels (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-fitted Dice predictor")
@@ -39,12 +55,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "conformal-mask",
         help="conformal risk control of the per-image false-negative rate of segmentation masks",
         description="Pick per-label pixel thresholds on calibration predictions so the expected "
-                    "per-image FNR on new images is at most alpha; report the test FNR.")
+        "per-image FNR on new images is at most alpha; report the test FNR.",
+    )
     q.add_argument("--cal", required=True, help="labelled calibration predictions (.npz)")
     q.add_argument("--test", required=True, help="labelled test predictions (.npz)")
     q.add_argument("--alpha", type=float, default=0.1, help="target expected FNR (default 0.1)")
-    q.add_argument("--empty-gt", default="zero", choices=["zero", "exclude"],
-                   help="images with an empty ground truth: FNR 0 (default) or excluded")
+    q.add_argument(
+        "--empty-gt",
+        default="zero",
+        choices=["zero", "exclude"],
+        help="images with an empty ground truth: FNR 0 (default) or excluded",
+    )
     q.add_argument("--out", required=True, help="output JSON path")
     q.add_argument("--report", default=None, help="also write an HTML report (λ̂, test FNR, FNR curves)")
     q.set_defaults(func=run_conformal_mask)
@@ -61,8 +82,16 @@ def run_segment_eval(args: argparse.Namespace) -> int:
     pred = load_predictions(args.pred)
     shift = load_predictions(args.shift) if args.shift else None
     cal = load_predictions(args.cal) if args.cal else None
-    result = evaluate_segmentation(pred, cal=cal, shift=shift, uncertainty=args.uncertainty, reduce=args.reduce,
-                                   n_bins=args.bins, band_width=args.band_width, seed=args.seed)
+    result = evaluate_segmentation(
+        pred,
+        cal=cal,
+        shift=shift,
+        uncertainty=args.uncertainty,
+        reduce=args.reduce,
+        n_bins=args.bins,
+        band_width=args.band_width,
+        seed=args.seed,
+    )
     out = result.to_dict()
     out["pred_file"] = str(args.pred)
     for option, value in (("shift_file", args.shift), ("cal_file", args.cal)):
@@ -72,11 +101,16 @@ def run_segment_eval(args: argparse.Namespace) -> int:
     if report_path is not None:
         plan.add(report_path, _report_writer("medsure segment-eval", segmentation=result))
     plan.write_all()
-    print(f"segment-eval: mean Dice {_fmt(result.dice_mean)}, ECE {_fmt(result.ece)}, "
-          f"boundary ECE {_fmt(result.ece_boundary)}, UEO {_fmt(result.ueo)}"
-          + (f", shift AUROC {_fmt(result.shift_auroc)} ({result.image_reduce})"
-             if result.shift_auroc is not None else "")
-          + f" -> {args.out}")
+    print(
+        f"segment-eval: mean Dice {_fmt(result.dice_mean)}, ECE {_fmt(result.ece)}, "
+        f"boundary ECE {_fmt(result.ece_boundary)}, UEO {_fmt(result.ueo)}"
+        + (
+            f", shift AUROC {_fmt(result.shift_auroc)} ({result.image_reduce})"
+            if result.shift_auroc is not None
+            else ""
+        )
+        + f" -> {args.out}"
+    )
     if result.shift_auroc_by_reduction is not None:
         print("shift AUROC by image-level reduction:")
         for name, auc in result.shift_auroc_by_reduction.items():

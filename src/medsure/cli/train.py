@@ -1,4 +1,5 @@
 """``medsure train``: train a model on a named dataset into a run folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,17 +9,23 @@ from medsure.validation import input_error
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train a classifier or U-Net on a named dataset (resumable)",
+        "train",
+        help="train a classifier or U-Net on a named dataset (resumable)",
         description="Train on the dataset's standard train split, early-stop on val; cal and "
-                    "test stay untouched for `medsure predict`.")
+        "test stay untouched for `medsure predict`.",
+    )
     p.add_argument("--dataset", required=True, help="dataset name, e.g. pneumoniamnist, kvasir")
-    p.add_argument("--root", default=None, help="data folder (default: embedded copy or "
-                                                "$MEDSURE_DATA_ROOT or ../shared/data)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="dataset option, e.g. task=segmentation (repeatable)")
-    p.add_argument("--model", default=None,
-                   help="resnet18, resnet50, small_cnn or unet (default: resnet18 for "
-                        "classification, unet for segmentation)")
+    p.add_argument(
+        "--root", default=None, help="data folder (default: embedded copy or $MEDSURE_DATA_ROOT or ../shared/data)"
+    )
+    p.add_argument(
+        "--option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. task=segmentation (repeatable)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="resnet18, resnet50, small_cnn or unet (default: resnet18 for classification, unet for segmentation)",
+    )
     p.add_argument("--loss", default="auto", help="ce (classification); ce, dice or ce_dice (segmentation)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
@@ -30,22 +37,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="dropout (> 0 enables MC dropout)")
     p.add_argument("--vflip", action="store_true", help="also augment with up-down flips")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--balanced", action="store_true",
-                   help="classification: weight the cross-entropy by inverse class frequency (rare classes count)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="MedMNIST: load a local file whose MD5 differs from the official one (recorded as unverified)")
-    p.add_argument("--max-samples", type=int, default=None,
-                   help="keep only the first N samples of each split (quick trials)")
+    p.add_argument(
+        "--balanced",
+        action="store_true",
+        help="classification: weight the cross-entropy by inverse class frequency (rare classes count)",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="MedMNIST: load a local file whose MD5 differs from the official one (recorded as unverified)",
+    )
+    p.add_argument(
+        "--max-samples", type=int, default=None, help="keep only the first N samples of each split (quick trials)"
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: torch's choice; 1 helps on a busy shared machine)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="strict determinism (for GPUs): torch.use_deterministic_algorithms(True) raises on an "
-                        "operation without a deterministic kernel, cudnn.deterministic is set and "
-                        "CUBLAS_WORKSPACE_CONFIG=:4096:8 on CUDA; recorded in config.json. On CPU a seed already "
-                        "gives identical weights for the same thread count and CPU kind")
-    p.add_argument("--out", required=True,
-                   help="run folder to create (config.json, checkpoint.pt, best.pt, history.json)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: torch's choice; 1 helps on a busy shared machine)",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="strict determinism (for GPUs): torch.use_deterministic_algorithms(True) raises on an "
+        "operation without a deterministic kernel, cudnn.deterministic is set and "
+        "CUBLAS_WORKSPACE_CONFIG=:4096:8 on CUDA; recorded in config.json. On CPU a seed already "
+        "gives identical weights for the same thread count and CPU kind",
+    )
+    p.add_argument(
+        "--out", required=True, help="run folder to create (config.json, checkpoint.pt, best.pt, history.json)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.set_defaults(func=run)
 
@@ -64,25 +86,45 @@ def run(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
     if args.no_verify:
         options["verify"] = False
-    record = dataset_record(args.dataset, root=args.root, image_size=args.image_size,
-                            options=options, split_seed=args.split_seed, max_samples=args.max_samples)
+    record = dataset_record(
+        args.dataset,
+        root=args.root,
+        image_size=args.image_size,
+        options=options,
+        split_seed=args.split_seed,
+        max_samples=args.max_samples,
+    )
     splits = load_splits(record)
     task = splits["train"].task
     model = args.model or ("unet" if task == "segmentation" else "resnet18")
     if (task == "segmentation" and model != "unet") or (task == "classification" and model not in CLASSIFIERS):
-        raise input_error("--model", model, f"a {task} model: "
-                          + ("unet" if task == "segmentation" else ", ".join(CLASSIFIERS)))
-    config = TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         loss=args.loss, patience=args.patience, seed=args.seed,
-                         dropout=args.dropout, vflip=args.vflip, augment=not args.no_augment,
-                         device=args.device, num_threads=args.threads, dataset=record,
-                         class_weights="balanced" if args.balanced else None,
-                         deterministic=args.deterministic)
+        raise input_error(
+            "--model", model, f"a {task} model: " + ("unet" if task == "segmentation" else ", ".join(CLASSIFIERS))
+        )
+    config = TrainConfig(
+        model=model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        loss=args.loss,
+        patience=args.patience,
+        seed=args.seed,
+        dropout=args.dropout,
+        vflip=args.vflip,
+        augment=not args.no_augment,
+        device=args.device,
+        num_threads=args.threads,
+        dataset=record,
+        class_weights="balanced" if args.balanced else None,
+        deterministic=args.deterministic,
+    )
     sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     print(f"training {model} on {args.dataset} ({sizes}) -> {args.out}")
     result = train(config, splits, args.out, resume=args.resume)
     last = result.history[-1]
-    print(f"done: {len(result.history)} epochs, best val {last['monitor']} "
-          f"{result.best_metric:.4f} at epoch {result.best_epoch}"
-          f"{' (stopped early)' if result.stopped_early else ''}; weights in {args.out}/best.pt")
+    print(
+        f"done: {len(result.history)} epochs, best val {last['monitor']} "
+        f"{result.best_metric:.4f} at epoch {result.best_epoch}"
+        f"{' (stopped early)' if result.stopped_early else ''}; weights in {args.out}/best.pt"
+    )
     return 0

@@ -8,10 +8,12 @@ class-overlap matrix and hardest cases grouped by confused class pairs. Each ret
 All studies take probabilities ``(N, K)`` and labels, e.g. from
 :func:`medsure.conformal.classifier.to_probabilities`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +23,9 @@ from medsure.conformal.metrics import DEFAULT_DELTA, class_overlap, covered, set
 from medsure.conformal.quantile import coverage_band, expected_coverage, min_calibration_size
 from medsure.conformal.scores import SCORES
 from medsure.errors import MedsureInputError
-from medsure.validation import check_float
 from medsure.utils.progress import progress
 from medsure.utils.random import make_generator
+from medsure.validation import check_float
 
 DEFAULT_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
 
@@ -52,12 +54,23 @@ class ConformalRun:
         return self.result
 
 
-def evaluate_conformal(cal: Predictions | np.ndarray, test: Predictions | np.ndarray, *,
-                       method: str = "aps", alpha: float = 0.1, conditional: str = "marginal",
-                       group_key: str | None = None, randomized: bool = True, fallback: str | None = None,
-                       params: dict[str, Any] | None = None, input: str = "logits", seed: int | None = 0,
-                       cal_labels: np.ndarray | None = None, test_labels: np.ndarray | None = None,
-                       delta: float = DEFAULT_DELTA) -> ConformalRun:
+def evaluate_conformal(
+    cal: Predictions | np.ndarray,
+    test: Predictions | np.ndarray,
+    *,
+    method: str = "aps",
+    alpha: float = 0.1,
+    conditional: str = "marginal",
+    group_key: str | None = None,
+    randomized: bool = True,
+    fallback: str | None = None,
+    params: dict[str, Any] | None = None,
+    input: str = "logits",
+    seed: int | None = 0,
+    cal_labels: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    delta: float = DEFAULT_DELTA,
+) -> ConformalRun:
     """Fit on ``cal``, predict sets for ``test`` and measure them: the one computation behind
     ``medsure conformal``.
 
@@ -76,9 +89,17 @@ def evaluate_conformal(cal: Predictions | np.ndarray, test: Predictions | np.nda
     ConformalRun
     """
     check_float("delta", delta, low=0.0, high=1.0, closed="neither")
-    clf = SplitConformalClassifier(method, alpha, conditional=conditional, group_key=group_key,
-                                   randomized=randomized, fallback=fallback, params=params, input=input,
-                                   seed=seed).fit(cal, cal_labels)
+    clf = SplitConformalClassifier(
+        method,
+        alpha,
+        conditional=conditional,
+        group_key=group_key,
+        randomized=randomized,
+        fallback=fallback,
+        params=params,
+        input=input,
+        seed=seed,
+    ).fit(cal, cal_labels)
     sets = clf.predict(test)
     labels = test_labels if test_labels is not None else (test.labels if isinstance(test, Predictions) else None)
     if labels is not None:
@@ -89,31 +110,56 @@ def evaluate_conformal(cal: Predictions | np.ndarray, test: Predictions | np.nda
     else:
         sizes = set_sizes(sets)
         result = clf.describe()
-        result.update({"coverage": None, "valid": None, "coverage_band": None, "per_class_coverage": None,
-                       "class_names": list(clf.class_names_), "n": int(sets.shape[0]),
-                       "mean_set_size": float(sizes.mean()), "median_set_size": float(np.median(sizes)),
-                       "empty_rate": float(np.mean(sizes == 0)),
-                       "singleton_rate": float(np.mean(sizes == 1)),
-                       "size_histogram": np.bincount(sizes, minlength=clf.n_classes_ + 1).tolist(),
-                       "band_note": "test file has no labels: coverage cannot be measured"})
+        result.update(
+            {
+                "coverage": None,
+                "valid": None,
+                "coverage_band": None,
+                "per_class_coverage": None,
+                "class_names": list(clf.class_names_),
+                "n": int(sets.shape[0]),
+                "mean_set_size": float(sizes.mean()),
+                "median_set_size": float(np.median(sizes)),
+                "empty_rate": float(np.mean(sizes == 0)),
+                "singleton_rate": float(np.mean(sizes == 1)),
+                "size_histogram": np.bincount(sizes, minlength=clf.n_classes_ + 1).tolist(),
+                "band_note": "test file has no labels: coverage cannot be measured",
+            }
+        )
     return ConformalRun(result=result, sets=sets, classifier=clf)
 
 
-def _clf(method: str, alpha: float, seed: int, *, conditional: str = "marginal",
-         randomized: bool = True, fallback: str | None = None) -> SplitConformalClassifier:
-    return SplitConformalClassifier(method, alpha, conditional=conditional, randomized=randomized,
-                                    fallback=fallback, input="probs", seed=seed)
+def _clf(
+    method: str,
+    alpha: float,
+    seed: int,
+    *,
+    conditional: str = "marginal",
+    randomized: bool = True,
+    fallback: str | None = None,
+) -> SplitConformalClassifier:
+    return SplitConformalClassifier(
+        method, alpha, conditional=conditional, randomized=randomized, fallback=fallback, input="probs", seed=seed
+    )
 
 
 #: Quantiles of the per-class coverage over repeats reported by the calibration-size study.
 CLASS_COVERAGE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def calibration_size_study(probs: np.ndarray, labels: np.ndarray, *, method: str = "aps",
-                           alpha: float = 0.1, sizes: Sequence[int] | None = None,
-                           n_repeats: int = 100, randomized: bool = True, seed: int = 0,
-                           delta: float = DEFAULT_DELTA,
-                           class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def calibration_size_study(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    method: str = "aps",
+    alpha: float = 0.1,
+    sizes: Sequence[int] | None = None,
+    n_repeats: int = 100,
+    randomized: bool = True,
+    seed: int = 0,
+    delta: float = DEFAULT_DELTA,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Coverage spread over repeated random calibration/test splits at several calibration sizes,
     marginal and per class.
 
@@ -179,48 +225,82 @@ def calibration_size_study(probs: np.ndarray, labels: np.ndarray, *, method: str
         n_used = clf.n_cal_
         low, high = coverage_band(n_used, alpha, n - size, delta)
         covs_arr = np.asarray(covs)
-        rows.append({
-            "n_cal": size, "n_cal_used": n_used, "n_test": n - size, "coverages": covs,
-            "mean": float(covs_arr.mean()), "sd": float(covs_arr.std(ddof=1)) if n_repeats > 1 else 0.0,
-            "band": [low, high], "true_coverage_band": list(coverage_band(n_used, alpha, None, delta)),
-            "expected": expected_coverage(n_used, alpha),
-            "fraction_outside_band": float(np.mean((covs_arr < low) | (covs_arr > high))),
-            "mean_set_size": float(np.mean(mean_sizes)),
-            "per_class": _class_coverage_stability(class_hits, class_n, names, class_counts),
-        })
-    return {"method": method, "alpha": alpha, "randomized": randomized, "n_repeats": n_repeats,
-            "delta": delta, "seed": seed, "class_names": names, "class_counts": class_counts.tolist(),
-            "quantile_levels": list(CLASS_COVERAGE_QUANTILES), "rows": rows}
+        rows.append(
+            {
+                "n_cal": size,
+                "n_cal_used": n_used,
+                "n_test": n - size,
+                "coverages": covs,
+                "mean": float(covs_arr.mean()),
+                "sd": float(covs_arr.std(ddof=1)) if n_repeats > 1 else 0.0,
+                "band": [low, high],
+                "true_coverage_band": list(coverage_band(n_used, alpha, None, delta)),
+                "expected": expected_coverage(n_used, alpha),
+                "fraction_outside_band": float(np.mean((covs_arr < low) | (covs_arr > high))),
+                "mean_set_size": float(np.mean(mean_sizes)),
+                "per_class": _class_coverage_stability(class_hits, class_n, names, class_counts),
+            }
+        )
+    return {
+        "method": method,
+        "alpha": alpha,
+        "randomized": randomized,
+        "n_repeats": n_repeats,
+        "delta": delta,
+        "seed": seed,
+        "class_names": names,
+        "class_counts": class_counts.tolist(),
+        "quantile_levels": list(CLASS_COVERAGE_QUANTILES),
+        "rows": rows,
+    }
 
 
-def _class_coverage_stability(class_hits: np.ndarray, class_n: np.ndarray, names: Sequence[str],
-                              class_counts: np.ndarray) -> list[dict[str, Any]]:
+def _class_coverage_stability(
+    class_hits: np.ndarray, class_n: np.ndarray, names: Sequence[str], class_counts: np.ndarray
+) -> list[dict[str, Any]]:
     """Per class: mean, sd and quantiles of its coverage over the repeats (R, K) inputs."""
     out = []
     for j, name in enumerate(names):
         present = class_n[:, j] > 0
         cov = class_hits[present, j] / class_n[present, j]
         entry: dict[str, Any] = {
-            "class": name, "index": j, "count": int(class_counts[j]),
+            "class": name,
+            "index": j,
+            "count": int(class_counts[j]),
             "mean_n_test": float(class_n[:, j].mean()),
             "n_repeats_absent": int((~present).sum()),
-            "coverages": [float(c) if ok else None for c, ok in
-                          zip(np.divide(class_hits[:, j], np.maximum(class_n[:, j], 1)), present)],
+            "coverages": [
+                float(c) if ok else None
+                for c, ok in zip(np.divide(class_hits[:, j], np.maximum(class_n[:, j], 1)), present)
+            ],
             "n_tests": class_n[:, j].astype(int).tolist(),
         }
         if cov.size:
-            entry.update({"mean": float(cov.mean()), "sd": float(cov.std(ddof=1)) if cov.size > 1 else 0.0,
-                          "quantiles": np.quantile(cov, CLASS_COVERAGE_QUANTILES).tolist()})
+            entry.update(
+                {
+                    "mean": float(cov.mean()),
+                    "sd": float(cov.std(ddof=1)) if cov.size > 1 else 0.0,
+                    "quantiles": np.quantile(cov, CLASS_COVERAGE_QUANTILES).tolist(),
+                }
+            )
         else:  # the class never reached the test side: undefined, said as None (never NaN)
             entry.update({"mean": None, "sd": None, "quantiles": None})
         out.append(entry)
     return out
 
 
-def confidence_sweep(cal_probs: np.ndarray, cal_labels: np.ndarray, test_probs: np.ndarray,
-                     test_labels: np.ndarray, *, method: str = "aps",
-                     levels: Sequence[float] = DEFAULT_LEVELS, randomized: bool = True, seed: int = 0,
-                     delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+def confidence_sweep(
+    cal_probs: np.ndarray,
+    cal_labels: np.ndarray,
+    test_probs: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    method: str = "aps",
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    randomized: bool = True,
+    seed: int = 0,
+    delta: float = DEFAULT_DELTA,
+) -> dict[str, Any]:
     """Coverage and set size against the requested confidence level ``1 - alpha``.
 
     Levels that the calibration size cannot support (``alpha < 1/(n+1)``) are listed in
@@ -235,23 +315,39 @@ def confidence_sweep(cal_probs: np.ndarray, cal_labels: np.ndarray, test_probs: 
             skipped.append({"level": float(level), "reason": str(exc)})
             continue
         res = clf.score(test_probs, test_labels, delta=delta)
-        rows.append({"level": float(level), "alpha": alpha, "coverage": res["coverage"],
-                     "mean_set_size": res["mean_set_size"], "singleton_rate": res["singleton_rate"],
-                     "empty_rate": res["empty_rate"], "band": res["coverage_band"],
-                     "valid": res["valid"]})
+        rows.append(
+            {
+                "level": float(level),
+                "alpha": alpha,
+                "coverage": res["coverage"],
+                "mean_set_size": res["mean_set_size"],
+                "singleton_rate": res["singleton_rate"],
+                "empty_rate": res["empty_rate"],
+                "band": res["coverage_band"],
+                "valid": res["valid"],
+            }
+        )
     return {"method": method, "randomized": randomized, "rows": rows, "skipped": skipped}
 
 
-def method_comparison(cal_probs: np.ndarray, cal_labels: np.ndarray, test_probs: np.ndarray,
-                      test_labels: np.ndarray, *, alpha: float = 0.1,
-                      methods: Sequence[str] | None = None, seed: int = 0,
-                      delta: float = DEFAULT_DELTA, deterministic_too: Sequence[str] = ("aps",)) -> dict[str, Any]:
+def method_comparison(
+    cal_probs: np.ndarray,
+    cal_labels: np.ndarray,
+    test_probs: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    alpha: float = 0.1,
+    methods: Sequence[str] | None = None,
+    seed: int = 0,
+    delta: float = DEFAULT_DELTA,
+    deterministic_too: Sequence[str] = ("aps",),
+) -> dict[str, Any]:
     """Every registered score (or ``methods``), randomized where the score allows it, plus the
     deterministic variant of the randomizable scores in ``deterministic_too``; marginal and
     class-conditional. A class too small for class-conditional calibration is reported in the
     row's ``error`` instead of aborting the comparison."""
     variants = []
-    for method in (tuple(SCORES) if methods is None else methods):
+    for method in tuple(SCORES) if methods is None else methods:
         variants.append((method, True))
         if method in deterministic_too and SCORES[method].randomizable:
             variants.append((method, False))
@@ -259,8 +355,7 @@ def method_comparison(cal_probs: np.ndarray, cal_labels: np.ndarray, test_probs:
     for method, randomized in variants:
         for conditional in ("marginal", "class"):
             name = method + ("" if randomized or not SCORES[method].randomizable else " (deterministic)")
-            row: dict[str, Any] = {"method": method, "name": name, "randomized": randomized,
-                                   "conditional": conditional}
+            row: dict[str, Any] = {"method": method, "name": name, "randomized": randomized, "conditional": conditional}
             try:
                 clf = _clf(method, alpha, seed, conditional=conditional, randomized=randomized)
                 clf.fit(cal_probs, cal_labels)
@@ -269,10 +364,26 @@ def method_comparison(cal_probs: np.ndarray, cal_labels: np.ndarray, test_probs:
                 rows.append(row)
                 continue
             res = clf.score(test_probs, test_labels, delta=delta)
-            row.update({key: res[key] for key in (
-                "coverage", "mean_set_size", "median_set_size", "singleton_rate", "empty_rate",
-                "worst_class_coverage", "coverage_gap", "per_class_coverage", "coverage_band",
-                "band_status", "valid", "params", "n_cal_used")})
+            row.update(
+                {
+                    key: res[key]
+                    for key in (
+                        "coverage",
+                        "mean_set_size",
+                        "median_set_size",
+                        "singleton_rate",
+                        "empty_rate",
+                        "worst_class_coverage",
+                        "coverage_gap",
+                        "per_class_coverage",
+                        "coverage_band",
+                        "band_status",
+                        "valid",
+                        "params",
+                        "n_cal_used",
+                    )
+                }
+            )
             row["randomized"] = res["randomized"]
             rows.append(row)
     return {"alpha": alpha, "rows": rows}
@@ -281,17 +392,32 @@ def method_comparison(cal_probs: np.ndarray, cal_labels: np.ndarray, test_probs:
 def overlap_study(sets: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """Class-overlap matrix: ``matrix[i][j]`` = share of true-class-``i`` samples whose set
     contains class ``j`` (diagonal = per-class coverage)."""
-    return {"class_names": list(map(str, class_names)),
-            "matrix": class_overlap(sets, labels).tolist(),
-            "counts": np.bincount(np.asarray(labels), minlength=len(class_names)).tolist()}
+    return {
+        "class_names": list(map(str, class_names)),
+        "matrix": class_overlap(sets, labels).tolist(),
+        "counts": np.bincount(np.asarray(labels), minlength=len(class_names)).tolist(),
+    }
 
 
-def _case(i: int, sets: np.ndarray, sizes: np.ndarray, probs: np.ndarray, p_true: np.ndarray,
-          labels: np.ndarray, ids: Sequence[str]) -> dict[str, Any]:
-    return {"index": int(i), "id": str(ids[i]), "label": int(labels[i]),
-            "set": np.flatnonzero(sets[i]).tolist(), "set_size": int(sizes[i]),
-            "p_true": float(p_true[i]), "top": int(np.argmax(probs[i])),
-            "covered": bool(sets[i, labels[i]])}
+def _case(
+    i: int,
+    sets: np.ndarray,
+    sizes: np.ndarray,
+    probs: np.ndarray,
+    p_true: np.ndarray,
+    labels: np.ndarray,
+    ids: Sequence[str],
+) -> dict[str, Any]:
+    return {
+        "index": int(i),
+        "id": str(ids[i]),
+        "label": int(labels[i]),
+        "set": np.flatnonzero(sets[i]).tolist(),
+        "set_size": int(sizes[i]),
+        "p_true": float(p_true[i]),
+        "top": int(np.argmax(probs[i])),
+        "covered": bool(sets[i, labels[i]]),
+    }
 
 
 def confused_pairs(overlap: np.ndarray, *, n_pairs: int = 3, min_share: float = 0.05) -> list[dict[str, Any]]:
@@ -317,14 +443,29 @@ def confused_pairs(overlap: np.ndarray, *, n_pairs: int = 3, min_share: float = 
     i, j = np.triu_indices(m.shape[0], k=1)
     strength = np.maximum(m[i, j], m[j, i])
     order = np.argsort(-strength, kind="stable")
-    return [{"classes": [int(i[o]), int(j[o])], "overlap": [float(m[i[o], j[o]]), float(m[j[o], i[o]])],
-             "strength": float(strength[o])}
-            for o in order[:n_pairs] if strength[o] >= min_share]
+    return [
+        {
+            "classes": [int(i[o]), int(j[o])],
+            "overlap": [float(m[i[o], j[o]]), float(m[j[o], i[o]])],
+            "strength": float(strength[o]),
+        }
+        for o in order[:n_pairs]
+        if strength[o] >= min_share
+    ]
 
 
-def hardest_cases(sets: np.ndarray, probs: np.ndarray, labels: np.ndarray, ids: Sequence[str], *,
-                  n: int = 12, overlap: np.ndarray | None = None, n_pairs: int = 3, n_per_pair: int = 6,
-                  min_share: float = 0.05) -> dict[str, Any]:
+def hardest_cases(
+    sets: np.ndarray,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    ids: Sequence[str],
+    *,
+    n: int = 12,
+    overlap: np.ndarray | None = None,
+    n_pairs: int = 3,
+    n_per_pair: int = 6,
+    min_share: float = 0.05,
+) -> dict[str, Any]:
     """The hardest test samples overall and for each frequently confused class pair.
 
     Hardness: the largest set first, then the lowest probability of the true label. Overall:
@@ -392,9 +533,18 @@ class ConformalStudy:
         return self.analyses
 
 
-def evaluate_conformal_study(cal: Predictions, test: Predictions, *, method: str = "aps", alpha: float = 0.1,
-                             seed: int = 0, randomized: bool = True, n_repeats: int = 100,
-                             input: str = "logits", delta: float = DEFAULT_DELTA) -> ConformalStudy:
+def evaluate_conformal_study(
+    cal: Predictions,
+    test: Predictions,
+    *,
+    method: str = "aps",
+    alpha: float = 0.1,
+    seed: int = 0,
+    randomized: bool = True,
+    n_repeats: int = 100,
+    input: str = "logits",
+    delta: float = DEFAULT_DELTA,
+) -> ConformalStudy:
     """The main run and every conformal analysis on labelled ``cal`` and ``test``.
 
     Parameters
@@ -424,22 +574,33 @@ def evaluate_conformal_study(cal: Predictions, test: Predictions, *, method: str
     sets = clf.predict(test_p)
     analyses["run"] = clf.score_sets(sets, test.labels, delta=delta)
     try:
-        clf_c = SplitConformalClassifier(method, alpha, conditional="class", randomized=randomized,
-                                         input="probs", seed=seed).fit(cal_p, cal.labels)
+        clf_c = SplitConformalClassifier(
+            method, alpha, conditional="class", randomized=randomized, input="probs", seed=seed
+        ).fit(cal_p, cal.labels)
         analyses["run_class"] = clf_c.score(test_p, test.labels, delta=delta)
     except MedsureInputError as exc:
         analyses["run_class"] = {"error": str(exc)}
     pooled_p, pooled_y = np.concatenate([cal_p, test_p]), np.concatenate([cal.labels, test.labels])
     analyses["calibration_size"] = calibration_size_study(
-        pooled_p, pooled_y, method=method, alpha=alpha, n_repeats=n_repeats, randomized=randomized,
-        seed=seed, delta=delta, class_names=names)
+        pooled_p,
+        pooled_y,
+        method=method,
+        alpha=alpha,
+        n_repeats=n_repeats,
+        randomized=randomized,
+        seed=seed,
+        delta=delta,
+        class_names=names,
+    )
     analyses["confidence_sweep"] = confidence_sweep(
-        cal_p, cal.labels, test_p, test.labels, method=method, randomized=randomized, seed=seed,
-        delta=delta)
+        cal_p, cal.labels, test_p, test.labels, method=method, randomized=randomized, seed=seed, delta=delta
+    )
     analyses["method_comparison"] = method_comparison(
-        cal_p, cal.labels, test_p, test.labels, alpha=alpha, seed=seed, delta=delta)
+        cal_p, cal.labels, test_p, test.labels, alpha=alpha, seed=seed, delta=delta
+    )
     analyses["class_overlap"] = overlap_study(sets, test.labels, names)
-    analyses["hardest_cases"] = hardest_cases(sets, test_p, test.labels, test.ids,
-                                              overlap=np.asarray(analyses["class_overlap"]["matrix"]))
+    analyses["hardest_cases"] = hardest_cases(
+        sets, test_p, test.labels, test.ids, overlap=np.asarray(analyses["class_overlap"]["matrix"])
+    )
     analyses["hardest_cases"]["class_names"] = names
     return ConformalStudy(analyses=analyses, sets=sets, classifier=clf, thumbnails=test.thumbnails)

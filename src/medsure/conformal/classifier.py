@@ -16,18 +16,32 @@ of a prediction file) are **logits** and are turned into probabilities by softma
 per-sample softmax over a leading T axis). ``input="probs"`` declares that they already are
 probabilities: they must be finite, in [0, 1] and each row must sum to 1 within 1e-3; anything else is a :class:`~medsure.errors.MedsureInputError`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from medsure.artifact import Predictions
 from medsure.conformal.metrics import DEFAULT_DELTA, set_metrics, stratified_validity, validity
 from medsure.conformal.quantile import conformal_quantile, conformal_quantile_of_counts, min_calibration_size
-from medsure.conformal.scores import (RAPS_LAMBDA_GRID, SCORES, ScoreSpec, check_method, check_params,
-                                      label_scores, label_scores_checked, prediction_sets, rank_score_table,
-                                      prediction_sets_per_sample, sets_checked, true_label_rank, tune_raps)
+from medsure.conformal.scores import (
+    RAPS_LAMBDA_GRID,
+    SCORES,
+    ScoreSpec,
+    check_method,
+    check_params,
+    label_scores,
+    label_scores_checked,
+    prediction_sets,
+    prediction_sets_per_sample,
+    rank_score_table,
+    sets_checked,
+    true_label_rank,
+    tune_raps,
+)
 from medsure.core import softmax
 from medsure.errors import MedsureInputError
 from medsure.validation import Boolean, Interval, NoneOk, Options, input_error, validate_params
@@ -39,13 +53,13 @@ __all__ = ["SplitConformalClassifier", "to_probabilities", "stratified_quantiles
 PROB_SUM_TOLERANCE = 1e-3
 #: Rows are validated (and test rows turned into sets) in blocks of about this many bytes, small
 #: enough to stay in cache between the passes over a block.
-_CACHE_BLOCK_BYTES = 2 ** 21
+_CACHE_BLOCK_BYTES = 2**21
 
 
 # ---- input conversion -----------------------------------------------------------------------
 
-def to_probabilities(data: Predictions | np.ndarray, *, input: InputKind = "logits",
-                     what: str = "input") -> np.ndarray:
+
+def to_probabilities(data: Predictions | np.ndarray, *, input: InputKind = "logits", what: str = "input") -> np.ndarray:
     """Probabilities ``(N, K)`` from a :class:`Predictions` or an array ``(N, K)`` / ``(T, N, K)``.
 
     Parameters
@@ -104,8 +118,8 @@ def _validated_probs(values: np.ndarray, what: str) -> np.ndarray:
         lo = np.inf
         step = max(256, _CACHE_BLOCK_BYTES // (k * values.itemsize))
         for start in range(0, flat.shape[0], step):
-            block = flat[start:start + step]
-            np.add.reduce(block, axis=1, out=sums[start:start + step])
+            block = flat[start : start + step]
+            np.add.reduce(block, axis=1, out=sums[start : start + step])
             lo = min(lo, float(block.min()))
     sums = sums.reshape(t, n)
     deviation = np.abs(sums - 1.0)
@@ -122,10 +136,12 @@ def _validated_probs(values: np.ndarray, what: str) -> np.ndarray:
     if lo < 0 or (off and float(values.max()) > 1 + PROB_SUM_TOLERANCE):
         raise MedsureInputError(
             f"{what}: values span [{lo:.4g}, {float(values.max()):.4g}], not probabilities in [0, 1] "
-            "(drop input='probs' / --input probs if these are logits)")
+            "(drop input='probs' / --input probs if these are logits)"
+        )
     raise MedsureInputError(
         f"{what}: probabilities do not sum to 1 (row {int(worst[-1])} sums to {sums[worst]:.6g}; "
-        f"tolerance {PROB_SUM_TOLERANCE}); pass logits, or normalised probabilities")
+        f"tolerance {PROB_SUM_TOLERANCE}); pass logits, or normalised probabilities"
+    )
 
 
 def _labels_of(data: Predictions | np.ndarray, labels: Any, n: int, k: int, what: str) -> np.ndarray:
@@ -142,20 +158,21 @@ def _labels_of(data: Predictions | np.ndarray, labels: Any, n: int, k: int, what
         raise MedsureInputError(f"{what} labels have dtype {labels.dtype}, expected integers")
     if n and (labels.min() < 0 or labels.max() >= k):
         raise MedsureInputError(
-            f"{what} labels span [{labels.min()}, {labels.max()}], expected labels in [0, {k}) for K={k}")
+            f"{what} labels span [{labels.min()}, {labels.max()}], expected labels in [0, {k}) for K={k}"
+        )
     return labels.astype(np.int64)
 
 
-def _groups_of(data: Predictions | np.ndarray, groups: Any, group_key: str | None, n: int,
-               what: str) -> np.ndarray:
+def _groups_of(data: Predictions | np.ndarray, groups: Any, group_key: str | None, n: int, what: str) -> np.ndarray:
     if groups is None and isinstance(data, Predictions) and group_key is not None:
         if group_key not in data.meta:
-            raise MedsureInputError(
-                f"{what} has no meta key {group_key!r} (available: {sorted(data.meta)})")
+            raise MedsureInputError(f"{what} has no meta key {group_key!r} (available: {sorted(data.meta)})")
         groups = data.meta[group_key]
     if groups is None:
-        raise MedsureInputError(f"group-conditional conformal needs a group per {what} sample "
-                                "(groups=... or group_key naming a Predictions.meta entry)")
+        raise MedsureInputError(
+            f"group-conditional conformal needs a group per {what} sample "
+            "(groups=... or group_key naming a Predictions.meta entry)"
+        )
     groups = np.asarray(groups)
     if groups.shape != (n,):
         raise MedsureInputError(f"{what} groups have shape {groups.shape}, expected ({n},)")
@@ -171,9 +188,16 @@ def _stream(seed: int | None, stream: int) -> np.random.Generator:
 
 # ---- pure helpers -----------------------------------------------------------------------------
 
-def stratified_quantiles(scores: np.ndarray, strata: np.ndarray, alpha: float, *,
-                         names: Sequence[str], fallback: str | None = None,
-                         kind: str = "class") -> tuple[np.ndarray, list[dict]]:
+
+def stratified_quantiles(
+    scores: np.ndarray,
+    strata: np.ndarray,
+    alpha: float,
+    *,
+    names: Sequence[str],
+    fallback: str | None = None,
+    kind: str = "class",
+) -> tuple[np.ndarray, list[dict]]:
     """One conformal threshold per stratum (Mondrian conformal).
 
     Parameters
@@ -208,7 +232,8 @@ def stratified_quantiles(scores: np.ndarray, strata: np.ndarray, alpha: float, *
         raise MedsureInputError(
             f"too few calibration samples for alpha={alpha:g} (each {kind} needs at least {need}): "
             f"{detail}. Use a larger alpha, more calibration data, or an explicit fallback "
-            "('marginal' or 'include')")
+            "('marginal' or 'include')"
+        )
     thresholds = np.empty(len(names))
     fallbacks = []
     order = np.argsort(strata, kind="stable")
@@ -222,10 +247,9 @@ def stratified_quantiles(scores: np.ndarray, strata: np.ndarray, alpha: float, *
                 thresholds[s] = marginal
             else:
                 thresholds[s] = np.inf
-            fallbacks.append({"stratum": str(names[s]), "count": int(counts[s]), "needed": need,
-                              "fallback": fallback})
+            fallbacks.append({"stratum": str(names[s]), "count": int(counts[s]), "needed": need, "fallback": fallback})
         else:
-            members = order[bounds[s]:bounds[s + 1]]
+            members = order[bounds[s] : bounds[s + 1]]
             thresholds[s] = conformal_quantile(scores[members], alpha, f"{kind} {names[s]!r}")
     return thresholds, fallbacks
 
@@ -242,6 +266,7 @@ def random_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.
 
 
 # ---- the estimator ----------------------------------------------------------------------------
+
 
 class _Text:
     """Constraint: a string."""
@@ -346,11 +371,21 @@ class SplitConformalClassifier:
         "seed": [Interval(int, 0, None), NoneOk],
     }
 
-    def __init__(self, method: str = "lac", alpha: float = 0.1, *, conditional: Conditional = "marginal",
-                 group_key: str | None = None, randomized: bool = True, fallback: str | None = None,
-                 params: Mapping[str, Any] | None = None, tune_fraction: float = 0.3,
-                 lambda_grid: Sequence[float] = RAPS_LAMBDA_GRID, input: InputKind = "logits",
-                 seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        method: str = "lac",
+        alpha: float = 0.1,
+        *,
+        conditional: Conditional = "marginal",
+        group_key: str | None = None,
+        randomized: bool = True,
+        fallback: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tune_fraction: float = 0.3,
+        lambda_grid: Sequence[float] = RAPS_LAMBDA_GRID,
+        input: InputKind = "logits",
+        seed: int | None = 0,
+    ) -> None:
         self.method = method
         self.alpha = alpha
         self.conditional = conditional
@@ -382,8 +417,14 @@ class SplitConformalClassifier:
         return values
 
     # ---- fit --------------------------------------------------------------------------------
-    def fit(self, cal: Predictions | np.ndarray, labels: np.ndarray | None = None, *,
-            groups: np.ndarray | None = None, u: np.ndarray | None = None) -> "SplitConformalClassifier":
+    def fit(
+        self,
+        cal: Predictions | np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        groups: np.ndarray | None = None,
+        u: np.ndarray | None = None,
+    ) -> SplitConformalClassifier:
         """Learn the threshold(s) from labelled calibration data.
 
         Parameters
@@ -413,8 +454,9 @@ class SplitConformalClassifier:
         y = _labels_of(cal, labels, n, k, "cal")
         g = _groups_of(cal, groups, self.group_key, n, "cal") if self.conditional == "group" else None
         self.n_classes_ = k
-        self.class_names_ = (list(map(str, cal.class_names)) if isinstance(cal, Predictions)
-                             else [f"class_{j}" for j in range(k)])
+        self.class_names_ = (
+            list(map(str, cal.class_names)) if isinstance(cal, Predictions) else [f"class_{j}" for j in range(k)]
+        )
         self.randomized_ = bool(self.randomized and spec.randomizable)
         if u is None:
             u_all = _stream(self.seed, 2).random(n) if self.randomized_ else None
@@ -452,8 +494,9 @@ class SplitConformalClassifier:
             self.strata_ = ["all"]
             self.stratum_counts_ = np.array([y.size])
             if rank_counts is not None:  # K distinct values: count instead of partitioning
-                threshold = conformal_quantile_of_counts(rank_score_table(spec, k, self.params_), rank_counts,
-                                                         alpha, "calibration set")
+                threshold = conformal_quantile_of_counts(
+                    rank_score_table(spec, k, self.params_), rank_counts, alpha, "calibration set"
+                )
             else:
                 threshold = conformal_quantile(scores, alpha, "calibration set")
             self.thresholds_ = np.array([threshold])
@@ -462,13 +505,15 @@ class SplitConformalClassifier:
             self.strata_ = list(self.class_names_)
             self.stratum_counts_ = np.bincount(y, minlength=k)
             self.thresholds_, self.fallbacks_ = stratified_quantiles(
-                scores, y, alpha, names=self.strata_, fallback=self.fallback, kind="class")
+                scores, y, alpha, names=self.strata_, fallback=self.fallback, kind="class"
+            )
         else:
             names, strata = np.unique(g, return_inverse=True)
             self.strata_ = [str(v) for v in names]
             self.stratum_counts_ = np.bincount(strata, minlength=len(names))
             self.thresholds_, self.fallbacks_ = stratified_quantiles(
-                scores, strata, alpha, names=self.strata_, fallback=self.fallback, kind="group")
+                scores, strata, alpha, names=self.strata_, fallback=self.fallback, kind="group"
+            )
             if self.fallback == "marginal":
                 self._marginal_threshold = conformal_quantile(scores, alpha, "calibration set")
         return self
@@ -477,16 +522,22 @@ class SplitConformalClassifier:
     def _check_u_allowed(self) -> None:
         # a deterministic score with a randomization on one side only would break the guarantee
         if not self.randomized_:
-            raise input_error("u", "a randomization", f"no u: the {self.method} score is deterministic here "
-                              f"(randomized={self.randomized}, randomizable={self.spec.randomizable})",
-                              "pass u only to randomized scores", raw=True)
+            raise input_error(
+                "u",
+                "a randomization",
+                f"no u: the {self.method} score is deterministic here "
+                f"(randomized={self.randomized}, randomizable={self.spec.randomizable})",
+                "pass u only to randomized scores",
+                raw=True,
+            )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "thresholds_"):
             raise MedsureInputError("call fit(cal) before predict(test) or score(test)")
 
-    def predict(self, test: Predictions | np.ndarray, *, groups: np.ndarray | None = None,
-                u: np.ndarray | None = None) -> np.ndarray:
+    def predict(
+        self, test: Predictions | np.ndarray, *, groups: np.ndarray | None = None, u: np.ndarray | None = None
+    ) -> np.ndarray:
         """Prediction sets for ``test``.
 
         Parameters
@@ -510,15 +561,15 @@ class SplitConformalClassifier:
         u, per_sample = self._prepare_predict(test, values.shape, groups, u)
         return self._sets(values, u, per_sample)
 
-    def _prepare_predict(self, test: Predictions | np.ndarray, shape: tuple[int, ...],
-                         groups: np.ndarray | None, u: np.ndarray | None
-                         ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _prepare_predict(
+        self, test: Predictions | np.ndarray, shape: tuple[int, ...], groups: np.ndarray | None, u: np.ndarray | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Checked randomization (N,) and, for group-conditional runs, per-sample thresholds (N,)."""
         n, k = shape
         if k != self.n_classes_:
             raise MedsureInputError(
-                f"test has K={k} classes but calibration had K={self.n_classes_}; "
-                "both must come from the same model")
+                f"test has K={k} classes but calibration had K={self.n_classes_}; both must come from the same model"
+            )
         if u is None:
             u = _stream(self.seed, 3).random(n) if self.randomized_ else None
         else:
@@ -532,14 +583,16 @@ class SplitConformalClassifier:
         if unseen and self.fallback is None:
             raise MedsureInputError(
                 f"test groups {unseen} have no calibration samples (calibrated groups: {self.strata_}); "
-                "use fallback='marginal' or 'include'")
-        fallback_q = (self._marginal_threshold if self.fallback == "marginal" else np.inf)
+                "use fallback='marginal' or 'include'"
+            )
+        fallback_q = self._marginal_threshold if self.fallback == "marginal" else np.inf
         table = np.append(self.thresholds_, fallback_q)
         index = np.array([lookup.get(v, len(self.strata_)) for v in present.tolist()])
         return u, table[index[inverse]]
 
-    def _sets(self, values: np.ndarray, u: np.ndarray | None, per_sample: np.ndarray | None,
-              out: np.ndarray | None = None) -> np.ndarray:
+    def _sets(
+        self, values: np.ndarray, u: np.ndarray | None, per_sample: np.ndarray | None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         if self.conditional == "marginal":
             return prediction_sets(self.method, values, self.thresholds_[0], u, out=out, **self.params_)
         if self.conditional == "class":
@@ -555,8 +608,14 @@ class SplitConformalClassifier:
         spec = self.spec
         threshold = self.thresholds_[0] if self.conditional == "marginal" else self.thresholds_
         for rows, values in self._checked_blocks(test, "test"):
-            sets_checked(spec, values, threshold if per_sample is None else per_sample[rows, None],
-                         None if u is None else u[rows], self.params_, out=sets[rows])
+            sets_checked(
+                spec,
+                values,
+                threshold if per_sample is None else per_sample[rows, None],
+                None if u is None else u[rows],
+                self.params_,
+                out=sets[rows],
+            )
         return sets
 
     def _label_scores_blocks(self, cal: np.ndarray, y: np.ndarray, u: np.ndarray | None) -> np.ndarray:
@@ -574,8 +633,9 @@ class SplitConformalClassifier:
         n, k = data.shape
         step = max(256, _CACHE_BLOCK_BYTES // (k * data.itemsize))
         # probabilities given as float64: only their values need checking, block by block
-        direct = (self.input == "probs" and self.spec.input_kind == "probabilities" and data.dtype == np.float64
-                  and k >= 2)
+        direct = (
+            self.input == "probs" and self.spec.input_kind == "probabilities" and data.dtype == np.float64 and k >= 2
+        )
         for start in range(0, n, step):
             rows = slice(start, min(start + step, n))
             try:
@@ -603,8 +663,14 @@ class SplitConformalClassifier:
         finite = self.thresholds_[np.isfinite(self.thresholds_)]
         return all(np.count_nonzero(self.cal_scores_ == t) <= 1 for t in finite)
 
-    def score(self, test: Predictions | np.ndarray, labels: np.ndarray | None = None, *,
-              groups: np.ndarray | None = None, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+    def score(
+        self,
+        test: Predictions | np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        groups: np.ndarray | None = None,
+        delta: float = DEFAULT_DELTA,
+    ) -> dict[str, Any]:
         """Set metrics, coverage band and validity on labelled test data.
 
         Parameters
@@ -629,8 +695,9 @@ class SplitConformalClassifier:
             groups = _groups_of(test, groups, self.group_key, sets.shape[0], "test")
         return self.score_sets(sets, y, groups=groups, delta=delta)
 
-    def score_sets(self, sets: np.ndarray, labels: np.ndarray, *, groups: np.ndarray | None = None,
-                   delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+    def score_sets(
+        self, sets: np.ndarray, labels: np.ndarray, *, groups: np.ndarray | None = None, delta: float = DEFAULT_DELTA
+    ) -> dict[str, Any]:
         """:meth:`score` for sets already built by :meth:`predict` (no second prediction).
 
         Returns
@@ -650,8 +717,7 @@ class SplitConformalClassifier:
         result.update(set_metrics(sets, labels, alpha))
         exact = self.exact_
         if self.conditional == "marginal":
-            result.update(validity(result["coverage"], alpha, self.n_cal_, labels.size, exact=exact,
-                                   delta=delta))
+            result.update(validity(result["coverage"], alpha, self.n_cal_, labels.size, exact=exact, delta=delta))
             return result
         if self.conditional == "class":
             test_strata, names = labels, list(self.strata_)
@@ -665,9 +731,20 @@ class SplitConformalClassifier:
         cal_count = dict(zip(self.strata_, (int(c) for c in self.stratum_counts_)))
         modes = [fallback_of.get(name, None if name in cal_count else self.fallback) for name in names]
         hit = sets[np.arange(labels.size), labels]
-        result.update(stratified_validity(
-            hit, test_strata, names, [cal_count.get(name, 0) for name in names], modes, alpha,
-            n_cal_marginal=self.n_cal_, exact=exact, delta=delta, kind=self.conditional))
+        result.update(
+            stratified_validity(
+                hit,
+                test_strata,
+                names,
+                [cal_count.get(name, 0) for name in names],
+                modes,
+                alpha,
+                n_cal_marginal=self.n_cal_,
+                exact=exact,
+                delta=delta,
+                kind=self.conditional,
+            )
+        )
         return result
 
     # ---- description ------------------------------------------------------------------------

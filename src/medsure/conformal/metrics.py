@@ -4,9 +4,11 @@ All functions take a boolean set matrix ``sets`` ``(N, K)`` and true ``labels`` 
 Undefined values (e.g. the coverage of a class absent from the test set) are ``None`` in the
 returned dicts, never NaN.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -130,8 +132,16 @@ def class_overlap(sets: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 # ---- validity ----------------------------------------------------------------------------
 
-def validity(coverage_value: float, alpha: float, n_cal: int | Sequence[int],
-             n_test: int | Sequence[int], *, exact: bool, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+
+def validity(
+    coverage_value: float,
+    alpha: float,
+    n_cal: int | Sequence[int],
+    n_test: int | Sequence[int],
+    *,
+    exact: bool,
+    delta: float = DEFAULT_DELTA,
+) -> dict[str, Any]:
     """Compare an observed test coverage with the exact band of a correct split-conformal run.
 
     Parameters
@@ -165,17 +175,20 @@ def validity(coverage_value: float, alpha: float, n_cal: int | Sequence[int],
     low, high = coverage_band(np.asarray(n_cal), alpha, np.asarray(n_test), delta)
     if coverage_value < low:
         status = "below"
-        note = (f"coverage {coverage_value:.4f} is BELOW the {100 * (1 - delta):g}% band "
-                f"[{low:.4f}, {high:.4f}] of a correct split-conformal run: calibration and test data "
-                "are probably not exchangeable (distribution shift, different source) or the "
-                "calibration set is not independent of the model")
+        note = (
+            f"coverage {coverage_value:.4f} is BELOW the {100 * (1 - delta):g}% band "
+            f"[{low:.4f}, {high:.4f}] of a correct split-conformal run: calibration and test data "
+            "are probably not exchangeable (distribution shift, different source) or the "
+            "calibration set is not independent of the model"
+        )
     elif coverage_value > high:
         status = "above"
-        note = (f"coverage {coverage_value:.4f} is ABOVE the band [{low:.4f}, {high:.4f}]: "
-                + ("expected for this score (tied scores make it conservative); sets are larger "
-                   "than the target needs" if not exact else
-                   "unexpected for a tie-free score: check for duplicate samples or a test set "
-                   "easier than the calibration set"))
+        note = f"coverage {coverage_value:.4f} is ABOVE the band [{low:.4f}, {high:.4f}]: " + (
+            "expected for this score (tied scores make it conservative); sets are larger than the target needs"
+            if not exact
+            else "unexpected for a tie-free score: check for duplicate samples or a test set "
+            "easier than the calibration set"
+        )
     else:
         status = "inside"
         note = f"coverage {coverage_value:.4f} is inside the band [{low:.4f}, {high:.4f}]"
@@ -193,10 +206,19 @@ def validity(coverage_value: float, alpha: float, n_cal: int | Sequence[int],
     return out
 
 
-def stratified_validity(hit: np.ndarray, test_strata: np.ndarray, names: Sequence[str],
-                        cal_counts: Sequence[int], modes: Sequence[str | None], alpha: float, *,
-                        n_cal_marginal: int, exact: bool, delta: float = DEFAULT_DELTA,
-                        kind: str = "class") -> dict[str, Any]:
+def stratified_validity(
+    hit: np.ndarray,
+    test_strata: np.ndarray,
+    names: Sequence[str],
+    cal_counts: Sequence[int],
+    modes: Sequence[str | None],
+    alpha: float,
+    *,
+    n_cal_marginal: int,
+    exact: bool,
+    delta: float = DEFAULT_DELTA,
+    kind: str = "class",
+) -> dict[str, Any]:
     """Validity of a class- or group-conditional run: every stratum against its own band, and
     the overall coverage against the convolution of the per-stratum laws.
 
@@ -237,8 +259,13 @@ def stratified_validity(hit: np.ndarray, test_strata: np.ndarray, names: Sequenc
     rows, band_cal, band_test, always = [], [], [], 0
     for s, name in enumerate(names):
         m, mode = int(n_test_of[s]), modes[s]
-        row: dict[str, Any] = {"stratum": name, "n_cal": int(cal_counts[s]), "n_test": m, "fallback": mode,
-                               "coverage": float(hits_of[s] / m) if m else None}
+        row: dict[str, Any] = {
+            "stratum": name,
+            "n_cal": int(cal_counts[s]),
+            "n_test": m,
+            "fallback": mode,
+            "coverage": float(hits_of[s] / m) if m else None,
+        }
         if m and mode is None:
             row.update(validity(row["coverage"], alpha, int(cal_counts[s]), m, exact=exact, delta=stratum_delta))
             band_cal.append(int(cal_counts[s]))
@@ -262,11 +289,15 @@ def stratified_validity(hit: np.ndarray, test_strata: np.ndarray, names: Sequenc
     valid = status == "inside" or (status == "above" and not exact)
     return {
         "per_stratum": rows,
-        "coverage_band": [low, high], "band_delta": delta, "band_status": status,
+        "coverage_band": [low, high],
+        "band_delta": delta,
+        "band_status": status,
         "valid": bool(valid and all(r.get("valid", True) for r in rows)),
         "exact_band": bool(exact),
-        "band_note": (f"overall coverage {cov:.4f} vs band [{low:.4f}, {high:.4f}] "
-                      f"(convolution of the per-{kind} beta-binomial laws); "
-                      f"{sum(1 for r in rows if r.get('valid') is False)} stratum/strata outside "
-                      f"their own band (each at delta/{max(n_tested, 1)}, Bonferroni)"),
+        "band_note": (
+            f"overall coverage {cov:.4f} vs band [{low:.4f}, {high:.4f}] "
+            f"(convolution of the per-{kind} beta-binomial laws); "
+            f"{sum(1 for r in rows if r.get('valid') is False)} stratum/strata outside "
+            f"their own band (each at delta/{max(n_tested, 1)}, Bonferroni)"
+        ),
     }

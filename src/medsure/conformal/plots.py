@@ -1,15 +1,17 @@
 """Figures for the conformal analyses (outer layer: matplotlib only here). Each function takes the
 JSON-ready result of the matching :mod:`medsure.conformal.analysis` function and returns a
 matplotlib Figure."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def plot_calibration_size(result: dict[str, Any]):
@@ -19,13 +21,14 @@ def plot_calibration_size(result: dict[str, Any]):
     xs = np.arange(len(rows))
     for x, row in zip(xs, rows):
         lo, hi = row["band"]
-        ax.fill_between([x - 0.35, x + 0.35], lo, hi, color="tab:green", alpha=0.2, lw=0,
-                        label="exact band" if x == 0 else None)
+        ax.fill_between(
+            [x - 0.35, x + 0.35], lo, hi, color="tab:green", alpha=0.2, lw=0, label="exact band" if x == 0 else None
+        )
         jitter = np.random.default_rng(x).uniform(-0.25, 0.25, len(row["coverages"]))
-        ax.scatter(x + jitter, row["coverages"], s=6, color="tab:blue", alpha=0.5,
-                   label="one split" if x == 0 else None)
-        ax.plot([x - 0.35, x + 0.35], [row["mean"]] * 2, color="k", lw=2,
-                label="mean over splits" if x == 0 else None)
+        ax.scatter(
+            x + jitter, row["coverages"], s=6, color="tab:blue", alpha=0.5, label="one split" if x == 0 else None
+        )
+        ax.plot([x - 0.35, x + 0.35], [row["mean"]] * 2, color="k", lw=2, label="mean over splits" if x == 0 else None)
     ax.axhline(1 - result["alpha"], color="tab:red", ls="--", lw=1, label="target 1-α")
     ax.set_xticks(xs, [f"{r['n_cal']}" for r in rows])
     ax.set_xlabel("calibration size")
@@ -85,8 +88,15 @@ def plot_class_overlap(result: dict[str, Any]):
     im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center",
-                    color="w" if matrix[i, j] < 0.6 else "k", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]:.2f}",
+                ha="center",
+                va="center",
+                color="w" if matrix[i, j] < 0.6 else "k",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("class in the set")
@@ -97,8 +107,7 @@ def plot_class_overlap(result: dict[str, Any]):
     return fig
 
 
-def plot_hardest_cases(result: dict[str, Any], thumbnails: np.ndarray | None,
-                       class_names: Sequence[str]):
+def plot_hardest_cases(result: dict[str, Any], thumbnails: np.ndarray | None, class_names: Sequence[str]):
     """Thumbnails of the samples with the largest sets, titled with the set and the truth."""
     cases = result["cases"]
     cols = min(6, max(1, len(cases)))
@@ -113,8 +122,11 @@ def plot_hardest_cases(result: dict[str, Any], thumbnails: np.ndarray | None,
         else:
             ax.text(0.5, 0.5, case["id"], ha="center", va="center", fontsize=8)
         members = ", ".join(str(class_names[j]) for j in case["set"]) or "∅"
-        ax.set_title(f"true: {class_names[case['label']]}\nset: {members}", fontsize=7,
-                     color="k" if case["covered"] else "tab:red")
+        ax.set_title(
+            f"true: {class_names[case['label']]}\nset: {members}",
+            fontsize=7,
+            color="k" if case["covered"] else "tab:red",
+        )
     fig.suptitle("largest prediction sets (red title: true label missed)", fontsize=9)
     fig.tight_layout()
     return fig
@@ -126,8 +138,14 @@ def plot_set_sizes(metrics: dict[str, Any], title: str = "set sizes"):
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.bar(np.arange(hist.size), hist / max(hist.sum(), 1), color="tab:blue")
     for row in metrics["size_stratified_coverage"]:
-        ax.text(row["size"], row["count"] / max(hist.sum(), 1), f"cov {row['coverage']:.2f}",
-                ha="center", va="bottom", fontsize=7)
+        ax.text(
+            row["size"],
+            row["count"] / max(hist.sum(), 1),
+            f"cov {row['coverage']:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set_xlabel("set size")
     ax.set_ylabel("share of test samples")
     ax.set_title(title)
@@ -155,8 +173,15 @@ def plot_class_coverage_stability(result: dict[str, Any]):
         mean = np.array([e["mean"] for e in entries if e["mean"] is not None])
         low = np.array([e["quantiles"][lo_i] for e in entries if e["quantiles"] is not None])
         high = np.array([e["quantiles"][hi_i] for e in entries if e["quantiles"] is not None])
-        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o-", capsize=3, ms=4,
-                    label=f"{name} (n={result['class_counts'][j]})")
+        ax.errorbar(
+            x,
+            mean,
+            yerr=[mean - low, high - mean],
+            fmt="o-",
+            capsize=3,
+            ms=4,
+            label=f"{name} (n={result['class_counts'][j]})",
+        )
     ax.axhline(1 - result["alpha"], color="tab:red", ls="--", lw=1, label="target 1-α")
     ax.set_xticks(xs, [f"{r['n_cal']}" for r in rows])
     ax.set_xlabel("calibration size")
@@ -176,16 +201,26 @@ def plot_confused_pairs(result: dict[str, Any], thumbnails: np.ndarray | None, c
         ax.axis("off")
     for row, pair in enumerate(pairs):
         a, b = pair["classes"]
-        axes[row, 0].text(-0.15, 0.5, f"{class_names[a]}\n/ {class_names[b]}", transform=axes[row, 0].transAxes,
-                          ha="right", va="center", fontsize=8)
+        axes[row, 0].text(
+            -0.15,
+            0.5,
+            f"{class_names[a]}\n/ {class_names[b]}",
+            transform=axes[row, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
         for ax, case in zip(axes[row], pair["cases"]):
             if thumbnails is not None:
                 img = thumbnails[case["index"]]
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
             else:
                 ax.text(0.5, 0.5, case["id"], ha="center", va="center", fontsize=8)
-            ax.set_title(f"true: {class_names[case['label']]}\nsize {case['set_size']}, p(true) {case['p_true']:.2f}",
-                         fontsize=7, color="k" if case["covered"] else "tab:red")
+            ax.set_title(
+                f"true: {class_names[case['label']]}\nsize {case['set_size']}, p(true) {case['p_true']:.2f}",
+                fontsize=7,
+                color="k" if case["covered"] else "tab:red",
+            )
     fig.suptitle("hardest cases per confused class pair (sets contain both; red: true label missed)", fontsize=9)
     fig.tight_layout()
     return fig

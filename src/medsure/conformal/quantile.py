@@ -10,6 +10,7 @@ without ties, the coverage of a fresh test point *given the calibration set* is
 Prediction", Sec. 3.2), whose mean ``(n + 1 - l)/(n + 1)`` lies in ``[1 - alpha, 1 - alpha + 1/(n+1))``.
 The empirical coverage on ``m`` test points is then ``BetaBinomial(m, n + 1 - l, l) / m``.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,7 +64,8 @@ def quantile_rank(n: int, alpha: float, what: str = "calibration set") -> int:
         need = min_calibration_size(alpha)
         raise MedsureInputError(
             f"{what} has {n} samples, too few for alpha={alpha:g}: split conformal needs "
-            f"n >= 1/alpha - 1 = {need} samples (or alpha >= 1/(n+1) = {1.0 / (n + 1):.4g})")
+            f"n >= 1/alpha - 1 = {need} samples (or alpha >= 1/(n+1) = {1.0 / (n + 1):.4g})"
+        )
     return n + 1 - l
 
 
@@ -95,8 +97,9 @@ def conformal_quantile(scores: np.ndarray, alpha: float, what: str = "calibratio
     return float(np.partition(scores, k - 1)[k - 1])
 
 
-def conformal_quantile_of_counts(values: np.ndarray, counts: np.ndarray, alpha: float,
-                                 what: str = "calibration set") -> float:
+def conformal_quantile_of_counts(
+    values: np.ndarray, counts: np.ndarray, alpha: float, what: str = "calibration set"
+) -> float:
     """:func:`conformal_quantile` for scores that take few values, given as counts.
 
     The same ``ceil((n + 1)(1 - alpha))``-th smallest score (:func:`quantile_rank`), found by
@@ -126,6 +129,7 @@ def conformal_quantile_of_counts(values: np.ndarray, counts: np.ndarray, alpha: 
 
 # ---- the coverage law ---------------------------------------------------------------------
 
+
 def coverage_beta_params(n: int, alpha: float) -> tuple[int, int]:
     """``(a, b) = (n + 1 - l, l)``: coverage given the calibration set is ``Beta(a, b)``."""
     k = quantile_rank(n, alpha)
@@ -144,8 +148,9 @@ def coverage_pmf(n_cal: int, n_test: int, alpha: float) -> np.ndarray:
     return stats.betabinom.pmf(np.arange(n_test + 1), n_test, a, b)
 
 
-def coverage_band(n_cal: int | np.ndarray, alpha: float, n_test: int | np.ndarray | None = None,
-                  delta: float = 0.01) -> tuple[float, float]:
+def coverage_band(
+    n_cal: int | np.ndarray, alpha: float, n_test: int | np.ndarray | None = None, delta: float = 0.01
+) -> tuple[float, float]:
     """Central ``1 - delta`` interval of split-conformal coverage.
 
     Parameters

@@ -4,6 +4,7 @@ Everything here takes the results of :func:`medsure.conformal.analysis.evaluate_
 (a :class:`~medsure.conformal.analysis.ConformalStudy`); ``medsure conformal-study`` and
 ``medsure demo`` compute it once and hand it on.
 """
+
 from __future__ import annotations
 
 import html
@@ -49,10 +50,12 @@ def _status_html(result: dict[str, Any]) -> str:
     low, high = result["coverage_band"]
     cls = "flag-ok" if result["valid"] else "flag-bad"
     word = "VALID" if result["valid"] else "OUTSIDE ITS BAND"
-    return (f"<p class='{cls}'>{word}: coverage {result['coverage']:.4f}, exact "
-            f"{100 * (1 - result['band_delta']):g}% band [{low:.4f}, {high:.4f}] for "
-            f"n_cal={result['n_cal_used']}, n_test={result['n']}.</p>"
-            f"<p>{html.escape(result['band_note'])}</p>")
+    return (
+        f"<p class='{cls}'>{word}: coverage {result['coverage']:.4f}, exact "
+        f"{100 * (1 - result['band_delta']):g}% band [{low:.4f}, {high:.4f}] for "
+        f"n_cal={result['n_cal_used']}, n_test={result['n']}.</p>"
+        f"<p>{html.escape(result['band_note'])}</p>"
+    )
 
 
 def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section]:
@@ -76,108 +79,210 @@ def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section
     run = results["run"]
     names = results["class_overlap"]["class_names"]
     alpha = run["alpha"]
-    per_class = [{"class": n, "coverage": c if c is not None else "-", "mean size": s if s is not None else "-",
-                  "test samples": k}
-                 for n, c, s, k in zip(names, run["per_class_coverage"], run["per_class_size"],
-                                       run["per_class_count"])]
+    per_class = [
+        {
+            "class": n,
+            "coverage": c if c is not None else "-",
+            "mean size": s if s is not None else "-",
+            "test samples": k,
+        }
+        for n, c, s, k in zip(names, run["per_class_coverage"], run["per_class_size"], run["per_class_count"])
+    ]
     body = (
         f"<p>Split conformal prediction sets ({html.escape(run['method'])}, "
         f"{'randomized' if run['randomized'] else 'deterministic'}) at target coverage "
         f"{1 - alpha:.3g}. Coverage of split conformal given its calibration set follows "
         "Beta(n+1-l, l), l = floor((n+1)α); the band below is the exact central interval of the "
         "observed test coverage (beta-binomial), so a correct pipeline leaves it with probability "
-        f"{run['band_delta']:g}.</p>" + _status_html(run)
-        + html_table([{"metric": k, "value": run[k]} for k in (
-            "coverage", "mean_set_size", "median_set_size", "empty_rate", "singleton_rate",
-            "coverage_gap", "worst_class_coverage")])
-        + html_table(per_class) + img_tag(figs["run"], "set sizes")
+        f"{run['band_delta']:g}.</p>"
+        + _status_html(run)
+        + html_table(
+            [
+                {"metric": k, "value": run[k]}
+                for k in (
+                    "coverage",
+                    "mean_set_size",
+                    "median_set_size",
+                    "empty_rate",
+                    "singleton_rate",
+                    "coverage_gap",
+                    "worst_class_coverage",
+                )
+            ]
+        )
+        + html_table(per_class)
+        + img_tag(figs["run"], "set sizes")
     )
     run_class = results["run_class"]
     if "error" in run_class:
         body += f"<p>Class-conditional calibration not possible: {html.escape(run_class['error'])}</p>"
     else:
-        body += ("<h3>Class-conditional (Mondrian)</h3>" + _status_html(run_class)
-                 + html_table([{"stratum": r["stratum"], "n_cal": r["n_cal"], "n_test": r["n_test"],
-                                "coverage": r["coverage"] if r["coverage"] is not None else "-",
-                                "band": (f"[{r['coverage_band'][0]:.3f}, {r['coverage_band'][1]:.3f}]"
-                                         if "coverage_band" in r else "-")}
-                               for r in run_class["per_stratum"]]))
-    sections = [Section("Conformal prediction sets", body, key="conformal", order=order,
-                        summary={"marginal": run, "class_conditional": results["run_class"]})]
+        body += (
+            "<h3>Class-conditional (Mondrian)</h3>"
+            + _status_html(run_class)
+            + html_table(
+                [
+                    {
+                        "stratum": r["stratum"],
+                        "n_cal": r["n_cal"],
+                        "n_test": r["n_test"],
+                        "coverage": r["coverage"] if r["coverage"] is not None else "-",
+                        "band": (
+                            f"[{r['coverage_band'][0]:.3f}, {r['coverage_band'][1]:.3f}]"
+                            if "coverage_band" in r
+                            else "-"
+                        ),
+                    }
+                    for r in run_class["per_stratum"]
+                ]
+            )
+        )
+    sections = [
+        Section(
+            "Conformal prediction sets",
+            body,
+            key="conformal",
+            order=order,
+            summary={"marginal": run, "class_conditional": results["run_class"]},
+        )
+    ]
 
     cs = results["calibration_size"]
-    cs_rows = [{"n_cal": r["n_cal"], "n_test": r["n_test"], "mean coverage": r["mean"], "sd": r["sd"],
-                "band low": r["band"][0], "band high": r["band"][1],
-                "outside band": r["fraction_outside_band"], "mean size": r["mean_set_size"]}
-               for r in cs["rows"]]
+    cs_rows = [
+        {
+            "n_cal": r["n_cal"],
+            "n_test": r["n_test"],
+            "mean coverage": r["mean"],
+            "sd": r["sd"],
+            "band low": r["band"][0],
+            "band high": r["band"][1],
+            "outside band": r["fraction_outside_band"],
+            "mean size": r["mean_set_size"],
+        }
+        for r in cs["rows"]
+    ]
     stability = _class_stability_rows(cs)
-    sections.append(Section(
-        "Conformal: calibration-set size", "<p>Random calibration/test splits of the pooled data "
-        f"({cs['n_repeats']} per size). Small calibration sets give widely varying coverage: the "
-        f"band widens as n shrinks; about {100 * cs['delta']:g}% of splits should fall outside.</p>"
-        + html_table(cs_rows) + img_tag(figs["calibration_size"], "calibration size study")
-        + "<h3>Per-class coverage stability</h3><p>The same splits, coverage within each true class "
-        "(rarest class first). A marginal method promises nothing per class; a rare class's coverage "
-        "swings most from one calibration draw to the next. Quantiles are over the splits.</p>"
-        + html_table(stability) + img_tag(figs["class_coverage_stability"], "per-class coverage stability"),
-        key="conformal-calsize", order=order + 1, summary=cs))
+    sections.append(
+        Section(
+            "Conformal: calibration-set size",
+            "<p>Random calibration/test splits of the pooled data "
+            f"({cs['n_repeats']} per size). Small calibration sets give widely varying coverage: the "
+            f"band widens as n shrinks; about {100 * cs['delta']:g}% of splits should fall outside.</p>"
+            + html_table(cs_rows)
+            + img_tag(figs["calibration_size"], "calibration size study")
+            + "<h3>Per-class coverage stability</h3><p>The same splits, coverage within each true class "
+            "(rarest class first). A marginal method promises nothing per class; a rare class's coverage "
+            "swings most from one calibration draw to the next. Quantiles are over the splits.</p>"
+            + html_table(stability)
+            + img_tag(figs["class_coverage_stability"], "per-class coverage stability"),
+            key="conformal-calsize",
+            order=order + 1,
+            summary=cs,
+        )
+    )
 
     sw = results["confidence_sweep"]
-    sweep_rows = [{k: r[k] for k in ("level", "coverage", "mean_set_size", "singleton_rate", "empty_rate",
-                                     "valid")} for r in sw["rows"]]
+    sweep_rows = [
+        {k: r[k] for k in ("level", "coverage", "mean_set_size", "singleton_rate", "empty_rate", "valid")}
+        for r in sw["rows"]
+    ]
     skipped = "".join(f"<li>{s['level']}: {html.escape(s['reason'])}</li>" for s in sw["skipped"])
-    sections.append(Section(
-        "Conformal: confidence sweep", html_table(sweep_rows)
-        + (f"<ul>{skipped}</ul>" if skipped else "") + img_tag(figs["confidence_sweep"], "sweep"),
-        key="conformal-sweep", order=order + 2, summary=sw))
+    sections.append(
+        Section(
+            "Conformal: confidence sweep",
+            html_table(sweep_rows)
+            + (f"<ul>{skipped}</ul>" if skipped else "")
+            + img_tag(figs["confidence_sweep"], "sweep"),
+            key="conformal-sweep",
+            order=order + 2,
+            summary=sw,
+        )
+    )
 
     mc = results["method_comparison"]
     mc_rows = []
     for r in mc["rows"]:
         if "error" in r:
-            mc_rows.append({"method": r["name"], "conditional": r["conditional"], "coverage": "-",
-                            "mean size": "-", "singletons": "-", "worst class": "-", "valid": r["error"]})
+            mc_rows.append(
+                {
+                    "method": r["name"],
+                    "conditional": r["conditional"],
+                    "coverage": "-",
+                    "mean size": "-",
+                    "singletons": "-",
+                    "worst class": "-",
+                    "valid": r["error"],
+                }
+            )
         else:
-            mc_rows.append({"method": r["name"], "conditional": r["conditional"], "coverage": r["coverage"],
-                            "mean size": r["mean_set_size"], "singletons": r["singleton_rate"],
-                            "worst class": r["worst_class_coverage"],
-                            "valid": "yes" if r["valid"] else f"NO ({r['band_status']} band)"})
-    sections.append(Section(
-        "Conformal: method comparison",
-        "<p>Top-K and deterministic scores have tied scores and over-cover by design; the others "
-        "should sit inside the band.</p>" + html_table(mc_rows)
-        + img_tag(figs["method_comparison"], "method comparison"),
-        key="conformal-methods", order=order + 3, summary=mc))
+            mc_rows.append(
+                {
+                    "method": r["name"],
+                    "conditional": r["conditional"],
+                    "coverage": r["coverage"],
+                    "mean size": r["mean_set_size"],
+                    "singletons": r["singleton_rate"],
+                    "worst class": r["worst_class_coverage"],
+                    "valid": "yes" if r["valid"] else f"NO ({r['band_status']} band)",
+                }
+            )
+    sections.append(
+        Section(
+            "Conformal: method comparison",
+            "<p>Top-K and deterministic scores have tied scores and over-cover by design; the others "
+            "should sit inside the band.</p>"
+            + html_table(mc_rows)
+            + img_tag(figs["method_comparison"], "method comparison"),
+            key="conformal-methods",
+            order=order + 3,
+            summary=mc,
+        )
+    )
 
-    sections.append(Section(
-        "Conformal: class overlap", "<p>Row i, column j: share of true-class-i samples whose "
-        "prediction set contains class j (diagonal: per-class coverage). Large off-diagonal values "
-        "name the classes the model confuses.</p>" + img_tag(figs["class_overlap"], "class overlap"),
-        key="conformal-overlap", order=order + 4, summary=results["class_overlap"]))
+    sections.append(
+        Section(
+            "Conformal: class overlap",
+            "<p>Row i, column j: share of true-class-i samples whose "
+            "prediction set contains class j (diagonal: per-class coverage). Large off-diagonal values "
+            "name the classes the model confuses.</p>" + img_tag(figs["class_overlap"], "class overlap"),
+            key="conformal-overlap",
+            order=order + 4,
+            summary=results["class_overlap"],
+        )
+    )
 
     hc = results["hardest_cases"]
     hc_rows = [_case_row(c, names) for c in hc["cases"]]
-    body = ("<p>Test samples with the largest prediction sets (then the lowest probability of the true "
-            "label).</p>" + img_tag(figs["hardest_cases"], "hardest cases") + html_table(hc_rows))
+    body = (
+        "<p>Test samples with the largest prediction sets (then the lowest probability of the true "
+        "label).</p>" + img_tag(figs["hardest_cases"], "hardest cases") + html_table(hc_rows)
+    )
     if hc["pairs"]:
-        body += ("<h3>By confused class pair</h3><p>Pairs the overlap matrix finds most often in one set "
-                 "(strength: the larger of the two off-diagonal shares); for each, the hardest cases whose "
-                 "set contains both classes.</p>" + img_tag(figs["confused_pairs"], "confused pairs"))
+        body += (
+            "<h3>By confused class pair</h3><p>Pairs the overlap matrix finds most often in one set "
+            "(strength: the larger of the two off-diagonal shares); for each, the hardest cases whose "
+            "set contains both classes.</p>" + img_tag(figs["confused_pairs"], "confused pairs")
+        )
         for pair in hc["pairs"]:
             a, b = pair["classes"]
-            body += (f"<h4>{html.escape(names[a])} / {html.escape(names[b])}: strength {pair['strength']:.3f}, "
-                     f"{pair['n_both']} sets contain both</h4>"
-                     + html_table([_case_row(c, names) for c in pair["cases"]]))
+            body += (
+                f"<h4>{html.escape(names[a])} / {html.escape(names[b])}: strength {pair['strength']:.3f}, "
+                f"{pair['n_both']} sets contain both</h4>" + html_table([_case_row(c, names) for c in pair["cases"]])
+            )
     else:
         body += "<p>No class pair shares sets often enough to list (overlap below 5%).</p>"
-    sections.append(Section("Conformal: hardest cases", body, key="conformal-hardest", order=order + 5,
-                            summary=hc))
+    sections.append(Section("Conformal: hardest cases", body, key="conformal-hardest", order=order + 5, summary=hc))
     return sections
 
 
 def _case_row(case: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    return {"id": case["id"], "true": names[case["label"]], "set": ", ".join(names[j] for j in case["set"]),
-            "p(true)": case["p_true"], "covered": case["covered"]}
+    return {
+        "id": case["id"],
+        "true": names[case["label"]],
+        "set": ", ".join(names[j] for j in case["set"]),
+        "p(true)": case["p_true"],
+        "covered": case["covered"],
+    }
 
 
 def _class_stability_rows(cs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -189,10 +294,17 @@ def _class_stability_rows(cs: dict[str, Any]) -> list[dict[str, Any]]:
         for r in cs["rows"]:
             e = r["per_class"][j]
             q = e["quantiles"]
-            rows.append({"class": e["class"], "count": e["count"], "n_cal": r["n_cal"],
-                         "test samples (mean)": e["mean_n_test"],
-                         "mean coverage": e["mean"] if e["mean"] is not None else "-",
-                         "sd": e["sd"] if e["sd"] is not None else "-",
-                         "5% / 50% / 95%": (f"{q[at[0.05]]:.3f} / {q[at[0.5]]:.3f} / {q[at[0.95]]:.3f}"
-                                             if q is not None else "-")})
+            rows.append(
+                {
+                    "class": e["class"],
+                    "count": e["count"],
+                    "n_cal": r["n_cal"],
+                    "test samples (mean)": e["mean_n_test"],
+                    "mean coverage": e["mean"] if e["mean"] is not None else "-",
+                    "sd": e["sd"] if e["sd"] is not None else "-",
+                    "5% / 50% / 95%": (
+                        f"{q[at[0.05]]:.3f} / {q[at[0.5]]:.3f} / {q[at[0.95]]:.3f}" if q is not None else "-"
+                    ),
+                }
+            )
     return rows

@@ -50,11 +50,13 @@ Convention differences to other libraries (all checked in ``tests/test_conformal
   ``C_r - U p_y`` like MAPIE; its deterministic APS/RAPS (``U = 1``) equals medsure's ``u = 0``. Its
   deterministic SAPS gives the top label ``p_max`` where medsure gives 0.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -72,6 +74,7 @@ _FEW_COLUMNS = 16
 
 
 # ---- the registry --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ScoreParam:
@@ -156,11 +159,11 @@ class ScoreSpec:
 
     def needs_tuning(self, given: Mapping[str, Any]) -> bool:
         """Whether some parameter is missing and has no default (then ``tune`` chooses it)."""
-        return self.tune is not None and any(
-            given.get(p.name) is None and p.default is None for p in self.params)
+        return self.tune is not None and any(given.get(p.name) is None and p.default is None for p in self.params)
 
 
 # ---- score functions (the math; one per score) ---------------------------------------------
+
 
 def lac_score(values: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
     """LAC: ``1 - p`` for every given probability (any shape)."""
@@ -262,8 +265,14 @@ def saps_score(sorted_probs: np.ndarray, u: np.ndarray, params: Mapping[str, Any
     return out
 
 
-def tune_raps(probs: np.ndarray, labels: np.ndarray, alpha: float, given: Mapping[str, Any] | None = None,
-              *, lambda_grid: Sequence[float] = RAPS_LAMBDA_GRID) -> dict[str, Any]:
+def tune_raps(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    alpha: float,
+    given: Mapping[str, Any] | None = None,
+    *,
+    lambda_grid: Sequence[float] = RAPS_LAMBDA_GRID,
+) -> dict[str, Any]:
     """Choose RAPS ``k_reg`` and ``lam`` on held-out tuning data, as the RAPS paper's procedure.
 
     ``k_reg`` (unless given) is the ``(1 - alpha)`` empirical quantile (numpy ``method="higher"``)
@@ -323,21 +332,61 @@ _NONNEG_INT = Interval(int, 0, None)
 _NONNEG = Interval(float, 0.0, None)
 
 SCORES: dict[str, ScoreSpec] = {
-    "lac": ScoreSpec("lac", "probabilities", True, False, (), "1 - probability of the label",
-                     "elementwise", lac_score, value_cutoff=lac_cutoff),
-    "aps": ScoreSpec("aps", "probabilities", True, True, (),
-                     "probability mass ranked ahead of the label (+ u * its own probability)",
-                     "ranked", aps_score),
-    "raps": ScoreSpec("raps", "probabilities", True, True,
-                      (ScoreParam("k_reg", _NONNEG_INT, None, "RAPS k_reg (default: tuned with lam)"),
-                       ScoreParam("lam", _NONNEG, None, "RAPS lambda (default: tuned)")),
-                      "APS + lam * max(rank - k_reg, 0)", "ranked", raps_score, tune=tune_raps),
-    "topk": ScoreSpec("topk", "probabilities", True, False, (), "1-based rank of the label",
-                      "ranked", topk_score, rank_only=True),
-    "saps": ScoreSpec("saps", "probabilities", True, True,
-                      (ScoreParam("weight", Interval(float, 0.0, None, closed="neither"), SAPS_DEFAULT_WEIGHT,
-                                  f"SAPS rank weight (default {SAPS_DEFAULT_WEIGHT})"),),
-                      "u * p_max for the top label, else p_max + (rank - 2 + u) * weight", "ranked", saps_score),
+    "lac": ScoreSpec(
+        "lac",
+        "probabilities",
+        True,
+        False,
+        (),
+        "1 - probability of the label",
+        "elementwise",
+        lac_score,
+        value_cutoff=lac_cutoff,
+    ),
+    "aps": ScoreSpec(
+        "aps",
+        "probabilities",
+        True,
+        True,
+        (),
+        "probability mass ranked ahead of the label (+ u * its own probability)",
+        "ranked",
+        aps_score,
+    ),
+    "raps": ScoreSpec(
+        "raps",
+        "probabilities",
+        True,
+        True,
+        (
+            ScoreParam("k_reg", _NONNEG_INT, None, "RAPS k_reg (default: tuned with lam)"),
+            ScoreParam("lam", _NONNEG, None, "RAPS lambda (default: tuned)"),
+        ),
+        "APS + lam * max(rank - k_reg, 0)",
+        "ranked",
+        raps_score,
+        tune=tune_raps,
+    ),
+    "topk": ScoreSpec(
+        "topk", "probabilities", True, False, (), "1-based rank of the label", "ranked", topk_score, rank_only=True
+    ),
+    "saps": ScoreSpec(
+        "saps",
+        "probabilities",
+        True,
+        True,
+        (
+            ScoreParam(
+                "weight",
+                Interval(float, 0.0, None, closed="neither"),
+                SAPS_DEFAULT_WEIGHT,
+                f"SAPS rank weight (default {SAPS_DEFAULT_WEIGHT})",
+            ),
+        ),
+        "u * p_max for the top label, else p_max + (rank - 2 + u) * weight",
+        "ranked",
+        saps_score,
+    ),
 }
 #: The score names registered at import, in registry order (code that must see later entries
 #: reads ``SCORES`` itself).
@@ -345,6 +394,7 @@ METHODS = tuple(SCORES)
 
 
 # ---- helpers -----------------------------------------------------------------------------
+
 
 def check_method(method: str) -> ScoreSpec:
     """Return the :class:`ScoreSpec` of ``method`` or raise naming the valid choices."""
@@ -382,8 +432,12 @@ def check_params(spec: ScoreSpec, params: Mapping[str, Any], *, allow_missing: b
             if allow_missing:
                 checked[p.name] = None
                 continue
-            raise input_error(f"{spec.name} {p.name}", None, f"a value ({p.help})",
-                              f"give {p.name}, or let SplitConformalClassifier tune it")
+            raise input_error(
+                f"{spec.name} {p.name}",
+                None,
+                f"a value ({p.help})",
+                f"give {p.name}, or let SplitConformalClassifier tune it",
+            )
         checked[p.name] = p.constraint.check(f"{spec.name} {p.name}", value)
     return checked
 
@@ -509,8 +563,10 @@ def rank_score_table(spec: ScoreSpec, k: int, params: dict) -> np.ndarray:
 
 # ---- public score functions --------------------------------------------------------------
 
-def candidate_scores(method: str, probs: np.ndarray, u: np.ndarray | None = None, *,
-                     chunk_rows: int = CHUNK_ROWS, **params) -> np.ndarray:
+
+def candidate_scores(
+    method: str, probs: np.ndarray, u: np.ndarray | None = None, *, chunk_rows: int = CHUNK_ROWS, **params
+) -> np.ndarray:
     """Score of every candidate label.
 
     Parameters
@@ -545,8 +601,15 @@ def candidate_scores(method: str, probs: np.ndarray, u: np.ndarray | None = None
     return out
 
 
-def label_scores(method: str, probs: np.ndarray, labels: np.ndarray, u: np.ndarray | None = None, *,
-                 chunk_rows: int = CHUNK_ROWS, **params) -> np.ndarray:
+def label_scores(
+    method: str,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    u: np.ndarray | None = None,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    **params,
+) -> np.ndarray:
     """Score of the given label of each sample (the calibration scores).
 
     Uses the same sorted values and cumulative sums as :func:`candidate_scores` (but no argsort:
@@ -566,12 +629,18 @@ def label_scores(method: str, probs: np.ndarray, labels: np.ndarray, u: np.ndarr
     probs = _check_values(probs)
     n, k = probs.shape
     labels = _check_labels(labels, n, k)
-    return label_scores_checked(spec, probs, labels, _check_u(u, n), check_params(spec, params),
-                                chunk_rows=chunk_rows)
+    return label_scores_checked(spec, probs, labels, _check_u(u, n), check_params(spec, params), chunk_rows=chunk_rows)
 
 
-def label_scores_checked(spec: ScoreSpec, probs: np.ndarray, labels: np.ndarray, u: np.ndarray | None,
-                         params: dict, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+def label_scores_checked(
+    spec: ScoreSpec,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    u: np.ndarray | None,
+    params: dict,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+) -> np.ndarray:
     """:func:`label_scores` for inputs already checked (float64 ``(N, K)``, labels in range,
     ``u`` (N,) or None, ``params`` from :func:`check_params`): no second pass of checks when an
     estimator scores a large input block by block."""
@@ -614,8 +683,7 @@ def _rank_of(p: np.ndarray, labels: np.ndarray, sorted_desc: np.ndarray | None =
     return rank
 
 
-def _prefix_sets(spec: ScoreSpec, p: np.ndarray, threshold: np.ndarray, u: np.ndarray,
-                 params: dict) -> np.ndarray:
+def _prefix_sets(spec: ScoreSpec, p: np.ndarray, threshold: np.ndarray, u: np.ndarray, params: dict) -> np.ndarray:
     """Sets for a threshold shared by all labels of a row (scalar or (n, 1)), ranked scores.
 
     Ranked scores are non-decreasing along the ranking, so the set is the top-L labels with
@@ -650,9 +718,16 @@ def _prefix_sets(spec: ScoreSpec, p: np.ndarray, threshold: np.ndarray, u: np.nd
     return sets
 
 
-def prediction_sets(method: str, probs: np.ndarray, threshold: float | np.ndarray,
-                    u: np.ndarray | None = None, *, chunk_rows: int = CHUNK_ROWS,
-                    out: np.ndarray | None = None, **params) -> np.ndarray:
+def prediction_sets(
+    method: str,
+    probs: np.ndarray,
+    threshold: float | np.ndarray,
+    u: np.ndarray | None = None,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    out: np.ndarray | None = None,
+    **params,
+) -> np.ndarray:
     """Sets ``{y : score(x, y) <= threshold}`` without any ``(N, K, K)`` intermediate.
 
     Rows are scored ``chunk_rows`` at a time, so the only full-size array is the boolean output.
@@ -681,13 +756,21 @@ def prediction_sets(method: str, probs: np.ndarray, threshold: float | np.ndarra
         threshold = threshold[None, :]
     elif threshold.ndim != 0:
         raise input_error("threshold", f"shape {threshold.shape}", f"a scalar or ({k},)", raw=True)
-    return _sets(spec, probs, threshold, _check_u(u, n), check_params(spec, params), chunk_rows,
-                 out=_check_out(out, n, k))
+    return _sets(
+        spec, probs, threshold, _check_u(u, n), check_params(spec, params), chunk_rows, out=_check_out(out, n, k)
+    )
 
 
-def prediction_sets_per_sample(method: str, probs: np.ndarray, threshold: np.ndarray,
-                               u: np.ndarray | None = None, *, chunk_rows: int = CHUNK_ROWS,
-                               out: np.ndarray | None = None, **params) -> np.ndarray:
+def prediction_sets_per_sample(
+    method: str,
+    probs: np.ndarray,
+    threshold: np.ndarray,
+    u: np.ndarray | None = None,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    out: np.ndarray | None = None,
+    **params,
+) -> np.ndarray:
     """Like :func:`prediction_sets` with one threshold per sample, shape (N,) (group-conditional)."""
     spec = check_method(method)
     probs = _check_values(probs)
@@ -695,8 +778,15 @@ def prediction_sets_per_sample(method: str, probs: np.ndarray, threshold: np.nda
     threshold = np.asarray(threshold, dtype=np.float64)
     if threshold.shape != (n,):
         raise input_error("per-sample threshold", f"shape {threshold.shape}", f"({n},)", raw=True)
-    return _sets(spec, probs, threshold[:, None], _check_u(u, n), check_params(spec, params), chunk_rows,
-                 out=_check_out(out, n, k))
+    return _sets(
+        spec,
+        probs,
+        threshold[:, None],
+        _check_u(u, n),
+        check_params(spec, params),
+        chunk_rows,
+        out=_check_out(out, n, k),
+    )
 
 
 def _check_out(out: np.ndarray | None, n: int, k: int) -> np.ndarray:
@@ -707,19 +797,34 @@ def _check_out(out: np.ndarray | None, n: int, k: int) -> np.ndarray:
     return out
 
 
-def sets_checked(spec: ScoreSpec, probs: np.ndarray, threshold: np.ndarray, u: np.ndarray | None, params: dict,
-                 out: np.ndarray, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+def sets_checked(
+    spec: ScoreSpec,
+    probs: np.ndarray,
+    threshold: np.ndarray,
+    u: np.ndarray | None,
+    params: dict,
+    out: np.ndarray,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+) -> np.ndarray:
     """:func:`prediction_sets` / :func:`prediction_sets_per_sample` for inputs already checked:
     ``threshold`` a scalar, ``(K,)`` per label or ``(N, 1)`` per sample; sets written to ``out``."""
     threshold = np.asarray(threshold, dtype=np.float64)
     if threshold.ndim == 1:
         threshold = threshold[None, :]
-    return _sets(spec, probs, threshold, np.zeros(probs.shape[0]) if u is None else u, params, chunk_rows,
-                 out=out)
+    return _sets(spec, probs, threshold, np.zeros(probs.shape[0]) if u is None else u, params, chunk_rows, out=out)
 
 
-def _sets(spec: ScoreSpec, probs: np.ndarray, threshold: np.ndarray, u: np.ndarray, params: dict,
-          chunk_rows: int, *, out: np.ndarray) -> np.ndarray:
+def _sets(
+    spec: ScoreSpec,
+    probs: np.ndarray,
+    threshold: np.ndarray,
+    u: np.ndarray,
+    params: dict,
+    chunk_rows: int,
+    *,
+    out: np.ndarray,
+) -> np.ndarray:
     """Checked inputs → sets written into ``out``. ``threshold``: scalar, (1, K) per label, or
     (N, 1) per sample."""
     n, k = probs.shape

@@ -15,6 +15,7 @@ Modules
     Dice with one empty-mask convention and one reduction; :mod:`~medsure.core.stats` NaN-aware
     mean and the percentile bootstrap; :mod:`~medsure.core.calibration` binned calibration error.
 """
+
 from medsure.core.calibration import BinnedCalibration, BinStrategy, bin_edges, binned_calibration, calibration_error
 from medsure.core.dice import check_label_maps, dice_per_label, mean_dice
 from medsure.core.probability import EntropyDecomposition, entropy, entropy_decomposition, softmax
@@ -22,9 +23,24 @@ from medsure.core.ranking import auroc_from_tie_blocks, binary_auroc, macro_ovr_
 from medsure.core.stats import bootstrap_counts, nanmean, percentile_bootstrap, undefined_as_none
 
 __all__ = [
-    "softmax", "entropy", "entropy_decomposition", "EntropyDecomposition",
-    "binary_auroc", "macro_ovr_auroc", "auroc_from_tie_blocks", "tie_blocks",
-    "dice_per_label", "mean_dice", "check_label_maps",
-    "nanmean", "undefined_as_none", "bootstrap_counts", "percentile_bootstrap",
-    "BinnedCalibration", "BinStrategy", "bin_edges", "binned_calibration", "calibration_error",
+    "softmax",
+    "entropy",
+    "entropy_decomposition",
+    "EntropyDecomposition",
+    "binary_auroc",
+    "macro_ovr_auroc",
+    "auroc_from_tie_blocks",
+    "tie_blocks",
+    "dice_per_label",
+    "mean_dice",
+    "check_label_maps",
+    "nanmean",
+    "undefined_as_none",
+    "bootstrap_counts",
+    "percentile_bootstrap",
+    "BinnedCalibration",
+    "BinStrategy",
+    "bin_edges",
+    "binned_calibration",
+    "calibration_error",
 ]

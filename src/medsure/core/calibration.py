@@ -19,6 +19,7 @@ Error
     ``norm="bin_mean"``: the unweighted mean of the gap over non-empty bins (the per-class term
     of the adaptive calibration error, Nixon et al. 2019).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -92,8 +93,9 @@ def bin_edges(scores: np.ndarray, n_bins: int, strategy: BinStrategy = "uniform"
     return np.percentile(scores, np.linspace(0.0, 100.0, n_bins + 1))
 
 
-def binned_calibration(scores: np.ndarray, outcomes: np.ndarray, *, n_bins: int = 15,
-                       strategy: BinStrategy = "uniform") -> BinnedCalibration:
+def binned_calibration(
+    scores: np.ndarray, outcomes: np.ndarray, *, n_bins: int = 15, strategy: BinStrategy = "uniform"
+) -> BinnedCalibration:
     """Bin ``scores`` in [0, 1] and average the binary ``outcomes`` per bin.
 
     Parameters
@@ -111,20 +113,21 @@ def binned_calibration(scores: np.ndarray, outcomes: np.ndarray, *, n_bins: int 
     scores = np.asarray(scores, dtype=np.float64)
     outcomes = np.asarray(outcomes, dtype=np.float64)
     if scores.ndim != 1 or outcomes.shape != scores.shape:
-        raise input_error("scores and outcomes", f"shapes {scores.shape} and {outcomes.shape}",
-                          "two equal (N,) shapes", raw=True)
+        raise input_error(
+            "scores and outcomes", f"shapes {scores.shape} and {outcomes.shape}", "two equal (N,) shapes", raw=True
+        )
     edges = bin_edges(scores, n_bins, strategy)
     index = np.searchsorted(edges[1:-1], scores, side="left")  # e_b < s <= e_{b+1}
     count = np.bincount(index, minlength=n_bins).astype(np.int64)
     score_sum = np.bincount(index, weights=scores, minlength=n_bins)
     outcome_sum = np.bincount(index, weights=outcomes, minlength=n_bins)
     safe = np.maximum(count, 1)
-    return BinnedCalibration(edges=edges, count=count, mean_score=score_sum / safe,
-                             mean_outcome=outcome_sum / safe)
+    return BinnedCalibration(edges=edges, count=count, mean_score=score_sum / safe, mean_outcome=outcome_sum / safe)
 
 
-def calibration_error(scores: np.ndarray, outcomes: np.ndarray, *, n_bins: int = 15,
-                      strategy: BinStrategy = "uniform", norm: Norm = "l1") -> float:
+def calibration_error(
+    scores: np.ndarray, outcomes: np.ndarray, *, n_bins: int = 15, strategy: BinStrategy = "uniform", norm: Norm = "l1"
+) -> float:
     """Binned calibration error of ``scores (n,)`` against binary ``outcomes (n,)``.
 
     ``norm="l1"`` with uniform bins is the ECE (equals torchmetrics ``binary_calibration_error``

@@ -11,6 +11,7 @@ This equals MONAI ``compute_dice(include_background=False, ignore_empty=False)``
 both-empty value 1 mapped to NaN. :func:`mean_dice` is the one summary number: used by the
 trainer's early stopping (``training.metrics.mean_dice``) and by every report.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,12 +25,17 @@ __all__ = ["check_label_maps", "dice_per_label", "mean_dice"]
 def check_label_maps(predicted: np.ndarray, masks: np.ndarray, n_classes: int) -> None:
     """Raise unless ``predicted`` and ``masks`` are equal-shape ``(N, H, W)`` labels in ``[0, K)``."""
     if np.shape(predicted) != np.shape(masks) or np.ndim(masks) != 3:
-        raise input_error("predicted labels and masks", f"shapes {np.shape(predicted)} and {np.shape(masks)}",
-                          "two equal (N, H, W) shapes", raw=True)
+        raise input_error(
+            "predicted labels and masks",
+            f"shapes {np.shape(predicted)} and {np.shape(masks)}",
+            "two equal (N, H, W) shapes",
+            raw=True,
+        )
     for name, values in (("predicted labels", predicted), ("masks", masks)):
         if np.size(values) and (np.min(values) < 0 or np.max(values) >= n_classes):
-            raise input_error(name, f"labels in [{np.min(values)}, {np.max(values)}]",
-                              f"labels in [0, {n_classes})", raw=True)
+            raise input_error(
+                name, f"labels in [{np.min(values)}, {np.max(values)}]", f"labels in [0, {n_classes})", raw=True
+            )
 
 
 def dice_per_label(predicted: np.ndarray, masks: np.ndarray, n_classes: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 All entropies are in nats (natural logarithm).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,8 +78,9 @@ class EntropyDecomposition:
     epistemic: np.ndarray
 
 
-def entropy_decomposition(sample_probs: np.ndarray, *, sample_axis: int = 0, class_axis: int = -1,
-                          dtype: DTypeLike = np.float64) -> EntropyDecomposition:
+def entropy_decomposition(
+    sample_probs: np.ndarray, *, sample_axis: int = 0, class_axis: int = -1, dtype: DTypeLike = np.float64
+) -> EntropyDecomposition:
     """Split the predictive entropy of a sample axis (MC dropout, ensemble, TTA) into parts.
 
     ``H[mean_t p_t] = mean_t H[p_t] + MI`` (Depeweg et al. 2018; Gal et al. 2017, BALD).

@@ -12,6 +12,7 @@ negatives in the block and ``neg_below_b`` the negatives with a strictly lower s
 
 Undefined: when the positives or the negatives are absent (zero total weight) the AUROC is NaN.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +71,7 @@ def auroc_from_tie_blocks(positives: np.ndarray, negatives: np.ndarray) -> np.nd
     return np.where(both, pairs / np.where(both, n_pos * n_neg, 1.0), np.nan)
 
 
-def binary_auroc(scores: np.ndarray, positive: np.ndarray, *,
-                 sample_weight: np.ndarray | None = None) -> float:
+def binary_auroc(scores: np.ndarray, positive: np.ndarray, *, sample_weight: np.ndarray | None = None) -> float:
     """ROC AUC of ``scores`` for separating positive from negative cases (higher = positive).
 
     Parameters
@@ -88,16 +88,18 @@ def binary_auroc(scores: np.ndarray, positive: np.ndarray, *,
     scores = np.asarray(scores)
     positive = np.asarray(positive)
     if scores.ndim != 1 or positive.shape != scores.shape:
-        raise input_error("scores and positive", f"shapes {scores.shape} and {positive.shape}",
-                          "two equal (N,) shapes", raw=True)
+        raise input_error(
+            "scores and positive", f"shapes {scores.shape} and {positive.shape}", "two equal (N,) shapes", raw=True
+        )
     if not np.all(np.isfinite(scores)):
         raise input_error("scores", "non-finite values", "finite numbers", raw=True)
     if positive.dtype != bool and not np.all((positive == 0) | (positive == 1)):
         raise input_error("positive", "values other than 0/1", "binary labels (True = positive)", raw=True)
     weight = np.ones(scores.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if weight.shape != scores.shape or np.any(weight < 0):
-        raise input_error("sample_weight", f"shape {weight.shape}", f"non-negative values of shape {scores.shape}",
-                          raw=True)
+        raise input_error(
+            "sample_weight", f"shape {weight.shape}", f"non-negative values of shape {scores.shape}", raw=True
+        )
     if scores.size == 0:
         return float("nan")
     total, pos = tie_blocks(scores, positive, weight)
@@ -119,8 +121,9 @@ def macro_ovr_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
     probs = np.asarray(probs)
     labels = np.asarray(labels)
     if probs.ndim != 2 or probs.shape[1] < 2 or labels.shape != (probs.shape[0],):
-        raise input_error("probs and labels", f"shapes {probs.shape} and {labels.shape}",
-                          "(N, K) with K >= 2 and (N,)", raw=True)
+        raise input_error(
+            "probs and labels", f"shapes {probs.shape} and {labels.shape}", "(N, K) with K >= 2 and (N,)", raw=True
+        )
     k = probs.shape[1]
     if labels.size and (labels.min() < 0 or labels.max() >= k):
         raise input_error("labels", f"values in [{labels.min()}, {labels.max()}]", f"labels in [0, {k})", raw=True)

@@ -1,4 +1,5 @@
 """NaN-aware mean and the percentile bootstrap (pure numpy)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -58,10 +59,16 @@ def bootstrap_counts(n: int, n_boot: int, seed: int | np.random.Generator = 0) -
     return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)
 
 
-def percentile_bootstrap(statistic: Callable[[np.ndarray], Mapping[str, np.ndarray]], n: int, *,
-                         n_boot: int = 1000, level: float = 0.95, seed: int | np.random.Generator = 0,
-                         counts: np.ndarray | None = None,
-                         chunk: int = 250) -> dict[str, tuple[float, float] | None]:
+def percentile_bootstrap(
+    statistic: Callable[[np.ndarray], Mapping[str, np.ndarray]],
+    n: int,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    counts: np.ndarray | None = None,
+    chunk: int = 250,
+) -> dict[str, tuple[float, float] | None]:
     """Percentile bootstrap intervals of one or more statistics of n cases (Efron & Tibshirani 1993).
 
     Parameters
@@ -85,11 +92,10 @@ def percentile_bootstrap(statistic: Callable[[np.ndarray], Mapping[str, np.ndarr
         counts = np.asarray(counts)
         if counts.ndim != 2 or counts.shape[1] != n:
             raise input_error("counts", f"shape {counts.shape}", f"(n_boot, {n})", raw=True)
-        pieces = [statistic(counts[i:i + chunk]) for i in range(0, counts.shape[0], chunk)]
+        pieces = [statistic(counts[i : i + chunk]) for i in range(0, counts.shape[0], chunk)]
     else:
         generator = np.random.default_rng(seed)
-        pieces = [statistic(bootstrap_counts(n, min(chunk, n_boot - i), generator))
-                  for i in range(0, n_boot, chunk)]
+        pieces = [statistic(bootstrap_counts(n, min(chunk, n_boot - i), generator)) for i in range(0, n_boot, chunk)]
     if not pieces:
         return {}
     alpha = (1.0 - level) / 2.0

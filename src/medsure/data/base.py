@@ -3,6 +3,7 @@
 Medical datasets that medsure ships or reads for demos are small enough to hold in memory;
 keeping them as plain arrays makes splits, hashing and thumbnails trivial and deterministic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -49,12 +50,17 @@ class ImageDataset:
                 raise input_error("targets", f"shape {self.targets.shape}", f"shape {want}", raw=True)
             k = len(self.class_names)
             if self.targets.size and (self.targets.min() < 0 or self.targets.max() >= k):
-                raise input_error("targets", f"values in [{self.targets.min()}, {self.targets.max()}]",
-                                  f"class indices in [0, {k - 1}] for {k} class names", raw=True)
+                raise input_error(
+                    "targets",
+                    f"values in [{self.targets.min()}, {self.targets.max()}]",
+                    f"class indices in [0, {k - 1}] for {k} class names",
+                    raw=True,
+                )
         for key, values in self.meta.items():
             if np.shape(values) != (n,):
-                raise input_error(f"meta '{key}'", f"shape {np.shape(values)}", f"shape ({n},), one value per image",
-                                  raw=True)
+                raise input_error(
+                    f"meta '{key}'", f"shape {np.shape(values)}", f"shape ({n},), one value per image", raw=True
+                )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -71,7 +77,7 @@ class ImageDataset:
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[1]), int(self.images.shape[2])
 
-    def subset(self, index: np.ndarray) -> "ImageDataset":
+    def subset(self, index: np.ndarray) -> ImageDataset:
         index = np.asarray(index)
         return replace(
             self,

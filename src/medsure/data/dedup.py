@@ -5,6 +5,7 @@ If two copies of one image land in the training and the calibration split, cover
 calibration estimates leak. We hash every image, link pairs whose hashes differ in at most a
 few bits, and give each connected component one ``dup_group`` id that splits keep together.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,13 +31,14 @@ def _thumbnails(images: np.ndarray, height: int, width: int) -> np.ndarray:
     images = _as_nhwc(images)
     out = np.empty((len(images), height, width))
     for start in range(0, len(images), _CHUNK):
-        grey = images[start:start + _CHUNK].astype(np.float32).mean(axis=-1)
-        out[start:start + _CHUNK] = _block_resize(grey, height, width)
+        grey = images[start : start + _CHUNK].astype(np.float32).mean(axis=-1)
+        out[start : start + _CHUNK] = _block_resize(grey, height, width)
     return out
 
 
 def _block_resize(grey: np.ndarray, height: int, width: int) -> np.ndarray:
     """Area-average (N, H, W) down to (N, height, width) with fractional box weights."""
+
     def weights(n_in: int, n_out: int) -> np.ndarray:
         # W[o, i] = overlap of input pixel i with output cell o, rows sum to 1
         edges = np.linspace(0.0, n_in, n_out + 1)
@@ -125,8 +127,9 @@ def near_duplicate_groups(images: np.ndarray, *, hash_size: int = 8, max_distanc
     return duplicate_groups(difference_hash(images, hash_size), max_distance)
 
 
-def near_duplicates_of(reference: np.ndarray, query: np.ndarray, *, min_correlation: float = 0.99,
-                       chunk: int = 512) -> np.ndarray:
+def near_duplicates_of(
+    reference: np.ndarray, query: np.ndarray, *, min_correlation: float = 0.99, chunk: int = 512
+) -> np.ndarray:
     """For each query image, whether some reference image has pixel correlation >= ``min_correlation``.
 
     Pixel correlation rather than a perceptual hash: on small grey images of one anatomy
@@ -141,20 +144,25 @@ def near_duplicates_of(reference: np.ndarray, query: np.ndarray, *, min_correlat
     -------
     ndarray of bool (N,)
     """
+
     def standardised(images: np.ndarray) -> np.ndarray:
         flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
         flat = flat - flat.mean(axis=1, keepdims=True)
         return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
 
     if np.shape(reference)[1:] != np.shape(query)[1:]:
-        raise input_error("query images", f"image shape {np.shape(query)[1:]}",
-                          f"the reference images' shape {np.shape(reference)[1:]} (they differ in size)", raw=True)
+        raise input_error(
+            "query images",
+            f"image shape {np.shape(query)[1:]}",
+            f"the reference images' shape {np.shape(reference)[1:]} (they differ in size)",
+            raw=True,
+        )
     ref, qry = standardised(reference), standardised(query)
     out = np.zeros(len(qry), dtype=bool)
     if len(ref) == 0:
         return out
     for start in range(0, len(qry), chunk):  # bounds the (chunk, M) correlation block
-        out[start:start + chunk] = (qry[start:start + chunk] @ ref.T).max(axis=1) >= min_correlation
+        out[start : start + chunk] = (qry[start : start + chunk] @ ref.T).max(axis=1) >= min_correlation
     return out
 
 
@@ -183,8 +191,9 @@ def group_label_conflict(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
     groups = np.asarray(groups)
     labels = np.asarray(labels)
     if groups.shape != labels.shape or groups.ndim != 1:
-        raise input_error("groups and labels", f"shapes {groups.shape} and {labels.shape}", "both of shape (N,)",
-                          raw=True)
+        raise input_error(
+            "groups and labels", f"shapes {groups.shape} and {labels.shape}", "both of shape (N,)", raw=True
+        )
     pairs = np.unique(np.stack([groups, labels], axis=1), axis=0)
     distinct = np.unique(pairs[:, 0], return_counts=True)
     conflicted = distinct[0][distinct[1] > 1]

@@ -4,12 +4,13 @@ pairs, HDF5 patch files, NIfTI and DICOM images.
 Every reader returns plain arrays or an :class:`ImageDataset`; broken files raise
 :class:`MedsureInputError` naming the file, never a bare PIL/h5py traceback.
 """
+
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +28,7 @@ def _missing(what: str, path: Path, *, folder: bool = False) -> Exception:
         return input_error(what, f"{path}, {there}", expected, raw=True)
     return input_error(what, f"{path}, which does not exist", expected, raw=True, kind=DataUnavailableError)
 
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -41,9 +43,13 @@ def _size_tuple(image_size: int | tuple[int, int] | None) -> tuple[int, int] | N
     return height, width
 
 
-def read_image(path: str | os.PathLike, *, mode: str = "L",
-               image_size: int | tuple[int, int] | None = None,
-               resample: str = "bilinear") -> np.ndarray:
+def read_image(
+    path: str | os.PathLike,
+    *,
+    mode: str = "L",
+    image_size: int | tuple[int, int] | None = None,
+    resample: str = "bilinear",
+) -> np.ndarray:
     """Read one image file as uint8 (H, W, C).
 
     Parameters
@@ -79,25 +85,39 @@ def read_image(path: str | os.PathLike, *, mode: str = "L",
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if path.is_dir():
             raise _missing("image file", path) from None
-        raise input_error(f"image file {path}", f"an unreadable image ({exc})", "a PNG, JPEG, BMP or TIFF image",
-                          "the file is truncated or not an image", raw=True) from exc
+        raise input_error(
+            f"image file {path}",
+            f"an unreadable image ({exc})",
+            "a PNG, JPEG, BMP or TIFF image",
+            "the file is truncated or not an image",
+            raw=True,
+        ) from exc
     return array[..., None] if array.ndim == 2 else array
 
 
-def read_images(paths: Sequence[str | os.PathLike], *, mode: str = "L",
-                image_size: int | tuple[int, int] | None = None, resample: str = "bilinear",
-                desc: str = "reading images") -> np.ndarray:
+def read_images(
+    paths: Sequence[str | os.PathLike],
+    *,
+    mode: str = "L",
+    image_size: int | tuple[int, int] | None = None,
+    resample: str = "bilinear",
+    desc: str = "reading images",
+) -> np.ndarray:
     """Read many images of one size into uint8 (N, H, W, C); sizes must agree when not resized."""
-    arrays = [read_image(p, mode=mode, image_size=image_size, resample=resample)
-              for p in progress(paths, desc=desc)]
+    arrays = [read_image(p, mode=mode, image_size=image_size, resample=resample) for p in progress(paths, desc=desc)]
     if not arrays:
         channels = 1 if mode == "L" else 3
         size = _size_tuple(image_size) or (0, 0)
         return np.zeros((0, *size, channels), dtype=np.uint8)
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise input_error("images", f"different sizes {sorted(shapes)[:3]}...", "images of one size",
-                          "pass image_size to resize them", raw=True)
+        raise input_error(
+            "images",
+            f"different sizes {sorted(shapes)[:3]}...",
+            "images of one size",
+            "pass image_size to resize them",
+            raw=True,
+        )
     return np.stack(arrays)
 
 
@@ -106,16 +126,22 @@ def list_images(folder: str | os.PathLike, *, exclude: Callable[[str], bool] | N
     folder = Path(folder)
     if not folder.is_dir():
         raise _missing("image folder", folder, folder=True)
-    files = [p for p in folder.iterdir()
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    files = [
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    ]
     if exclude is not None:
         files = [p for p in files if not exclude(p.name)]
     return sorted(files)
 
 
-def read_folder_per_class(root: str | os.PathLike, *, class_names: Sequence[str] | None = None,
-                          mode: str = "L", image_size: int | tuple[int, int] | None = None,
-                          exclude: Callable[[str], bool] | None = None) -> ImageDataset:
+def read_folder_per_class(
+    root: str | os.PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    mode: str = "L",
+    image_size: int | tuple[int, int] | None = None,
+    exclude: Callable[[str], bool] | None = None,
+) -> ImageDataset:
     """Classification set laid out as ``root/<class name>/<image>``.
 
     Parameters
@@ -168,17 +194,28 @@ def read_csv_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
     header, body = rows[0], rows[1:]
     bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
     if bad:
-        raise input_error(f"CSV file {path}", f"rows {bad[:5]} with a different number of columns",
-                          f"{len(header)} columns in every row, as in the header", raw=True)
+        raise input_error(
+            f"CSV file {path}",
+            f"rows {bad[:5]} with a different number of columns",
+            f"{len(header)} columns in every row, as in the header",
+            raw=True,
+        )
     table = np.asarray(body, dtype=str).reshape(len(body), len(header))
     return {name: table[:, i] for i, name in enumerate(header)}
 
 
-def read_csv_labelled(csv_path: str | os.PathLike, image_dir: str | os.PathLike, *,
-                      id_column: str, label_column: str, class_names: Sequence[str],
-                      suffix: str = ".jpg", mode: str = "RGB",
-                      image_size: int | tuple[int, int] | None = None,
-                      meta_columns: Sequence[str] = ()) -> ImageDataset:
+def read_csv_labelled(
+    csv_path: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    *,
+    id_column: str,
+    label_column: str,
+    class_names: Sequence[str],
+    suffix: str = ".jpg",
+    mode: str = "RGB",
+    image_size: int | tuple[int, int] | None = None,
+    meta_columns: Sequence[str] = (),
+) -> ImageDataset:
     """Classification set whose labels are a CSV column and images ``image_dir/<id><suffix>``.
 
     Labels may be written as integers or floats ("1.0"); they must lie in [0, len(class_names)).
@@ -190,19 +227,29 @@ def read_csv_labelled(csv_path: str | os.PathLike, image_dir: str | os.PathLike,
     try:
         raw = table[label_column].astype(np.float64)
     except ValueError as exc:
-        raise input_error(f"CSV {csv_path} column {label_column!r}", f"a non-numeric label ({exc})",
-                          "integer class indices", raw=True) from None
+        raise input_error(
+            f"CSV {csv_path} column {label_column!r}", f"a non-numeric label ({exc})", "integer class indices", raw=True
+        ) from None
     labels = raw.astype(np.int64)
     if np.any(labels != raw) or np.any((labels < 0) | (labels >= len(class_names))):
-        raise input_error(f"CSV {csv_path} column {label_column!r}", f"labels {np.unique(raw)[:10].tolist()}",
-                          f"integers in [0, {len(class_names) - 1}] for classes {list(class_names)}", raw=True)
+        raise input_error(
+            f"CSV {csv_path} column {label_column!r}",
+            f"labels {np.unique(raw)[:10].tolist()}",
+            f"integers in [0, {len(class_names) - 1}] for classes {list(class_names)}",
+            raw=True,
+        )
     ids = table[id_column]
     paths = [Path(image_dir) / f"{i}{suffix}" for i in ids]
     images = read_images(paths, mode=mode, image_size=image_size, desc=f"reading {Path(image_dir).name}")
-    return ImageDataset(images=images, targets=labels, ids=ids.astype(str),
-                        class_names=np.asarray(class_names), task="classification",
-                        meta={c: table[c] for c in meta_columns},
-                        provenance={"source": str(csv_path)})
+    return ImageDataset(
+        images=images,
+        targets=labels,
+        ids=ids.astype(str),
+        class_names=np.asarray(class_names),
+        task="classification",
+        meta={c: table[c] for c in meta_columns},
+        provenance={"source": str(csv_path)},
+    )
 
 
 def map_mask_values(mask: np.ndarray, value_map: Mapping[int, int], *, name: str = "mask") -> np.ndarray:
@@ -224,17 +271,26 @@ def map_mask_values(mask: np.ndarray, value_map: Mapping[int, int], *, name: str
     mapped = lut[mask]
     if np.any(mapped < 0):
         unknown = np.unique(mask[mapped < 0])
-        raise input_error(name, f"mask values {unknown[:10].tolist()}",
-                          f"values of the value map {describe(dict(value_map))}",
-                          raw=True)
+        raise input_error(
+            name,
+            f"mask values {unknown[:10].tolist()}",
+            f"values of the value map {describe(dict(value_map))}",
+            raw=True,
+        )
     return mapped
 
 
-def read_image_mask_pairs(image_dir: str | os.PathLike, mask_dir: str | os.PathLike, *,
-                          class_names: Sequence[str], value_map: Mapping[int, int] | None = None,
-                          threshold: int | None = None, mode: str = "L",
-                          image_size: int | tuple[int, int] | None = None,
-                          mask_suffix: str | None = None) -> ImageDataset:
+def read_image_mask_pairs(
+    image_dir: str | os.PathLike,
+    mask_dir: str | os.PathLike,
+    *,
+    class_names: Sequence[str],
+    value_map: Mapping[int, int] | None = None,
+    threshold: int | None = None,
+    mode: str = "L",
+    image_size: int | tuple[int, int] | None = None,
+    mask_suffix: str | None = None,
+) -> ImageDataset:
     """Segmentation set of ``image_dir/<name>`` with masks ``mask_dir/<name>``.
 
     Exactly one of ``value_map`` (exact raw value -> label, for lossless PNG masks; unknown
@@ -243,8 +299,12 @@ def read_image_mask_pairs(image_dir: str | os.PathLike, mask_dir: str | os.PathL
     nearest neighbour (value map) or thresholded after bilinear resizing (threshold).
     """
     if (value_map is None) == (threshold is None):
-        raise input_error("value_map and threshold", "both" if value_map is not None else "neither",
-                          "exactly one of value_map (exact mask values) or threshold (binary)", raw=True)
+        raise input_error(
+            "value_map and threshold",
+            "both" if value_map is not None else "neither",
+            "exactly one of value_map (exact mask values) or threshold (binary)",
+            raw=True,
+        )
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     image_paths = list_images(image_dir)
     if not image_paths:
@@ -252,8 +312,13 @@ def read_image_mask_pairs(image_dir: str | os.PathLike, mask_dir: str | os.PathL
     mask_paths = [mask_dir / (p.stem + mask_suffix if mask_suffix else p.name) for p in image_paths]
     missing = [str(m) for m in mask_paths if not m.is_file()]
     if missing:
-        raise input_error(f"mask folder {mask_dir}", f"{len(missing)} masks missing, e.g. {missing[0]}",
-                          "one mask per image", raw=True, kind=DataUnavailableError)
+        raise input_error(
+            f"mask folder {mask_dir}",
+            f"{len(missing)} masks missing, e.g. {missing[0]}",
+            "one mask per image",
+            raw=True,
+            kind=DataUnavailableError,
+        )
     images = read_images(image_paths, mode=mode, image_size=image_size, desc=f"reading {image_dir.parent.name}")
     masks = []
     for mask_path in progress(mask_paths, desc="reading masks"):
@@ -263,14 +328,20 @@ def read_image_mask_pairs(image_dir: str | os.PathLike, mask_dir: str | os.PathL
         else:
             raw = read_image(mask_path, mode="L", image_size=image_size, resample="bilinear")[..., 0]
             masks.append((raw > threshold).astype(np.int64))
-    return ImageDataset(images=images, targets=np.stack(masks).astype(np.int64),
-                        ids=np.asarray([p.name for p in image_paths]),
-                        class_names=np.asarray(class_names), task="segmentation",
-                        meta={}, provenance={"source": str(image_dir.parent)})
+    return ImageDataset(
+        images=images,
+        targets=np.stack(masks).astype(np.int64),
+        ids=np.asarray([p.name for p in image_paths]),
+        class_names=np.asarray(class_names),
+        task="segmentation",
+        meta={},
+        provenance={"source": str(image_dir.parent)},
+    )
 
 
-def read_hdf5_patches(path: str | os.PathLike, *, image_key: str = "images", label_key: str = "labels"
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def read_hdf5_patches(
+    path: str | os.PathLike, *, image_key: str = "images", label_key: str = "labels"
+) -> tuple[np.ndarray, np.ndarray]:
     """Read 2-D patches from an HDF5 file.
 
     Returns
@@ -297,13 +368,15 @@ def read_hdf5_patches(path: str | os.PathLike, *, image_key: str = "images", lab
     elif images.ndim == 4 and images.shape[1] <= 4 and images.shape[-1] > 4:
         images = np.moveaxis(images, 1, -1)
     if images.ndim != 4:
-        raise input_error(f"HDF5 file {path}, {image_key}", f"shape {images.shape}", "shape (N, C, H, W) or (N, H, W)",
-                          raw=True)
+        raise input_error(
+            f"HDF5 file {path}, {image_key}", f"shape {images.shape}", "shape (N, C, H, W) or (N, H, W)", raw=True
+        )
     if labels.ndim == 4 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.shape != images.shape[:3]:
-        raise input_error(f"HDF5 file {path}, {label_key}", f"shape {labels.shape}", f"shape {images.shape[:3]}",
-                          raw=True)
+        raise input_error(
+            f"HDF5 file {path}, {label_key}", f"shape {labels.shape}", f"shape {images.shape[:3]}", raw=True
+        )
     rounded = np.rint(labels)
     if not np.array_equal(rounded, labels):
         raise input_error(f"HDF5 file {path}, {label_key}", "non-integer values", "integer label ids", raw=True)
@@ -321,8 +394,9 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         image = nib.load(str(path))
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except Exception as exc:  # nibabel raises several unrelated types for broken files
-        raise input_error(f"NIfTI file {path}", f"an unreadable file ({exc})", "a readable NIfTI image",
-                          raw=True) from exc
+        raise input_error(
+            f"NIfTI file {path}", f"an unreadable file ({exc})", "a readable NIfTI image", raw=True
+        ) from exc
     return data, np.asarray(image.affine, dtype=np.float64)
 
 
@@ -341,12 +415,16 @@ def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, object]]:
         dataset = pydicom.dcmread(str(path))
         pixels = dataset.pixel_array.astype(np.float32)
     except Exception as exc:  # pydicom raises several types for broken or pixel-less files
-        raise input_error(f"DICOM file {path}", f"an unreadable file ({exc})", "a DICOM file with pixel data",
-                          raw=True) from exc
+        raise input_error(
+            f"DICOM file {path}", f"an unreadable file ({exc})", "a DICOM file with pixel data", raw=True
+        ) from exc
     slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
-    header = {key: str(getattr(dataset, key)) for key in ("Modality", "PixelSpacing", "PatientSex", "PatientAge")
-              if hasattr(dataset, key)}
+    header = {
+        key: str(getattr(dataset, key))
+        for key in ("Modality", "PixelSpacing", "PatientSex", "PatientAge")
+        if hasattr(dataset, key)
+    }
     return pixels * slope + intercept, header
 
 

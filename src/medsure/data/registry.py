@@ -5,13 +5,15 @@ Embedded copies (inside the package, redistributable: PneumoniaMNIST, BreastMNIS
 ``root=`` argument, else env ``MEDSURE_DATA_ROOT``, else ``../shared/data`` from the working
 directory; a missing folder raises :class:`DataUnavailableError` naming the path expected.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -65,10 +67,14 @@ def _find_dir(name: str, root: str | os.PathLike | None, subdirs: tuple[str, ...
     for folder in candidates:
         if (folder / marker).exists():
             return folder
-    raise input_error(f"{name} data", f"no {marker} under {', '.join(map(str, candidates))}",
-                      f"{candidates[0] / marker}",
-                      f"set root=, or env MEDSURE_DATA_ROOT to the folder holding {subdirs[0]}/", raw=True,
-                      kind=DataUnavailableError)
+    raise input_error(
+        f"{name} data",
+        f"no {marker} under {', '.join(map(str, candidates))}",
+        f"{candidates[0] / marker}",
+        f"set root=, or env MEDSURE_DATA_ROOT to the folder holding {subdirs[0]}/",
+        raw=True,
+        kind=DataUnavailableError,
+    )
 
 
 def embedded_manifest() -> dict[str, Any]:
@@ -82,40 +88,67 @@ def embedded_manifest() -> dict[str, Any]:
 def _embedded_file(name: str, verify: bool = True) -> tuple[Path, dict[str, Any]]:
     entry = embedded_manifest().get(name)
     if entry is None:
-        raise input_error(f"embedded copy of {name}", f"no entry in {EMBEDDED_DIR}'s manifest",
-                          "an embedded file", "rebuild with scripts/build_embedded.py", raw=True,
-                          kind=DataUnavailableError)
+        raise input_error(
+            f"embedded copy of {name}",
+            f"no entry in {EMBEDDED_DIR}'s manifest",
+            "an embedded file",
+            "rebuild with scripts/build_embedded.py",
+            raw=True,
+            kind=DataUnavailableError,
+        )
     path = EMBEDDED_DIR / entry["file"]
     if not path.is_file():
-        raise input_error("embedded file", f"{path}, which does not exist", "the file listed in the manifest",
-                          "rebuild with scripts/build_embedded.py", raw=True, kind=DataUnavailableError)
+        raise input_error(
+            "embedded file",
+            f"{path}, which does not exist",
+            "the file listed in the manifest",
+            "rebuild with scripts/build_embedded.py",
+            raw=True,
+            kind=DataUnavailableError,
+        )
     found = md5sum(path)
     if verify and found != entry["md5"]:
         raise input_error(f"embedded file {path}", f"MD5 {found}", f"MD5 {entry['md5']}", "reinstall medsure", raw=True)
-    provenance = {"source": "embedded", "dataset": name, "file": str(path), "md5": found,
-                  "expected_md5": entry["md5"], "verified": found == entry["md5"],
-                  # the embedded file is a re-save: its MD5 is medsure's manifest's, not the source's
-                  "verified_against": "medsure embedded manifest",
-                  "license": entry.get("license"), "citation": entry.get("citation"),
-                  "note": entry.get("note", "")}
+    provenance = {
+        "source": "embedded",
+        "dataset": name,
+        "file": str(path),
+        "md5": found,
+        "expected_md5": entry["md5"],
+        "verified": found == entry["md5"],
+        # the embedded file is a re-save: its MD5 is medsure's manifest's, not the source's
+        "verified_against": "medsure embedded manifest",
+        "license": entry.get("license"),
+        "citation": entry.get("citation"),
+        "note": entry.get("note", ""),
+    }
     return path, provenance
 
 
 def _options(name: str, options: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise input_error(f"load_dataset({name!r}) options", f"unknown option(s) {unknown}",
-                          "options among " + ", ".join(sorted(allowed)), raw=True)
+        raise input_error(
+            f"load_dataset({name!r}) options",
+            f"unknown option(s) {unknown}",
+            "options among " + ", ".join(sorted(allowed)),
+            raw=True,
+        )
     return {**allowed, **options}
 
 
-def _resize_dataset(ds: ImageDataset, image_size: int | None, *, max_size: int | None = None,
-                    hint: str = "") -> ImageDataset:
+def _resize_dataset(
+    ds: ImageDataset, image_size: int | None, *, max_size: int | None = None, hint: str = ""
+) -> ImageDataset:
     if image_size is None or ds.image_size == (image_size, image_size):
         return ds
     if max_size is not None and image_size > max_size:
-        raise input_error("image_size", image_size, f"at most {max_size} (this copy is {max_size}x{max_size} and is "
-                          "not upsampled)", hint)
+        raise input_error(
+            "image_size",
+            image_size,
+            f"at most {max_size} (this copy is {max_size}x{max_size} and is not upsampled)",
+            hint,
+        )
     targets = ds.targets
     if ds.task == "segmentation" and targets is not None:
         targets = resize_masks(targets, image_size)
@@ -138,11 +171,15 @@ def _load_medmnist(name: str, root, image_size, **options) -> ImageDataset:
         return load_medmnist_npz(path, class_names=info.labels, provenance=provenance)
     if root is None and not opts["download"]:
         embedded = " (only 28x28 is embedded)" if name in embedded_manifest() else ""
-        raise input_error(f"{name} image size", f"{size}x{size}, which is not embedded{embedded}",
-                          "an embedded size, download=True or root=",
-                          "pass download=True to fetch the official file, or root= the folder holding "
-                          f"{info.filename(size) if size in (28, 64, 128, 224) else '...'}", raw=True,
-                          kind=DataUnavailableError)
+        raise input_error(
+            f"{name} image size",
+            f"{size}x{size}, which is not embedded{embedded}",
+            "an embedded size, download=True or root=",
+            "pass download=True to fetch the official file, or root= the folder holding "
+            f"{info.filename(size) if size in (28, 64, 128, 224) else '...'}",
+            raw=True,
+            kind=DataUnavailableError,
+        )
     folder = None
     if root is not None:
         filename = info.filename(size)
@@ -158,26 +195,36 @@ def _load_busi(name: str, root, image_size, **options) -> ImageDataset:
         path, provenance = _embedded_file("busi")
         with np.load(path, allow_pickle=False) as npz:
             labels, groups = npz["labels"].astype(np.int64), npz["dup_group"].astype(np.int64)
-            ds = ImageDataset(images=npz["images"][..., None], targets=labels,
-                              ids=npz["ids"], class_names=npz["class_names"], task="classification",
-                              meta={"dup_group": groups, "label_conflict": group_label_conflict(groups, labels)},
-                              provenance=provenance)
-        return _resize_dataset(ds, image_size, max_size=ds.image_size[0],
-                               hint="pass root=<BUSI folder with benign/, malignant/, normal/>")
+            ds = ImageDataset(
+                images=npz["images"][..., None],
+                targets=labels,
+                ids=npz["ids"],
+                class_names=npz["class_names"],
+                task="classification",
+                meta={"dup_group": groups, "label_conflict": group_label_conflict(groups, labels)},
+                provenance=provenance,
+            )
+        return _resize_dataset(
+            ds, image_size, max_size=ds.image_size[0], hint="pass root=<BUSI folder with benign/, malignant/, normal/>"
+        )
     folder = _find_dir(name, root, ("busi",), "benign")
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     # the original release mixes image sizes; reading at the shared copy's 256x256 makes them
     # stackable and keeps the near-duplicate hashes (and so the groups) identical for both
-    full = read_folder_per_class(folder, class_names=BUSI_CLASSES, mode="L", image_size=BUSI_READ_SIZE,
-                                 exclude=lambda n: "_mask" in n)
+    full = read_folder_per_class(
+        folder, class_names=BUSI_CLASSES, mode="L", image_size=BUSI_READ_SIZE, exclude=lambda n: "_mask" in n
+    )
     meta = dict(full.meta)
     if opts["dedup"]:
-        meta["dup_group"] = near_duplicate_groups(full.images, hash_size=BUSI_HASH_SIZE,
-                                                  max_distance=BUSI_MAX_DISTANCE)
+        meta["dup_group"] = near_duplicate_groups(full.images, hash_size=BUSI_HASH_SIZE, max_distance=BUSI_MAX_DISTANCE)
         meta["label_conflict"] = group_label_conflict(meta["dup_group"], full.targets)
-    provenance = {"source": str(folder), "dataset": "busi",
-                  "dedup": {"hash": f"dHash {BUSI_HASH_SIZE}x{BUSI_HASH_SIZE}",
-                            "max_distance": BUSI_MAX_DISTANCE} if opts["dedup"] else None}
+    provenance = {
+        "source": str(folder),
+        "dataset": "busi",
+        "dedup": {"hash": f"dHash {BUSI_HASH_SIZE}x{BUSI_HASH_SIZE}", "max_distance": BUSI_MAX_DISTANCE}
+        if opts["dedup"]
+        else None,
+    }
     ds = replace(full, meta=meta, provenance=provenance)
     return _resize_dataset(ds, size)
 
@@ -191,39 +238,58 @@ def _load_isic2017(name: str, root, image_size, **options) -> ImageDataset:
         from medsure.data.readers import list_images, read_images
 
         paths = list_images(folder / "ISIC-2017_Test_v2_Data", exclude=lambda n: "superpixels" in n)
-        return ImageDataset(images=read_images(paths, mode="RGB", image_size=size, desc="reading ISIC test"),
-                            targets=None, ids=np.asarray([p.stem for p in paths]),
-                            class_names=np.asarray(MELANOMA_CLASSES), task="classification",
-                            meta={"source_split": np.full(len(paths), "test")},
-                            provenance={"source": str(folder), "dataset": "isic2017", "subset": "test"})
+        return ImageDataset(
+            images=read_images(paths, mode="RGB", image_size=size, desc="reading ISIC test"),
+            targets=None,
+            ids=np.asarray([p.stem for p in paths]),
+            class_names=np.asarray(MELANOMA_CLASSES),
+            task="classification",
+            meta={"source_split": np.full(len(paths), "test")},
+            provenance={"source": str(folder), "dataset": "isic2017", "subset": "test"},
+        )
     if opts["subset"] != "labelled":
-        raise input_error("isic2017 subset", opts["subset"],
-                          "'labelled' (Training + Validation) or 'test' (Test_v2, unlabelled)")
+        raise input_error(
+            "isic2017 subset", opts["subset"], "'labelled' (Training + Validation) or 'test' (Test_v2, unlabelled)"
+        )
     parts = []
     for source, stem in (("train", "Training"), ("val", "Validation")):
-        part = read_csv_labelled(folder / f"ISIC-2017_{stem}_Classes.csv", folder / f"ISIC-2017_{stem}_Data",
-                                 id_column="image_id", label_column="melanoma", class_names=MELANOMA_CLASSES,
-                                 suffix=".jpg", mode="RGB", image_size=size)
+        part = read_csv_labelled(
+            folder / f"ISIC-2017_{stem}_Classes.csv",
+            folder / f"ISIC-2017_{stem}_Data",
+            id_column="image_id",
+            label_column="melanoma",
+            class_names=MELANOMA_CLASSES,
+            suffix=".jpg",
+            mode="RGB",
+            image_size=size,
+        )
         table = read_csv_table(folder / f"ISIC-2017_{stem}_Data_metadata.csv")
         lookup = {i: k for k, i in enumerate(table["image_id"])}
         missing = [i for i in part.ids if i not in lookup]
         if missing:
-            raise input_error(f"isic2017 {stem} metadata", f"no rows for {len(missing)} images, e.g. {missing[0]}",
-                              "a row for every image", raw=True)
+            raise input_error(
+                f"isic2017 {stem} metadata",
+                f"no rows for {len(missing)} images, e.g. {missing[0]}",
+                "a row for every image",
+                raw=True,
+            )
         rows = np.asarray([lookup[i] for i in part.ids])
         age_raw = table["age_approximate"][rows]
         age = np.full(len(rows), np.nan)
         known = np.char.isnumeric(age_raw)
         age[known] = age_raw[known].astype(np.float64)
-        parts.append((part, {"age": age, "sex": table["sex"][rows].astype(str),
-                             "source_split": np.full(len(rows), source)}))
+        parts.append(
+            (part, {"age": age, "sex": table["sex"][rows].astype(str), "source_split": np.full(len(rows), source)})
+        )
     ds = ImageDataset(
         images=np.concatenate([p.images for p, _ in parts]),
         targets=np.concatenate([p.targets for p, _ in parts]),
         ids=np.concatenate([p.ids for p, _ in parts]),
-        class_names=np.asarray(MELANOMA_CLASSES), task="classification",
+        class_names=np.asarray(MELANOMA_CLASSES),
+        task="classification",
         meta={k: np.concatenate([m[k] for _, m in parts]) for k in ("age", "sex", "source_split")},
-        provenance={"source": str(folder), "dataset": "isic2017"})
+        provenance={"source": str(folder), "dataset": "isic2017"},
+    )
     return ds
 
 
@@ -238,20 +304,37 @@ def _load_ph2(name: str, root, image_size, **options) -> ImageDataset:
             images, masks = npz["images"], npz["masks"].astype(np.int64)
             labels, names, class_names = npz["labels"].astype(np.int64), npz["names"], npz["class_names"]
     except (OSError, ValueError, KeyError) as exc:
-        raise input_error(f"ph2 file {path}", f"an unreadable archive ({exc})",
-                          "a .npz with images, masks, labels, names and class_names", raw=True) from exc
+        raise input_error(
+            f"ph2 file {path}",
+            f"an unreadable archive ({exc})",
+            "a .npz with images, masks, labels, names and class_names",
+            raw=True,
+        ) from exc
     meta = {"diagnosis": class_names[labels].astype(str)}
     provenance = {"source": str(path), "dataset": "ph2", "md5": md5sum(path)}
     if opts["task"] == "segmentation":
-        ds = ImageDataset(images=images, targets=masks, ids=names.astype(str),
-                          class_names=np.asarray(("background", "lesion")), task="segmentation",
-                          meta=meta, provenance=provenance)
+        ds = ImageDataset(
+            images=images,
+            targets=masks,
+            ids=names.astype(str),
+            class_names=np.asarray(("background", "lesion")),
+            task="segmentation",
+            meta=meta,
+            provenance=provenance,
+        )
     elif opts["task"] == "classification":
         if opts["binary_melanoma"]:
             melanoma = int(np.nonzero(class_names == "melanoma")[0][0])
             labels, class_names = (labels == melanoma).astype(np.int64), np.asarray(MELANOMA_CLASSES)
-        ds = ImageDataset(images=images, targets=labels, ids=names.astype(str), class_names=class_names,
-                          task="classification", meta=meta, provenance=provenance)
+        ds = ImageDataset(
+            images=images,
+            targets=labels,
+            ids=names.astype(str),
+            class_names=class_names,
+            task="classification",
+            meta=meta,
+            provenance=provenance,
+        )
     else:
         raise input_error("ph2 task", opts["task"], "'classification' or 'segmentation'")
     return _resize_dataset(ds, size)
@@ -262,8 +345,14 @@ def _load_jsrt(name: str, root, image_size, **options) -> ImageDataset:
     opts = _options(name, options, {"value_map": JSRT_VALUE_MAP, "class_names": JSRT_CLASSES})
     folder = _find_dir(name, root, ("jsrt",), "masks")
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    ds = read_image_mask_pairs(folder / "images", folder / "masks", class_names=opts["class_names"],
-                               value_map=opts["value_map"], mode="L", image_size=size)
+    ds = read_image_mask_pairs(
+        folder / "images",
+        folder / "masks",
+        class_names=opts["class_names"],
+        value_map=opts["value_map"],
+        mode="L",
+        image_size=size,
+    )
     meta_path = folder / "jsrt_metadata.csv"
     meta: dict[str, np.ndarray] = {}
     if meta_path.is_file():
@@ -271,10 +360,20 @@ def _load_jsrt(name: str, root, image_size, **options) -> ImageDataset:
         lookup = {i: k for k, i in enumerate(table["study_id"])}
         rows = np.asarray([lookup.get(i, -1) for i in ds.ids])
         if np.all(rows >= 0):
-            meta = {"nodule": table["state"][rows], "sex": np.char.lower(table["gender"][rows]),
-                    "age": np.asarray([float(a) if a.strip().isdigit() else np.nan for a in table["age"][rows]])}
-    return replace(ds, meta=meta, provenance={"source": str(folder), "dataset": "jsrt",
-                                              "value_map": {str(k): v for k, v in opts["value_map"].items()}})
+            meta = {
+                "nodule": table["state"][rows],
+                "sex": np.char.lower(table["gender"][rows]),
+                "age": np.asarray([float(a) if a.strip().isdigit() else np.nan for a in table["age"][rows]]),
+            }
+    return replace(
+        ds,
+        meta=meta,
+        provenance={
+            "source": str(folder),
+            "dataset": "jsrt",
+            "value_map": {str(k): v for k, v in opts["value_map"].items()},
+        },
+    )
 
 
 # --------------------------------------------------------------------------- polyps
@@ -283,10 +382,16 @@ def _polyp_loader(dataset: str, subdirs: tuple[str, ...]) -> Callable[..., Image
         opts = _options(name, options, {"threshold": 127})
         folder = _find_dir(name, root, subdirs, "masks")
         size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-        ds = read_image_mask_pairs(folder / "images", folder / "masks", class_names=("background", "polyp"),
-                                   threshold=opts["threshold"], mode="RGB", image_size=size)
-        return replace(ds, provenance={"source": str(folder), "dataset": dataset,
-                                       "mask_threshold": opts["threshold"]})
+        ds = read_image_mask_pairs(
+            folder / "images",
+            folder / "masks",
+            class_names=("background", "polyp"),
+            threshold=opts["threshold"],
+            mode="RGB",
+            image_size=size,
+        )
+        return replace(ds, provenance={"source": str(folder), "dataset": dataset, "mask_threshold": opts["threshold"]})
+
     return load
 
 
@@ -296,9 +401,15 @@ def _load_msd_lung(name: str, root, image_size, **options) -> ImageDataset:
     if root is None:
         path, provenance = _embedded_file("msd_lung")
         with np.load(path, allow_pickle=False) as npz:
-            ds = ImageDataset(images=npz["images"][..., None], targets=npz["labels"].astype(np.int64),
-                              ids=npz["ids"], class_names=npz["class_names"], task="segmentation",
-                              meta={"source_split": npz["source_split"]}, provenance=provenance)
+            ds = ImageDataset(
+                images=npz["images"][..., None],
+                targets=npz["labels"].astype(np.int64),
+                ids=npz["ids"],
+                class_names=npz["class_names"],
+                task="segmentation",
+                meta={"source_split": npz["source_split"]},
+                provenance=provenance,
+            )
     else:
         folder = _find_dir(name, root, ("msd_lung",), "val_patches.h5")
         images, labels, ids, source = [], [], [], []
@@ -308,10 +419,15 @@ def _load_msd_lung(name: str, root, image_size, **options) -> ImageDataset:
             labels.append(y)
             ids.append(np.char.add(f"{split}/", np.char.zfill(np.arange(len(x)).astype(str), 4)))
             source.append(np.full(len(x), split))
-        ds = ImageDataset(images=np.concatenate(images), targets=np.concatenate(labels),
-                          ids=np.concatenate(ids), class_names=np.asarray(("background", "tumour")),
-                          task="segmentation", meta={"source_split": np.concatenate(source)},
-                          provenance={"source": str(folder), "dataset": "msd_lung"})
+        ds = ImageDataset(
+            images=np.concatenate(images),
+            targets=np.concatenate(labels),
+            ids=np.concatenate(ids),
+            class_names=np.asarray(("background", "tumour")),
+            task="segmentation",
+            meta={"source_split": np.concatenate(source)},
+            provenance={"source": str(folder), "dataset": "msd_lung"},
+        )
     # a few patches are stored twice: keep each copy in the same split
     ds = replace(ds, meta={**ds.meta, "dup_group": exact_duplicate_groups(ds.images)})
     return _resize_dataset(ds, image_size)
@@ -319,17 +435,24 @@ def _load_msd_lung(name: str, root, image_size, **options) -> ImageDataset:
 
 # --------------------------------------------------------------------------- generic folder
 def _load_folder(name: str, root, image_size, **options) -> ImageDataset:
-    opts = _options(name, options, {"mode": "RGB", "class_names": None, "dedup": False,
-                                    "max_distance": BUSI_MAX_DISTANCE})
+    opts = _options(
+        name, options, {"mode": "RGB", "class_names": None, "dedup": False, "max_distance": BUSI_MAX_DISTANCE}
+    )
     if root is None:
-        raise input_error("load_dataset('folder') root", None, "a folder with one sub-folder per class",
-                          "pass root=<folder>")
-    ds = read_folder_per_class(root, class_names=opts["class_names"], mode=opts["mode"],
-                               image_size=DEFAULT_IMAGE_SIZE if image_size is None else image_size)
+        raise input_error(
+            "load_dataset('folder') root", None, "a folder with one sub-folder per class", "pass root=<folder>"
+        )
+    ds = read_folder_per_class(
+        root,
+        class_names=opts["class_names"],
+        mode=opts["mode"],
+        image_size=DEFAULT_IMAGE_SIZE if image_size is None else image_size,
+    )
     if opts["dedup"]:
         groups = near_duplicate_groups(ds.images, max_distance=opts["max_distance"])
-        ds = replace(ds, meta={**ds.meta, "dup_group": groups,
-                               "label_conflict": group_label_conflict(groups, ds.targets)})
+        ds = replace(
+            ds, meta={**ds.meta, "dup_group": groups, "label_conflict": group_label_conflict(groups, ds.targets)}
+        )
     return ds
 
 
@@ -352,8 +475,9 @@ def available_datasets() -> list[str]:
     return sorted(set(LOADERS) | {f for f, info in FLAGS.items() if not info.task.startswith("multi-label")})
 
 
-def load_dataset(name: str, *, root: str | Path | None = None, image_size: int | None = None,
-                 **options: Any) -> ImageDataset:
+def load_dataset(
+    name: str, *, root: str | Path | None = None, image_size: int | None = None, **options: Any
+) -> ImageDataset:
     """Load a dataset by name into memory.
 
     Parameters

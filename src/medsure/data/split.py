@@ -4,9 +4,10 @@ Conformal guarantees need exchangeable calibration and test samples: near-duplic
 (``meta["dup_group"]``) must never straddle two splits, and class proportions should match
 across splits so a small calibration set still sees every class.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -23,13 +24,21 @@ def _check_fractions(fractions: Mapping[str, float], n: int) -> tuple[list[str],
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise input_error("fractions", dict(fractions), "every fraction a finite number > 0")
     if abs(values.sum() - 1.0) > 1e-6:
-        raise input_error("fractions", f"{describe(dict(fractions))}, summing to {values.sum():.6g}",
-                          "fractions that sum to 1", raw=True)
+        raise input_error(
+            "fractions",
+            f"{describe(dict(fractions))}, summing to {values.sum():.6g}",
+            "fractions that sum to 1",
+            raw=True,
+        )
     too_small = [name for name, v in zip(names, values) if n * v < 1]
     if too_small:
-        raise input_error("fractions", f"{describe(dict(fractions))} for {n} samples",
-                          "every split at least one sample",
-                          f"split(s) {too_small} would be empty; use larger fractions or more samples", raw=True)
+        raise input_error(
+            "fractions",
+            f"{describe(dict(fractions))} for {n} samples",
+            "every split at least one sample",
+            f"split(s) {too_small} would be empty; use larger fractions or more samples",
+            raw=True,
+        )
     return names, values
 
 
@@ -57,8 +66,9 @@ def stratum_labels(ds: ImageDataset) -> np.ndarray:
     return np.asarray(ds.targets, dtype=np.int64)
 
 
-def split_indices(strata: np.ndarray, groups: np.ndarray | None, *, seed: int | np.random.Generator,
-                  fractions: Mapping[str, float]) -> dict[str, np.ndarray]:
+def split_indices(
+    strata: np.ndarray, groups: np.ndarray | None, *, seed: int | np.random.Generator, fractions: Mapping[str, float]
+) -> dict[str, np.ndarray]:
     """Assign sample indices to named splits.
 
     Parameters
@@ -117,13 +127,24 @@ def split_indices(strata: np.ndarray, groups: np.ndarray | None, *, seed: int | 
     out = {name: np.nonzero(sample_split == i)[0].astype(np.int64) for i, name in enumerate(names)}
     empty = [name for name, idx in out.items() if len(idx) == 0]
     if empty:
-        raise input_error("groups", f"{n_groups} groups for fractions {describe(dict(fractions))}",
-                          "enough groups for every split", f"split(s) {empty} came out empty", raw=True)
+        raise input_error(
+            "groups",
+            f"{n_groups} groups for fractions {describe(dict(fractions))}",
+            "enough groups for every split",
+            f"split(s) {empty} came out empty",
+            raw=True,
+        )
     return out
 
 
-def split_dataset(ds: ImageDataset, *, seed: int, fractions: dict[str, float], stratify: bool = True,
-                  group_key: str | None = "dup_group") -> dict[str, ImageDataset]:
+def split_dataset(
+    ds: ImageDataset,
+    *,
+    seed: int,
+    fractions: dict[str, float],
+    stratify: bool = True,
+    group_key: str | None = "dup_group",
+) -> dict[str, ImageDataset]:
     """Split ``ds`` into named subsets, deterministically from ``seed``.
 
     Parameters
@@ -145,28 +166,41 @@ def split_dataset(ds: ImageDataset, *, seed: int, fractions: dict[str, float], s
         if group_key in ds.meta:
             groups = np.asarray(ds.meta[group_key])
         elif group_key != "dup_group":
-            raise input_error("group_key", group_key,
-                              f"a key of the dataset's meta: {', '.join(sorted(ds.meta)) or 'none'}")
+            raise input_error(
+                "group_key", group_key, f"a key of the dataset's meta: {', '.join(sorted(ds.meta)) or 'none'}"
+            )
     strata = stratum_labels(ds) if stratify else np.zeros(len(ds), dtype=np.int64)
     indices = split_indices(strata, groups, seed=seed, fractions=fractions)
     out = {}
     for name, index in indices.items():
         part = ds.subset(index)
         provenance = dict(ds.provenance)
-        provenance["split"] = {"name": name, "seed": seed, "fractions": dict(fractions),
-                               "stratify": stratify, "group_key": group_key if groups is not None else None,
-                               "n": int(len(index))}
-        out[name] = ImageDataset(images=part.images, targets=part.targets, ids=part.ids,
-                                 class_names=part.class_names, task=part.task, meta=part.meta,
-                                 provenance=provenance)
+        provenance["split"] = {
+            "name": name,
+            "seed": seed,
+            "fractions": dict(fractions),
+            "stratify": stratify,
+            "group_key": group_key if groups is not None else None,
+            "n": len(index),
+        }
+        out[name] = ImageDataset(
+            images=part.images,
+            targets=part.targets,
+            ids=part.ids,
+            class_names=part.class_names,
+            task=part.task,
+            meta=part.meta,
+            provenance=provenance,
+        )
     return out
 
 
 def official_splits(ds: ImageDataset) -> dict[str, ImageDataset]:
     """Subsets by ``meta["source_split"]`` (the source's own train/val/test), in that order."""
     if "source_split" not in ds.meta:
-        raise input_error("dataset meta", f"keys {sorted(ds.meta)}", "a 'source_split' key",
-                          "use split_dataset instead", raw=True)
+        raise input_error(
+            "dataset meta", f"keys {sorted(ds.meta)}", "a 'source_split' key", "use split_dataset instead", raw=True
+        )
     labels = np.asarray(ds.meta["source_split"]).astype(str)
     order = [s for s in ("train", "val", "test") if s in labels] + sorted(set(labels) - {"train", "val", "test"})
     return {s: ds.subset(np.nonzero(labels == s)[0]) for s in order}

@@ -1,4 +1,5 @@
 """Array-level resizing for whole datasets (vectorised through torch)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,11 @@ def resize_images(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     if images.shape[1:3] == (height, width):
         return images.copy()
     tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
-    out = F.interpolate(tensor, size=(int(height), int(width)), mode="bilinear", align_corners=False,
-                        antialias=True).permute(0, 2, 3, 1).numpy()
+    out = (
+        F.interpolate(tensor, size=(int(height), int(width)), mode="bilinear", align_corners=False, antialias=True)
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
     if images.dtype == np.uint8:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return np.clip(out, images.min(), images.max()).astype(images.dtype)

@@ -15,6 +15,7 @@ as the caller set it (use eval).
 >>> with GradCAM(model) as cam:
 ...     maps = cam(images, targets)      # (N, H, W)
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,8 +37,13 @@ def last_conv_layer(model: nn.Module) -> nn.Module:
     """The last ``nn.Conv2d`` in ``model.modules()`` order."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise input_error("model", type(model).__name__, "a model with an nn.Conv2d layer",
-                          "it has no nn.Conv2d layer; pass target_layer explicitly", raw=True)
+        raise input_error(
+            "model",
+            type(model).__name__,
+            "a model with an nn.Conv2d layer",
+            "it has no nn.Conv2d layer; pass target_layer explicitly",
+            raw=True,
+        )
     return convs[-1]
 
 
@@ -58,8 +64,15 @@ class BaseCAM:
 
     name: ClassVar[str] = ""  # the registry name (``medsure explain --method``)
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module | None = None, *,
-                 relu: bool = True, upsample: bool = True, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | None = None,
+        *,
+        relu: bool = True,
+        upsample: bool = True,
+        batch_size: int = 32,
+    ) -> None:
         self.model = model
         self.target_layer = target_layer if target_layer is not None else last_conv_layer(model)
         self.relu = relu
@@ -77,8 +90,12 @@ class BaseCAM:
     # ---- hook management ------------------------------------------------------------------------
     def _hook(self, module: nn.Module, inputs, output):
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
-            raise input_error(f"target layer {type(module).__name__} output",
-                              str(getattr(output, "shape", type(output))), "a feature map (N, C, h, w)", raw=True)
+            raise input_error(
+                f"target layer {type(module).__name__} output",
+                str(getattr(output, "shape", type(output))),
+                "a feature map (N, C, h, w)",
+                raw=True,
+            )
         # a leaf copy when the layer output carries no graph (frozen model, no_grad caller);
         # return a clone so in-place ops after the layer cannot alter the stored activation
         act = output if output.requires_grad else output.detach().requires_grad_(True)
@@ -130,8 +147,9 @@ class BaseCAM:
             self._batch(x[start:stop], sets[start:stop], out[start:stop])
         if single:
             return np.stack([o[0] for o in out]).astype(np.float32)
-        return [np.stack(o).astype(np.float32) if o else
-                np.zeros((0, *self._out_size(x)), dtype=np.float32) for o in out]
+        return [
+            np.stack(o).astype(np.float32) if o else np.zeros((0, *self._out_size(x)), dtype=np.float32) for o in out
+        ]
 
     def _out_size(self, x: torch.Tensor) -> tuple[int, int]:
         if self.upsample:
@@ -156,8 +174,9 @@ class BaseCAM:
                 for labels in sets:
                     bad = [c for c in labels if not 0 <= c < k]
                     if bad:
-                        raise input_error("targets", bad, f"classes in range [0, {k})",
-                                          "they are out of range for this model")
+                        raise input_error(
+                            "targets", bad, f"classes in range [0, {k})", "they are out of range for this model"
+                        )
                 # round r: the r-th label of every image that has one, in one backward pass
                 rounds = max((len(s) for s in sets), default=0)
                 for r in range(rounds):
@@ -167,8 +186,9 @@ class BaseCAM:
                     grad = torch.autograd.grad(score, act, retain_graph=r < rounds - 1)[0]
                     maps = self._maps(act[rows].detach(), grad[rows])
                     if self.upsample:
-                        maps = F.interpolate(maps[:, None], size=x.shape[2:], mode="bilinear",
-                                             align_corners=False)[:, 0]
+                        maps = F.interpolate(maps[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)[
+                            :, 0
+                        ]
                     maps = maps.cpu().numpy()
                     for j, i in enumerate(rows):
                         out[i].append(maps[j])

@@ -5,6 +5,7 @@
 >>> with GradCAM(model) as cam:
 ...     maps = cam(images, targets)      # (N, H, W)
 """
+
 from __future__ import annotations
 
 import torch

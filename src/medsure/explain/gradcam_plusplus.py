@@ -7,6 +7,7 @@ first, which gives the closed form used here (as in the paper and pytorch-grad-c
 
 with ``g = dy/dA`` and ``alpha = 0`` where the denominator is 0.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,9 +24,8 @@ class GradCAMPlusPlus(BaseCAM):
     name = "gradcam++"
 
     def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-        g2, g3 = gradients ** 2, gradients ** 3
+        g2, g3 = gradients**2, gradients**3
         denom = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g3
         nonzero = denom != 0
-        alpha = torch.where(nonzero, g2 / torch.where(nonzero, denom, torch.ones_like(denom)),
-                            torch.zeros_like(denom))
+        alpha = torch.where(nonzero, g2 / torch.where(nonzero, denom, torch.ones_like(denom)), torch.zeros_like(denom))
         return (alpha * F.relu(gradients)).sum(dim=(2, 3), keepdim=True)

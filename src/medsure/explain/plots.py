@@ -1,4 +1,5 @@
 """Heat-map overlays of CAMs on images (uint8 arrays; no file I/O here)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 A new method is one file in ``medsure/explain/`` with a :class:`~medsure.explain.base.BaseCAM`
 subclass, and one line in :data:`CAM_METHODS`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,9 +26,17 @@ def cam_method(name: str, *, what: str = "method") -> type[BaseCAM]:
     return CAM_METHODS[check_choice(what, name, CAM_METHODS)]
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor | np.ndarray, targets: Targets = None, *,
-             target_layer: nn.Module | None = None, method: str = "gradcam", relu: bool = True,
-             upsample: bool = True, batch_size: int = 32):
+def grad_cam(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    targets: Targets = None,
+    *,
+    target_layer: nn.Module | None = None,
+    method: str = "gradcam",
+    relu: bool = True,
+    upsample: bool = True,
+    batch_size: int = 32,
+):
     """One-shot CAM with the method named ``method``: hooks are registered and released inside
     this call. Returns what :meth:`BaseCAM.__call__` returns."""
     with cam_method(method)(model, target_layer, relu=relu, upsample=upsample, batch_size=batch_size) as cam:

@@ -3,6 +3,7 @@
 The CAMs come from :func:`medsure.predict.predict_cams` (the cases, e.g., from
 :func:`medsure.explain.results.cases_to_explain`).
 """
+
 from __future__ import annotations
 
 import html
@@ -17,8 +18,9 @@ __all__ = ["build_sections"]
 _METHOD_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
 
 
-def build_sections(cams: CAMResults, pred: Predictions | None = None, *, order: int = 60,
-                   title: str | None = None) -> list[Section]:
+def build_sections(
+    cams: CAMResults, pred: Predictions | None = None, *, order: int = 60, title: str | None = None
+) -> list[Section]:
     """One gallery section: an overlay per map of ``cams``, captioned with the case id, the
     explained class and — when ``pred`` holds the case — its confidence and true label."""
     label = _METHOD_TITLES.get(cams.method, cams.method)
@@ -34,12 +36,23 @@ def build_sections(cams: CAMResults, pred: Predictions | None = None, *, order: 
             info = f"p={probs[k].max():.2f}"
             if pred.labels is not None:
                 info += f", truth {html.escape(names[int(pred.labels[k])])}"
-        figures.append(f"<figure>{img_tag(image_to_data_uri(overlay_cam(image, cam)), case_id, width=128)}"
-                       f"<figcaption>{html.escape(case_id)}<br>CAM for {html.escape(names[int(cls)])}<br>{info}"
-                       "</figcaption></figure>")
-    body = (f"<p>{label} of the last convolutional stage: where the evidence for the named class lies. "
-            "A map that ignores the lesion on a confident wrong case is a warning sign.</p>"
-            "<div class='gallery'>" + "".join(figures) + "</div>")
+        figures.append(
+            f"<figure>{img_tag(image_to_data_uri(overlay_cam(image, cam)), case_id, width=128)}"
+            f"<figcaption>{html.escape(case_id)}<br>CAM for {html.escape(names[int(cls)])}<br>{info}"
+            "</figcaption></figure>"
+        )
+    body = (
+        f"<p>{label} of the last convolutional stage: where the evidence for the named class lies. "
+        "A map that ignores the lesion on a confident wrong case is a warning sign.</p>"
+        "<div class='gallery'>" + "".join(figures) + "</div>"
+    )
     ids = list(dict.fromkeys(str(i) for i in cams.ids))
-    return [Section(title=title or f"{label} explanations", body_html=body, key="gradcam", order=order,
-                    summary={"ids": ids, "method": cams.method})]
+    return [
+        Section(
+            title=title or f"{label} explanations",
+            body_html=body,
+            key="gradcam",
+            order=order,
+            summary={"ids": ids, "method": cams.method},
+        )
+    ]

@@ -14,6 +14,7 @@ key             shape, dtype       meaning
 ``method``      () str             the CAM method (a name of ``medsure.explain.CAM_METHODS``)
 =============== ================== ============================================================
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,9 +50,13 @@ class CAMResults:
 
     def to_npz_arrays(self) -> dict[str, np.ndarray]:
         """The arrays of ``cams.npz`` (see the module docstring for the keys)."""
-        return {"ids": np.asarray(self.ids).astype(str), "classes": np.asarray(self.classes, dtype=np.int64),
-                "maps": np.asarray(self.maps, dtype=np.float32),
-                "class_names": np.asarray(self.class_names).astype(str), "method": np.array(self.method)}
+        return {
+            "ids": np.asarray(self.ids).astype(str),
+            "classes": np.asarray(self.classes, dtype=np.int64),
+            "maps": np.asarray(self.maps, dtype=np.float32),
+            "class_names": np.asarray(self.class_names).astype(str),
+            "method": np.array(self.method),
+        }
 
 
 def cases_to_explain(pred: Predictions, n: int) -> list[str]:
@@ -68,6 +73,8 @@ def cases_to_explain(pred: Predictions, n: int) -> list[str]:
     probs = pred.probabilities()
     conf = probs.max(1)
     wrong = probs.argmax(1) != pred.labels if pred.labels is not None else np.zeros(len(conf), bool)
-    order = np.r_[np.flatnonzero(wrong)[np.argsort(-conf[wrong], kind="stable")],
-                  np.flatnonzero(~wrong)[np.argsort(-conf[~wrong], kind="stable")]]
+    order = np.r_[
+        np.flatnonzero(wrong)[np.argsort(-conf[wrong], kind="stable")],
+        np.flatnonzero(~wrong)[np.argsort(-conf[~wrong], kind="stable")],
+    ]
     return [str(pred.ids[i]) for i in order[:n]]

@@ -10,9 +10,10 @@ Two modes, one class:
   ``sum_j w_j (x_j - mean_j) / std_j``: a weight says how much one standard deviation of that CSF
   counts, whatever its units. Needs calibration CSFs but no labels.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -43,8 +44,9 @@ class CombinedCSF:
 
     _parameter_constraints = {"C": [Interval(float, 0.0, None, closed="neither")]}
 
-    def __init__(self, names: Sequence[str] | None = None, C: float = 1.0,
-                 weights: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, names: Sequence[str] | None = None, C: float = 1.0, weights: Mapping[str, float] | None = None
+    ) -> None:
         self.names = names
         self.C = C
         self.weights = weights
@@ -59,7 +61,7 @@ class CombinedCSF:
             raise MedsureInputError(f"csfs: missing {missing}; the combination needs {list(names)}")
         return np.stack([np.asarray(csfs[n], dtype=np.float64) for n in names], axis=1)
 
-    def fit(self, cal_csfs: Mapping[str, np.ndarray], cal_errors: np.ndarray | None = None) -> "CombinedCSF":
+    def fit(self, cal_csfs: Mapping[str, np.ndarray], cal_errors: np.ndarray | None = None) -> CombinedCSF:
         """Fit on calibration CSFs (each ``(n,)``, higher = confident) and errors ``(n,)``
         (errors are not used, and may be None, with fixed weights)."""
         validate_params(self)
@@ -72,15 +74,18 @@ class CombinedCSF:
             raise MedsureInputError("csfs: no CSF given to combine")
         x = self._matrix(cal_csfs, names)
         if cal_errors is None:
-            raise MedsureInputError("the learned combined CSF needs labelled calibration cases; "
-                                    "give fixed weights to combine without labels")
+            raise MedsureInputError(
+                "the learned combined CSF needs labelled calibration cases; "
+                "give fixed weights to combine without labels"
+            )
         errors = np.asarray(cal_errors).astype(int)
         if errors.shape != (x.shape[0],):
             raise MedsureInputError(f"errors: shape {errors.shape}, expected ({x.shape[0]},)")
         if errors.min() == errors.max():
             raise MedsureInputError(
                 "the combined CSF needs both correct and wrong calibration predictions; "
-                f"got {int(errors.sum())} errors out of {errors.shape[0]}")
+                f"got {int(errors.sum())} errors out of {errors.shape[0]}"
+            )
         self._standardise(x)
         model = LogisticRegression(C=self.C, max_iter=1000).fit((x - self.mean_) / self.scale_, 1 - errors)
         self.weights_ = model.coef_[0].copy()
@@ -90,18 +95,20 @@ class CombinedCSF:
 
     def _standardise(self, x: np.ndarray) -> None:
         if x.shape[0] < 2:
-            raise MedsureInputError(f"the combined CSF needs at least 2 calibration cases to standardise the CSFs; "
-                                    f"got {x.shape[0]}")
+            raise MedsureInputError(
+                f"the combined CSF needs at least 2 calibration cases to standardise the CSFs; got {x.shape[0]}"
+            )
         self.mean_ = x.mean(axis=0)
         scale = x.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
 
-    def _fit_fixed(self, cal_csfs: Mapping[str, np.ndarray]) -> "CombinedCSF":
+    def _fit_fixed(self, cal_csfs: Mapping[str, np.ndarray]) -> CombinedCSF:
         weights = dict(self.weights)
         names = list(self.names) if self.names is not None else list(weights)
         if not names or set(names) != set(weights):
-            raise MedsureInputError(f"weights: got weights for {sorted(weights)}; expected one weight for each "
-                                    f"combined CSF {names}")
+            raise MedsureInputError(
+                f"weights: got weights for {sorted(weights)}; expected one weight for each combined CSF {names}"
+            )
         values = np.array([weights[n] for n in names], dtype=np.float64)
         if not np.all(np.isfinite(values)) or not np.any(values != 0):
             raise MedsureInputError(f"weights: got {weights}; expected finite numbers, not all zero")

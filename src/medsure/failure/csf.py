@@ -11,10 +11,11 @@ Each CSF is a pure function with a declared input and direction, listed in :data
 :func:`confidence` applies the sign so that every returned score is oriented "higher = more
 confident", which is what the failure metrics and the review threshold expect.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy.special import logsumexp
@@ -23,10 +24,27 @@ from medsure.core import entropy, entropy_decomposition, softmax
 from medsure.errors import MedsureInputError
 
 __all__ = [
-    "CSFSpec", "CSF_SPECS", "msr", "max_logit", "predictive_entropy", "margin", "topk_margin",
-    "energy", "doctor", "sample_msr", "sample_predictive_entropy", "sample_expected_entropy",
-    "sample_mutual_information", "sample_variance", "cam_concentration", "confidence",
-    "logit_csfs", "sample_csfs", "LOGIT_CSFS", "SAMPLE_CSFS", "CAM_CSFS",
+    "CSFSpec",
+    "CSF_SPECS",
+    "msr",
+    "max_logit",
+    "predictive_entropy",
+    "margin",
+    "topk_margin",
+    "energy",
+    "doctor",
+    "sample_msr",
+    "sample_predictive_entropy",
+    "sample_expected_entropy",
+    "sample_mutual_information",
+    "sample_variance",
+    "cam_concentration",
+    "confidence",
+    "logit_csfs",
+    "sample_csfs",
+    "LOGIT_CSFS",
+    "SAMPLE_CSFS",
+    "CAM_CSFS",
 ]
 
 
@@ -41,6 +59,7 @@ def _logits(x: np.ndarray, ndim: int = 2) -> np.ndarray:
 
 
 # ---- single-output CSFs (N, K) -----------------------------------------------------------
+
 
 def msr(logits: np.ndarray) -> np.ndarray:
     """Maximum softmax response ``max_k p_k`` (Hendrycks & Gimpel 2017). Higher = confident."""
@@ -89,6 +108,7 @@ def doctor(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 # ---- sample-based CSFs (T, N, K) ------------------------------------------------------------
 
+
 def _sample_probs(sample_logits: np.ndarray) -> np.ndarray:
     return softmax(_logits(sample_logits, ndim=3), axis=2)
 
@@ -129,6 +149,7 @@ def sample_variance(sample_logits: np.ndarray) -> np.ndarray:
 
 # ---- CAM-derived -------------------------------------------------------------------------------
 
+
 def cam_concentration(cams: np.ndarray) -> np.ndarray:
     """How concentrated each Grad-CAM map ``(N, H, W)`` is: ``1 - H(m / sum m) / log(HW)``.
 
@@ -149,6 +170,7 @@ def cam_concentration(cams: np.ndarray) -> np.ndarray:
 
 # ---- registry ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CSFSpec:
     """A confidence scoring function with its declared input and direction."""
@@ -163,26 +185,39 @@ class CSFSpec:
     probability_only: bool = False
 
 
-LOGIT_CSFS: dict[str, CSFSpec] = {s.name: s for s in [
-    CSFSpec("msr", "logits", True, msr, "maximum softmax response", probability_only=True),
-    CSFSpec("max_logit", "logits", True, max_logit, "largest logit"),
-    CSFSpec("predictive_entropy", "logits", False, predictive_entropy, "softmax entropy", probability_only=True),
-    CSFSpec("margin", "logits", True, margin, "top-1 minus top-2 probability", probability_only=True),
-    CSFSpec("topk_margin", "logits", True, topk_margin, "top-1 minus top-3 probability (k clipped to K)",
-            probability_only=True),
-    CSFSpec("energy", "logits", False, energy, "free energy -logsumexp(z)"),
-    CSFSpec("doctor", "logits", False, doctor, "DOCTOR D_alpha (Granese et al. 2021)", probability_only=True),
-]}
-SAMPLE_CSFS: dict[str, CSFSpec] = {s.name: s for s in [
-    CSFSpec("msr", "samples", True, sample_msr, "max of mean softmax"),
-    CSFSpec("predictive_entropy", "samples", False, sample_predictive_entropy, "entropy of mean softmax"),
-    CSFSpec("expected_entropy", "samples", False, sample_expected_entropy, "mean per-sample entropy"),
-    CSFSpec("mutual_information", "samples", False, sample_mutual_information, "BALD mutual information"),
-    CSFSpec("variance", "samples", False, sample_variance, "variance of predicted-class probability"),
-]}
+LOGIT_CSFS: dict[str, CSFSpec] = {
+    s.name: s
+    for s in [
+        CSFSpec("msr", "logits", True, msr, "maximum softmax response", probability_only=True),
+        CSFSpec("max_logit", "logits", True, max_logit, "largest logit"),
+        CSFSpec("predictive_entropy", "logits", False, predictive_entropy, "softmax entropy", probability_only=True),
+        CSFSpec("margin", "logits", True, margin, "top-1 minus top-2 probability", probability_only=True),
+        CSFSpec(
+            "topk_margin",
+            "logits",
+            True,
+            topk_margin,
+            "top-1 minus top-3 probability (k clipped to K)",
+            probability_only=True,
+        ),
+        CSFSpec("energy", "logits", False, energy, "free energy -logsumexp(z)"),
+        CSFSpec("doctor", "logits", False, doctor, "DOCTOR D_alpha (Granese et al. 2021)", probability_only=True),
+    ]
+}
+SAMPLE_CSFS: dict[str, CSFSpec] = {
+    s.name: s
+    for s in [
+        CSFSpec("msr", "samples", True, sample_msr, "max of mean softmax"),
+        CSFSpec("predictive_entropy", "samples", False, sample_predictive_entropy, "entropy of mean softmax"),
+        CSFSpec("expected_entropy", "samples", False, sample_expected_entropy, "mean per-sample entropy"),
+        CSFSpec("mutual_information", "samples", False, sample_mutual_information, "BALD mutual information"),
+        CSFSpec("variance", "samples", False, sample_variance, "variance of predicted-class probability"),
+    ]
+}
 CAM_CSFS: dict[str, CSFSpec] = {
-    "cam_concentration": CSFSpec("cam_concentration", "cam", True, cam_concentration,
-                                 "1 - normalised entropy of the predicted-class Grad-CAM"),
+    "cam_concentration": CSFSpec(
+        "cam_concentration", "cam", True, cam_concentration, "1 - normalised entropy of the predicted-class Grad-CAM"
+    ),
 }
 CSF_SPECS = {**LOGIT_CSFS, **{f"samples_{k}": v for k, v in SAMPLE_CSFS.items()}, **CAM_CSFS}
 

@@ -6,11 +6,13 @@ wrong cases).
 :func:`evaluate_failure` computes everything the command line and the report show and returns a
 :class:`FailureResult`; ``failure/report.py`` only renders it.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +31,15 @@ from medsure.failure.metrics import (
 from medsure.failure.review import SelectiveRiskThreshold
 from medsure.validation import check_int, input_error
 
-__all__ = ["prediction_errors", "compute_csfs", "score_csfs", "evaluate_failure", "FailureResult", "COMBINED",
-           "CURVE_CSFS"]
+__all__ = [
+    "prediction_errors",
+    "compute_csfs",
+    "score_csfs",
+    "evaluate_failure",
+    "FailureResult",
+    "COMBINED",
+    "CURVE_CSFS",
+]
 
 COMBINED = "combined"
 #: CSFs whose risk-coverage curves the results carry for plotting (with the oracle), when present
@@ -46,8 +55,9 @@ def prediction_errors(pred: Predictions) -> np.ndarray:
     return (pred.probabilities().argmax(axis=1) != pred.labels).astype(np.int64)
 
 
-def compute_csfs(pred: Predictions, *, samples: Predictions | None = None,
-                 cams: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def compute_csfs(
+    pred: Predictions, *, samples: Predictions | None = None, cams: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Every CSF available for ``pred``, oriented higher = confident.
 
     Single-output CSFs use the mean logits; with a T axis the CSFs declared
@@ -90,11 +100,17 @@ def _cal_errors_or_reason(cal: Predictions) -> tuple[np.ndarray | None, str | No
         return None, str(exc)
 
 
-def score_csfs(cal: Predictions, test: Predictions, *, cal_samples: Predictions | None = None,
-               test_samples: Predictions | None = None, cal_cams: np.ndarray | None = None,
-               test_cams: np.ndarray | None = None, combine: Sequence[str] | None = None,
-               combine_weights: Mapping[str, float] | None = None,
-               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+def score_csfs(
+    cal: Predictions,
+    test: Predictions,
+    *,
+    cal_samples: Predictions | None = None,
+    test_samples: Predictions | None = None,
+    cal_cams: np.ndarray | None = None,
+    test_cams: np.ndarray | None = None,
+    combine: Sequence[str] | None = None,
+    combine_weights: Mapping[str, float] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
     """Every CSF on ``test`` and on ``cal`` (N,), the combined one fitted on ``cal`` only.
 
     ``combine_weights`` fixes the combination's weights (over CSFs standardised on ``cal``; see
@@ -130,9 +146,16 @@ def score_csfs(cal: Predictions, test: Predictions, *, cal_samples: Predictions 
         return test_csfs, cal_csfs, record
     test_csfs[COMBINED] = combiner.score(test_csfs)
     cal_csfs[COMBINED] = combiner.score(cal_csfs)
-    record.update({"status": "fitted", "names": combiner.names_, "weights": combiner.weights_.tolist(),
-                   "intercept": combiner.intercept_, "standardised_on": "cal",
-                   "fitted_on": "cal" if combiner.mode == "learned" else None})
+    record.update(
+        {
+            "status": "fitted",
+            "names": combiner.names_,
+            "weights": combiner.weights_.tolist(),
+            "intercept": combiner.intercept_,
+            "standardised_on": "cal",
+            "fitted_on": "cal" if combiner.mode == "learned" else None,
+        }
+    )
     return test_csfs, cal_csfs, record
 
 
@@ -172,9 +195,16 @@ class FailureResult:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "n_cal": self.n_cal, "n_test": self.n_test, "n_errors": self.n_errors, "error_rate": self.error_rate,
-            "n_boot": self.n_boot, "seed": self.seed, "combined": self.combined, "csfs": self.csfs,
-            "worst_cases": self.worst_cases, "variants": dict(VARIANTS),
+            "n_cal": self.n_cal,
+            "n_test": self.n_test,
+            "n_errors": self.n_errors,
+            "error_rate": self.error_rate,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "combined": self.combined,
+            "csfs": self.csfs,
+            "worst_cases": self.worst_cases,
+            "variants": dict(VARIANTS),
         }
         if self.review is not None:
             out["review"] = self.review
@@ -186,27 +216,58 @@ def _worst_cases(pred: Predictions, errors: np.ndarray, msr: np.ndarray, n: int)
     names = [str(c) for c in pred.class_names]
     wrong = np.flatnonzero(errors)
     index = wrong[np.argsort(-msr[wrong], kind="stable")[:n]]
-    return [{"index": int(i), "id": str(pred.ids[i]), "predicted": names[int(probs[i].argmax())],
-             "truth": names[int(pred.labels[i])], "probability": float(probs[i].max())} for i in index]
+    return [
+        {
+            "index": int(i),
+            "id": str(pred.ids[i]),
+            "predicted": names[int(probs[i].argmax())],
+            "truth": names[int(pred.labels[i])],
+            "probability": float(probs[i].max()),
+        }
+        for i in index
+    ]
 
 
-def _review(cal_csfs: dict[str, np.ndarray], test_csfs: dict[str, np.ndarray], cal: Predictions,
-            test_errors: np.ndarray, csf: str, target_risk: float, delta: float) -> dict[str, Any]:
+def _review(
+    cal_csfs: dict[str, np.ndarray],
+    test_csfs: dict[str, np.ndarray],
+    cal: Predictions,
+    test_errors: np.ndarray,
+    csf: str,
+    target_risk: float,
+    delta: float,
+) -> dict[str, Any]:
     if csf not in cal_csfs or csf not in test_csfs:
         raise input_error("review csf", csf, "one of " + ", ".join(sorted(set(cal_csfs) & set(test_csfs))))
     sgr = SelectiveRiskThreshold(target_risk, delta).fit(cal_csfs[csf], prediction_errors(cal))
     certified = math.isfinite(sgr.threshold_)
-    return {"csf": csf, **sgr.evaluate(test_csfs[csf], test_errors), "n_cal": sgr.n_cal_,
-            "certified": certified, "tested": sgr.tested_}
+    return {
+        "csf": csf,
+        **sgr.evaluate(test_csfs[csf], test_errors),
+        "n_cal": sgr.n_cal_,
+        "certified": certified,
+        "tested": sgr.tested_,
+    }
 
 
-def evaluate_failure(cal: Predictions, test: Predictions, *, cal_samples: Predictions | None = None,
-                     test_samples: Predictions | None = None, cal_cams: np.ndarray | None = None,
-                     test_cams: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-                     coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
-                     combine: Sequence[str] | None = None, combine_weights: Mapping[str, float] | None = None,
-                     target_risk: float | None = None, delta: float = 0.1, review_csf: str = "msr",
-                     n_worst: int = 8) -> FailureResult:
+def evaluate_failure(
+    cal: Predictions,
+    test: Predictions,
+    *,
+    cal_samples: Predictions | None = None,
+    test_samples: Predictions | None = None,
+    cal_cams: np.ndarray | None = None,
+    test_cams: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
+    combine: Sequence[str] | None = None,
+    combine_weights: Mapping[str, float] | None = None,
+    target_risk: float | None = None,
+    delta: float = 0.1,
+    review_csf: str = "msr",
+    n_worst: int = 8,
+) -> FailureResult:
     """Evaluate every CSF on ``test``; the combined CSF and the review threshold use ``cal`` only.
 
     All CSFs share the same bootstrap resamples (seeded by ``seed``), so intervals are paired.
@@ -222,10 +283,20 @@ def evaluate_failure(cal: Predictions, test: Predictions, *, cal_samples: Predic
     n_boot = check_int("n_boot", n_boot, low=0)
     test_errors = prediction_errors(test)
     test_csfs, cal_csfs, combined = score_csfs(
-        cal, test, cal_samples=cal_samples, test_samples=test_samples, cal_cams=cal_cams, test_cams=test_cams,
-        combine=combine, combine_weights=combine_weights)
-    review = (_review(cal_csfs, test_csfs, cal, test_errors, review_csf, target_risk, delta)
-              if target_risk is not None else None)
+        cal,
+        test,
+        cal_samples=cal_samples,
+        test_samples=test_samples,
+        cal_cams=cal_cams,
+        test_cams=test_cams,
+        combine=combine,
+        combine_weights=combine_weights,
+    )
+    review = (
+        _review(cal_csfs, test_csfs, cal, test_errors, review_csf, target_risk, delta)
+        if target_risk is not None
+        else None
+    )
     counts = bootstrap_counts(test.n_samples, n_boot, seed) if n_boot else None
     csfs = {}
     for name, conf in test_csfs.items():
@@ -238,7 +309,16 @@ def evaluate_failure(cal: Predictions, test: Predictions, *, cal_samples: Predic
     curves = {name: risk_coverage_curve(test_csfs[name], test_errors) for name in CURVE_CSFS if name in test_csfs}
     curves["oracle"] = risk_coverage_curve(-test_errors.astype(np.float64), test_errors)
     return FailureResult(
-        n_cal=cal.n_samples, n_test=test.n_samples, n_errors=int(test_errors.sum()),
-        error_rate=float(test_errors.mean()), n_boot=n_boot, seed=seed, csfs=csfs, combined=combined,
-        curves=curves, review=review, worst_cases=_worst_cases(test, test_errors, test_csfs["msr"], n_worst),
-        test_confidences=test_csfs)
+        n_cal=cal.n_samples,
+        n_test=test.n_samples,
+        n_errors=int(test_errors.sum()),
+        error_rate=float(test_errors.mean()),
+        n_boot=n_boot,
+        seed=seed,
+        csfs=csfs,
+        combined=combined,
+        curves=curves,
+        review=review,
+        worst_cases=_worst_cases(test, test_errors, test_csfs["msr"], n_worst),
+        test_confidences=test_csfs,
+    )

@@ -42,10 +42,11 @@ Variants for comparison with fd-shifts (Jaeger et al. 2023, ``RiskCoverageStats`
     - ``fpr95_fdshifts`` (``"fd-shifts-tpr>=0.9495"``): fd-shifts' rule, ``min(fpr[tpr >= 0.9495])``
       on scikit-learn's ``roc_curve(correct, confidence)`` (which drops collinear points).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -53,11 +54,26 @@ from medsure.core import auroc_from_tie_blocks, binary_auroc, bootstrap_counts, 
 from medsure.errors import MedsureInputError
 
 __all__ = [
-    "RiskCoverageCurve", "risk_coverage_curve", "aurc", "excess_aurc", "augrc", "auroc_failure",
-    "fpr_at_95_tpr", "aupr_error", "selective_risk_at_coverage", "failure_metrics",
-    "bootstrap_ci", "bootstrap_counts", "METRICS", "check_confidence_errors",
-    "aurc_interpolated", "excess_aurc_interpolated", "fpr_at_95_tpr_fdshifts", "VARIANTS",
-    "VARIANT_METRICS", "variant_metrics",
+    "RiskCoverageCurve",
+    "risk_coverage_curve",
+    "aurc",
+    "excess_aurc",
+    "augrc",
+    "auroc_failure",
+    "fpr_at_95_tpr",
+    "aupr_error",
+    "selective_risk_at_coverage",
+    "failure_metrics",
+    "bootstrap_ci",
+    "bootstrap_counts",
+    "METRICS",
+    "check_confidence_errors",
+    "aurc_interpolated",
+    "excess_aurc_interpolated",
+    "fpr_at_95_tpr_fdshifts",
+    "VARIANTS",
+    "VARIANT_METRICS",
+    "variant_metrics",
 ]
 
 
@@ -108,9 +124,14 @@ def risk_coverage_curve(confidence: np.ndarray, errors: np.ndarray) -> RiskCover
     n_acc = block_end + 1
     n_err = cum_errors[block_end]
     n = confidence.shape[0]
-    return RiskCoverageCurve(thresholds=conf_sorted[block_end], coverage=n_acc / n,
-                             selective_risk=n_err / n_acc, generalized_risk=n_err / n,
-                             n_accepted=n_acc.astype(np.int64), n_errors_accepted=n_err.astype(np.int64))
+    return RiskCoverageCurve(
+        thresholds=conf_sorted[block_end],
+        coverage=n_acc / n,
+        selective_risk=n_err / n_acc,
+        generalized_risk=n_err / n,
+        n_accepted=n_acc.astype(np.int64),
+        n_errors_accepted=n_err.astype(np.int64),
+    )
 
 
 def _expected_errors(confidence: np.ndarray, errors: np.ndarray) -> np.ndarray:
@@ -152,7 +173,8 @@ def _need_both(errors: np.ndarray, metric: str) -> None:
     n_err = int(errors.sum())
     if n_err == 0 or n_err == errors.shape[0]:
         raise MedsureInputError(
-            f"{metric} needs both correct and wrong predictions; got {n_err} errors out of {errors.shape[0]}")
+            f"{metric} needs both correct and wrong predictions; got {n_err} errors out of {errors.shape[0]}"
+        )
 
 
 def auroc_failure(confidence: np.ndarray, errors: np.ndarray) -> float:
@@ -187,8 +209,9 @@ def aupr_error(confidence: np.ndarray, errors: np.ndarray) -> float:
     return float(average_precision_score(errors, -confidence))
 
 
-def selective_risk_at_coverage(confidence: np.ndarray, errors: np.ndarray,
-                               coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95)) -> dict[float, float]:
+def selective_risk_at_coverage(
+    confidence: np.ndarray, errors: np.ndarray, coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95)
+) -> dict[float, float]:
     """Selective risk when accepting the ``ceil(c n)`` most confident cases (ties in random order,
     in expectation), for each coverage ``c`` in (0, 1]."""
     confidence, errors = check_confidence_errors(confidence, errors)
@@ -255,9 +278,16 @@ def _weighted_metrics(confidence: np.ndarray, errors: np.ndarray, weights: np.nd
     return out
 
 
-def bootstrap_ci(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int = 1000,
-                 level: float = 0.95, seed: int | np.random.Generator = 0,
-                 counts: np.ndarray | None = None, chunk: int = 250) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+    confidence: np.ndarray,
+    errors: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    counts: np.ndarray | None = None,
+    chunk: int = 250,
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of every metric in :data:`METRICS`.
 
     ``counts (n_boot, N)`` (from :func:`bootstrap_counts`) may be passed to share the
@@ -265,8 +295,15 @@ def bootstrap_ci(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int = 10
     are dropped for the metrics that need both.
     """
     confidence, errors = check_confidence_errors(confidence, errors)
-    intervals = percentile_bootstrap(lambda w: _weighted_metrics(confidence, errors, w), confidence.shape[0],
-                                     n_boot=n_boot, level=level, seed=seed, counts=counts, chunk=chunk)
+    intervals = percentile_bootstrap(
+        lambda w: _weighted_metrics(confidence, errors, w),
+        confidence.shape[0],
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        counts=counts,
+        chunk=chunk,
+    )
     out: dict[str, tuple[float, float]] = {}
     for name in METRICS:
         interval = intervals[name]
@@ -276,10 +313,16 @@ def bootstrap_ci(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int = 10
     return out
 
 
-def failure_metrics(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int = 1000,
-                    seed: int | np.random.Generator = 0, level: float = 0.95,
-                    coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
-                    counts: np.ndarray | None = None) -> dict:
+def failure_metrics(
+    confidence: np.ndarray,
+    errors: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int | np.random.Generator = 0,
+    level: float = 0.95,
+    coverages: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
+    counts: np.ndarray | None = None,
+) -> dict:
     """Every failure metric with a bootstrap interval.
 
     Returns ``{metric: {"value": v, "ci": [lo, hi]}}`` for aurc, eaurc, augrc, auroc_f, fpr95,
@@ -289,8 +332,14 @@ def failure_metrics(confidence: np.ndarray, errors: np.ndarray, *, n_boot: int =
     confidence, errors = check_confidence_errors(confidence, errors)
     intervals: dict = {}
     if n_boot > 0 or counts is not None:
-        found = percentile_bootstrap(lambda w: _weighted_metrics(confidence, errors, w), confidence.shape[0],
-                                     n_boot=n_boot, level=level, seed=seed, counts=counts)
+        found = percentile_bootstrap(
+            lambda w: _weighted_metrics(confidence, errors, w),
+            confidence.shape[0],
+            n_boot=n_boot,
+            level=level,
+            seed=seed,
+            counts=counts,
+        )
         intervals = {name: None if ci is None else list(ci) for name, ci in found.items()}
     out: dict = {}
     for name, fn in METRICS.items():
@@ -373,12 +422,12 @@ def _weighted_interpolated(confidence: np.ndarray, errors: np.ndarray, weights: 
     # the first accepted block joins the point (coverage 0, its own risk)
     prev_risk = np.where(prev_m > 0, prev_risk, risk)
     area = np.sum(m / n * (risk + prev_risk) / 2.0, axis=1)
-    return {"aurc_interpolated": area,
-            "eaurc_interpolated": area - _continuous_oracle_aurc(cum_s[:, -1] / n[:, 0])}
+    return {"aurc_interpolated": area, "eaurc_interpolated": area - _continuous_oracle_aurc(cum_s[:, -1] / n[:, 0])}
 
 
-def variant_metrics(confidence: np.ndarray, errors: np.ndarray, *, counts: np.ndarray | None = None,
-                    level: float = 0.95) -> dict[str, dict]:
+def variant_metrics(
+    confidence: np.ndarray, errors: np.ndarray, *, counts: np.ndarray | None = None, level: float = 0.95
+) -> dict[str, dict]:
     """The fd-shifts-compatible metrics of :data:`VARIANT_METRICS`, each
     ``{"value", "ci", "variant"}`` (``"undefined"`` with a reason instead of a value when the
     data cannot define it). Intervals use the bootstrap multiplicities ``counts (B, N)`` when
@@ -386,8 +435,9 @@ def variant_metrics(confidence: np.ndarray, errors: np.ndarray, *, counts: np.nd
     confidence, errors = check_confidence_errors(confidence, errors)
     intervals: dict[str, list[float]] = {}
     if counts is not None:
-        found = percentile_bootstrap(lambda w: _weighted_interpolated(confidence, errors, w), confidence.shape[0],
-                                     level=level, counts=counts)
+        found = percentile_bootstrap(
+            lambda w: _weighted_interpolated(confidence, errors, w), confidence.shape[0], level=level, counts=counts
+        )
         intervals = {name: list(ci) for name, ci in found.items() if ci is not None}
     out: dict[str, dict] = {}
     for name, fn in VARIANT_METRICS.items():

@@ -1,20 +1,26 @@
 """Risk-coverage plots (matplotlib, Agg backend): they draw curves computed by the analysis."""
+
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from typing import TYPE_CHECKING
 
-from typing import TYPE_CHECKING  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 if TYPE_CHECKING:  # a results type, for annotations only: plots draw, they compute nothing
     from medsure.failure.metrics import RiskCoverageCurve
 
 
-def plot_risk_coverage(curves: dict[str, RiskCoverageCurve], *, title: str = "",
-                       review_coverage: float | None = None, target_risk: float | None = None):
+def plot_risk_coverage(
+    curves: dict[str, RiskCoverageCurve],
+    *,
+    title: str = "",
+    review_coverage: float | None = None,
+    target_risk: float | None = None,
+):
     """Selective and generalized risk against coverage for each curve (``"oracle"`` dotted)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, c in curves.items():

@@ -8,6 +8,7 @@ upper bound on its selective risk at level ``delta / ceil(log2 n)`` (union bound
 search). The most permissive tested threshold whose bound is at most ``target_risk`` is kept;
 if none qualifies, every case goes to review.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,14 +59,16 @@ class SelectiveRiskThreshold:
         Every threshold the search evaluated with its coverage, empirical risk and bound.
     """
 
-    _parameter_constraints = {"target_risk": [Interval(float, 0.0, 1.0, closed="neither")],
-                              "delta": [Interval(float, 0.0, 1.0, closed="neither")]}
+    _parameter_constraints = {
+        "target_risk": [Interval(float, 0.0, 1.0, closed="neither")],
+        "delta": [Interval(float, 0.0, 1.0, closed="neither")],
+    }
 
     def __init__(self, target_risk: float = 0.05, delta: float = 0.1) -> None:
         self.target_risk = target_risk
         self.delta = delta
 
-    def fit(self, confidence: np.ndarray, errors: np.ndarray) -> "SelectiveRiskThreshold":
+    def fit(self, confidence: np.ndarray, errors: np.ndarray) -> SelectiveRiskThreshold:
         """Fit on calibration confidences ``(n,)`` (higher = confident) and errors ``(n,)``."""
         validate_params(self)
         confidence, errors = check_confidence_errors(confidence, errors)
@@ -121,10 +124,15 @@ class SelectiveRiskThreshold:
         accepted = self.accept(confidence)
         n_acc = int(accepted.sum())
         return {
-            "target_risk": self.target_risk, "delta": self.delta,
+            "target_risk": self.target_risk,
+            "delta": self.delta,
             "threshold": self.threshold_ if math.isfinite(self.threshold_) else None,
-            "risk_bound": self.risk_bound_, "cal_coverage": self.cal_coverage_, "cal_risk": self.cal_risk_,
-            "coverage": n_acc / confidence.shape[0], "review_share": 1.0 - n_acc / confidence.shape[0],
+            "risk_bound": self.risk_bound_,
+            "cal_coverage": self.cal_coverage_,
+            "cal_risk": self.cal_risk_,
+            "coverage": n_acc / confidence.shape[0],
+            "review_share": 1.0 - n_acc / confidence.shape[0],
             "selective_risk": float(errors[accepted].mean()) if n_acc else 0.0,
-            "n_accepted": n_acc, "n_errors_accepted": int(errors[accepted].sum()),
+            "n_accepted": n_acc,
+            "n_errors_accepted": int(errors[accepted].sum()),
         }

@@ -5,6 +5,7 @@ and normalises them itself, so :func:`medsure.predict.predict` needs no preproce
 
 >>> model = build_model("resnet18", in_channels=1, num_classes=2, image_size=28, dropout=0.2)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,8 +40,9 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int,
-                dropout: float = 0.0, width: int | None = None) -> nn.Module:
+def build_model(
+    name: str, *, in_channels: int, num_classes: int, image_size: int, dropout: float = 0.0, width: int | None = None
+) -> nn.Module:
     """Build an untrained model.
 
     Parameters
@@ -65,8 +67,7 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
     """
     if name not in MODEL_NAMES:
         raise MedsureInputError(f"model name {name!r}, expected one of {MODEL_NAMES}")
-    for key, value in (("in_channels", in_channels), ("num_classes", num_classes),
-                       ("image_size", image_size)):
+    for key, value in (("in_channels", in_channels), ("num_classes", num_classes), ("image_size", image_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise MedsureInputError(f"{key}={value!r}, expected a positive integer")
     if num_classes < 2:
@@ -75,21 +76,33 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
         raise MedsureInputError(f"dropout={dropout!r}, expected a probability in [0, 1)")
     net: nn.Module
     if name == "resnet18":
-        net = ResNet(BasicBlock, (2, 2, 2, 2), in_channels=in_channels, num_classes=num_classes,
-                     stem=stem_for(image_size), dropout=dropout)
+        net = ResNet(
+            BasicBlock,
+            (2, 2, 2, 2),
+            in_channels=in_channels,
+            num_classes=num_classes,
+            stem=stem_for(image_size),
+            dropout=dropout,
+        )
     elif name == "resnet50":
-        net = ResNet(Bottleneck, (3, 4, 6, 3), in_channels=in_channels, num_classes=num_classes,
-                     stem=stem_for(image_size), dropout=dropout)
+        net = ResNet(
+            Bottleneck,
+            (3, 4, 6, 3),
+            in_channels=in_channels,
+            num_classes=num_classes,
+            stem=stem_for(image_size),
+            dropout=dropout,
+        )
     elif name == "small_cnn":
-        net = SmallCNN(in_channels=in_channels, num_classes=num_classes, image_size=image_size,
-                       width=width or 16, dropout=dropout)
+        net = SmallCNN(
+            in_channels=in_channels, num_classes=num_classes, image_size=image_size, width=width or 16, dropout=dropout
+        )
     else:
         net = _unet(in_channels, num_classes, image_size, dropout, width or 16)
     return Normalized(net)
 
 
-def _unet(in_channels: int, num_classes: int, image_size: int, dropout: float,
-          width: int) -> nn.Module:
+def _unet(in_channels: int, num_classes: int, image_size: int, dropout: float, width: int) -> nn.Module:
     from monai.networks.nets import UNet
 
     # Depth: as many 2x downsamplings (at most 3) as divide the image size evenly, so the
@@ -99,14 +112,21 @@ def _unet(in_channels: int, num_classes: int, image_size: int, dropout: float,
         depth += 1
     if depth == 0:
         raise MedsureInputError(f"image_size={image_size} must be even for the U-Net")
-    channels = tuple(width * 2 ** i for i in range(depth + 1))
-    return UNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes,
-                channels=channels, strides=(2,) * depth, num_res_units=1, dropout=dropout,
-                norm="batch")
+    channels = tuple(width * 2**i for i in range(depth + 1))
+    return UNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=num_classes,
+        channels=channels,
+        strides=(2,) * depth,
+        num_res_units=1,
+        dropout=dropout,
+        norm="batch",
+    )
 
 
 def task_of(name: str) -> str:
-    """"classification" or "segmentation" for a model name."""
+    """ "classification" or "segmentation" for a model name."""
     return "segmentation" if name in SEGMENTERS else "classification"
 
 
@@ -120,8 +140,7 @@ def gradcam_target_layer(model: nn.Module) -> nn.Module:
         return net.layers[-1]
     if isinstance(net, SmallCNN):
         return net.body[-1]
-    raise MedsureInputError(
-        f"no default Grad-CAM layer for {type(net).__name__}; pass a target layer explicitly")
+    raise MedsureInputError(f"no default Grad-CAM layer for {type(net).__name__}; pass a target layer explicitly")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -129,9 +148,16 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def describe(model: nn.Module) -> dict[str, Any]:
-    return {"class": type(getattr(model, "net", model)).__name__,
-            "parameters": count_parameters(model)}
+    return {"class": type(getattr(model, "net", model)).__name__, "parameters": count_parameters(model)}
 
 
-__all__ = ["MODEL_NAMES", "CLASSIFIERS", "SEGMENTERS", "Normalized", "build_model", "task_of",
-           "gradcam_target_layer", "count_parameters"]
+__all__ = [
+    "MODEL_NAMES",
+    "CLASSIFIERS",
+    "SEGMENTERS",
+    "Normalized",
+    "build_model",
+    "task_of",
+    "gradcam_target_layer",
+    "count_parameters",
+]

@@ -9,6 +9,7 @@ uses a 3x3 stride-1 stem without max-pool for that reason):
   the first stage still sees 32 px at 64 px input);
 - ``image_size >= 128``: ImageNet stem, 7x7 conv stride 2 + 3x3 max-pool stride 2.
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,8 +63,7 @@ class Bottleneck(nn.Module):
 def _projection(in_planes: int, out_planes: int, stride: int) -> nn.Module:
     if stride == 1 and in_planes == out_planes:
         return nn.Identity()
-    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False),
-                         nn.BatchNorm2d(out_planes))
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes))
 
 
 def stem_for(image_size: int) -> str:
@@ -88,21 +88,33 @@ class ResNet(nn.Module):
         Dropout probability before the final linear layer (enables MC dropout when > 0).
     """
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, int, int, int],
-                 *, in_channels: int, num_classes: int, stem: str = "small",
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: tuple[int, int, int, int],
+        *,
+        in_channels: int,
+        num_classes: int,
+        stem: str = "small",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         width = 64
         if stem == "small":
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+            )
         elif stem == "light":
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 2, 1, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+            )
         elif stem == "imagenet":
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                                      nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
         else:
             raise ValueError(f"stem {stem!r}, expected 'small', 'light' or 'imagenet'")
         stages = []

@@ -1,4 +1,5 @@
 """A small, fast CNN for tests, demos and CPU-only experiments."""
+
 from __future__ import annotations
 
 import torch
@@ -19,16 +20,16 @@ class SmallCNN(nn.Module):
         Dropout before the classifier (MC dropout when > 0).
     """
 
-    def __init__(self, *, in_channels: int, num_classes: int, image_size: int = 28,
-                 width: int = 16, dropout: float = 0.0) -> None:
+    def __init__(
+        self, *, in_channels: int, num_classes: int, image_size: int = 28, width: int = 16, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         n_blocks = 3 if image_size < 64 else 4
         layers: list[nn.Module] = []
         channels = in_channels
         for index in range(n_blocks):
             out = width * 2 ** min(index, 3)
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
-                       nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             if index < n_blocks - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = out

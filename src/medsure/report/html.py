@@ -3,15 +3,17 @@
 Feature modules build a :class:`Section` (title + HTML body) and the demo or CLI adds it with
 :meth:`Report.add`. The written file has no external references, so it can be mailed or archived.
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import io
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -49,12 +51,17 @@ class Report:
         ordered = sorted(self.sections, key=lambda s: s.order)
         toc = "".join(f'<li><a href="#{s.anchor()}">{html.escape(s.title)}</a></li>' for s in ordered)
         body = "".join(
-            f'<section id="{s.anchor()}"><h2>{html.escape(s.title)}</h2>{s.body_html}</section>'
-            for s in ordered)
+            f'<section id="{s.anchor()}"><h2>{html.escape(s.title)}</h2>{s.body_html}</section>' for s in ordered
+        )
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        return _TEMPLATE.format(title=html.escape(self.title), toc=toc, body=body, stamp=stamp,
-                                notes=f"<ul class='notes'>{notes}</ul>" if notes else "")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return _TEMPLATE.format(
+            title=html.escape(self.title),
+            toc=toc,
+            body=body,
+            stamp=stamp,
+            notes=f"<ul class='notes'>{notes}</ul>" if notes else "",
+        )
 
     def write(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, self.render())
@@ -84,8 +91,11 @@ def img_tag(uri: str, alt: str = "", width: int | None = None) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}"{w}>'
 
 
-def html_table(rows: Sequence[dict[str, Any]] | Iterable[Sequence[Any]], header: Sequence[str] | None = None,
-               float_format: str = "{:.4f}") -> str:
+def html_table(
+    rows: Sequence[dict[str, Any]] | Iterable[Sequence[Any]],
+    header: Sequence[str] | None = None,
+    float_format: str = "{:.4f}",
+) -> str:
     """Render rows (dicts, or sequences with ``header``) as an HTML table."""
     rows = list(rows)
     if rows and isinstance(rows[0], dict):

@@ -18,6 +18,7 @@ are those of :mod:`medsure.core.calibration`, shared with the classifier metrics
 ``region`` restricts every statistic to a pixel subset, e.g. the boundary band of
 :func:`medsure.segmentation.regions.boundary_band`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,9 @@ def pixel_confidence(probs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, 
     probs = np.asarray(probs)
     masks = np.asarray(masks)
     if probs.ndim != 4 or masks.shape != (probs.shape[0], *probs.shape[2:]):
-        raise input_error("probabilities and masks", f"shapes {probs.shape} and {masks.shape}",
-                          "(N, K, H, W) and (N, H, W)", raw=True)
+        raise input_error(
+            "probabilities and masks", f"shapes {probs.shape} and {masks.shape}", "(N, K, H, W) and (N, H, W)", raw=True
+        )
     return probs.max(axis=1).astype(np.float32), probs.argmax(axis=1) == masks
 
 
@@ -58,8 +60,9 @@ def _pixels(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np
     return conf, hit
 
 
-def calibration_bins(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15,
-                     strategy: BinStrategy = "uniform") -> dict[str, np.ndarray]:
+def calibration_bins(
+    confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15, strategy: BinStrategy = "uniform"
+) -> dict[str, np.ndarray]:
     """Reliability-diagram statistics.
 
     Parameters
@@ -76,8 +79,12 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int
     """
     bins = binned_calibration(*_pixels(confidence, correct), n_bins=n_bins, strategy=strategy)
     filled = bins.count > 0
-    return {"count": bins.count, "confidence": np.where(filled, bins.mean_score, np.nan),
-            "accuracy": np.where(filled, bins.mean_outcome, np.nan), "edges": bins.edges}
+    return {
+        "count": bins.count,
+        "confidence": np.where(filled, bins.mean_score, np.nan),
+        "accuracy": np.where(filled, bins.mean_outcome, np.nan),
+        "edges": bins.edges,
+    }
 
 
 def calibration_errors(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> dict[str, float]:
@@ -90,12 +97,17 @@ def calibration_errors(confidence: np.ndarray, correct: np.ndarray, *, n_bins: i
     conf, hit = _pixels(confidence, correct)
     uniform = binned_calibration(conf, hit, n_bins=n_bins, strategy="uniform")
     equal_mass = binned_calibration(conf, hit, n_bins=n_bins, strategy="quantile")
-    return {"ece": uniform.error("l1"), "ece_equal_mass": equal_mass.error("l1"), "mce": uniform.error("max"),
-            "n": int(conf.size)}
+    return {
+        "ece": uniform.error("l1"),
+        "ece_equal_mass": equal_mass.error("l1"),
+        "mce": uniform.error("max"),
+        "n": int(conf.size),
+    }
 
 
-def pixel_calibration(probs: np.ndarray, masks: np.ndarray, *, region: np.ndarray | None = None,
-                      n_bins: int = 15) -> dict[str, float]:
+def pixel_calibration(
+    probs: np.ndarray, masks: np.ndarray, *, region: np.ndarray | None = None, n_bins: int = 15
+) -> dict[str, float]:
     """Top-label ``ece`` / ``ece_equal_mass`` / ``mce`` over all pixels, or over the pixels in ``region``.
 
     Parameters

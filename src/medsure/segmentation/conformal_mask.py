@@ -25,6 +25,7 @@ Images with an empty ground truth (policy ``empty_gt``)
 Multi-label maps (e.g. JSRT lungs and heart) get one λ per foreground label, each controlling
 that label's FNR at α; the label masks may overlap.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,7 @@ from medsure.validation import Interval, Options, check_alpha, check_choice, inp
 EmptyPolicy = Literal["zero", "exclude"]
 
 
-def crc_threshold(probs: np.ndarray, gt: np.ndarray, alpha: float, *,
-                  empty_gt: EmptyPolicy = "zero") -> float:
+def crc_threshold(probs: np.ndarray, gt: np.ndarray, alpha: float, *, empty_gt: EmptyPolicy = "zero") -> float:
     """Exact conformal-risk-control threshold λ̂ for the FNR of one binary structure.
 
     Parameters
@@ -67,8 +67,12 @@ def crc_threshold(probs: np.ndarray, gt: np.ndarray, alpha: float, *,
         check_choice("empty_gt", empty_gt, ("zero", "exclude"))
     n = int(gt.shape[0])
     if n == 0:
-        raise input_error("calibration images", "none", "at least one image (with a non-empty ground truth "
-                          "when empty_gt='exclude')", raw=True)
+        raise input_error(
+            "calibration images",
+            "none",
+            "at least one image (with a non-empty ground truth when empty_gt='exclude')",
+            raw=True,
+        )
     # R̂(λ) <= target  ⇔  n/(n+1) R̂ + 1/(n+1) <= α  (B = 1).
     target = ((n + 1) * alpha - 1.0) / n
     if target < -1e-12:  # alpha < 1/(n+1): only the whole image is safe
@@ -124,8 +128,9 @@ def fnr_curve(probs: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> np.n
     gt = np.asarray(gt, dtype=bool)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != gt.shape or probs.ndim != 3:
-        raise input_error("probabilities", f"shape {probs.shape} with ground truth {gt.shape}",
-                          "two equal (N, H, W) shapes", raw=True)
+        raise input_error(
+            "probabilities", f"shape {probs.shape} with ground truth {gt.shape}", "two equal (N, H, W) shapes", raw=True
+        )
     n = gt.shape[0]
     gt_count = gt.reshape(n, -1).sum(axis=1)
     image_index = np.nonzero(gt)[0]
@@ -141,12 +146,19 @@ def fnr_curve(probs: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> np.n
 
 def _check_binary(probs: np.ndarray, gt: np.ndarray, alpha: float) -> None:
     if probs.shape != gt.shape or probs.ndim != 3:
-        raise input_error("probabilities", f"shape {probs.shape} with ground truth {gt.shape}",
-                          "two equal (N, H, W) shapes", raw=True)
+        raise input_error(
+            "probabilities", f"shape {probs.shape} with ground truth {gt.shape}", "two equal (N, H, W) shapes", raw=True
+        )
     check_alpha(alpha)
     if probs.size and (not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1):
-        raise input_error("probabilities", f"values in [{np.nanmin(probs):.4g}, {np.nanmax(probs):.4g}]"
-                          if np.isfinite(probs).any() else "no finite value", "finite values in [0, 1]", raw=True)
+        raise input_error(
+            "probabilities",
+            f"values in [{np.nanmin(probs):.4g}, {np.nanmax(probs):.4g}]"
+            if np.isfinite(probs).any()
+            else "no finite value",
+            "finite values in [0, 1]",
+            raw=True,
+        )
 
 
 class ConformalMask:
@@ -164,8 +176,10 @@ class ConformalMask:
     class_names_ : ndarray (K - 1,) of str, foreground label names
     """
 
-    _parameter_constraints: ClassVar[dict] = {"alpha": [Interval(float, 0.0, 1.0, closed="neither")],
-                              "empty_gt": [Options(("zero", "exclude"))]}
+    _parameter_constraints: ClassVar[dict] = {
+        "alpha": [Interval(float, 0.0, 1.0, closed="neither")],
+        "empty_gt": [Options(("zero", "exclude"))],
+    }
 
     def __init__(self, alpha: float = 0.1, *, empty_gt: EmptyPolicy = "zero") -> None:
         self.alpha = alpha
@@ -176,11 +190,13 @@ class ConformalMask:
         validate_params(self)
         probs, masks = _probs_and_masks(cal, "cal predictions")
         k = probs.shape[1]
-        self.lambda_ = np.array([
-            crc_threshold(probs[:, j], masks == j, self.alpha, empty_gt=self.empty_gt) for j in range(1, k)])
+        self.lambda_ = np.array(
+            [crc_threshold(probs[:, j], masks == j, self.alpha, empty_gt=self.empty_gt) for j in range(1, k)]
+        )
         present = np.stack([(masks == j).reshape(masks.shape[0], -1).any(axis=1) for j in range(1, k)])
-        self.n_cal_ = (present.sum(axis=1) if self.empty_gt == "exclude"
-                       else np.full(k - 1, masks.shape[0])).astype(np.int64)
+        self.n_cal_ = (present.sum(axis=1) if self.empty_gt == "exclude" else np.full(k - 1, masks.shape[0])).astype(
+            np.int64
+        )
         self.class_names_ = np.asarray(cal.class_names[1:]).astype(str)
         return self
 
@@ -196,8 +212,7 @@ class ConformalMask:
         self._check_fitted()
         probs, masks = _probs_and_masks(pred, "test predictions")
         self._check_labels(probs.shape[1])
-        return np.stack([fnr(probs[:, j], masks == j, self.lambda_[j - 1])
-                         for j in range(1, probs.shape[1])], axis=1)
+        return np.stack([fnr(probs[:, j], masks == j, self.lambda_[j - 1]) for j in range(1, probs.shape[1])], axis=1)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "lambda_"):
@@ -205,8 +220,13 @@ class ConformalMask:
 
     def _check_labels(self, k: int) -> None:
         if k - 1 != self.lambda_.size:
-            raise input_error("predictions", f"K={k} labels", f"K={self.lambda_.size + 1} as in the fit",
-                              "use predictions of the model the mask was fitted for", raw=True)
+            raise input_error(
+                "predictions",
+                f"K={k} labels",
+                f"K={self.lambda_.size + 1} as in the fit",
+                "use predictions of the model the mask was fitted for",
+                raw=True,
+            )
 
 
 def _probs_and_masks(pred: Predictions, role: str) -> tuple[np.ndarray, np.ndarray]:
@@ -231,13 +251,13 @@ class ConformalMaskResults:
     lambda_: np.ndarray
     n_cal: np.ndarray
     n_test: int
-    fnr: list[float | None]           # mean test FNR per label (None: no test image shows it, "exclude")
+    fnr: list[float | None]  # mean test FNR per label (None: no test image shows it, "exclude")
     fnr_above_alpha: list[float | None]  # fraction of test images with FNR > alpha per label
-    mask_fraction: np.ndarray          # conformal-mask area / image area per label
-    argmax_fraction: np.ndarray        # arg-max area / image area per label
-    test_fnr: np.ndarray               # (N, K - 1)
-    test_masks: np.ndarray             # bool (N, K - 1, H, W)
-    grid: np.ndarray                   # (M,) thresholds of the calibration FNR curves
+    mask_fraction: np.ndarray  # conformal-mask area / image area per label
+    argmax_fraction: np.ndarray  # arg-max area / image area per label
+    test_fnr: np.ndarray  # (N, K - 1)
+    test_masks: np.ndarray  # bool (N, K - 1, H, W)
+    grid: np.ndarray  # (M,) thresholds of the calibration FNR curves
     cal_fnr_curves: dict[str, np.ndarray]  # label -> (M,) mean calibration FNR per threshold
 
     def to_dict(self) -> dict[str, Any]:
@@ -245,19 +265,26 @@ class ConformalMaskResults:
         binary = len(self.labels) == 1
 
         def per_label(values) -> Any:
-            values = [None if v is None else (int(v) if isinstance(v, (int, np.integer)) else float(v))
-                      for v in values]
+            values = [None if v is None else (int(v) if isinstance(v, (int, np.integer)) else float(v)) for v in values]
             return values[0] if binary else dict(zip(self.labels, values, strict=True))
 
-        return {"alpha": self.alpha, "empty_gt": self.empty_gt, "labels": list(self.labels),
-                "lambda": per_label(self.lambda_), "fnr": per_label(self.fnr),
-                "fnr_above_alpha": per_label(self.fnr_above_alpha), "n_cal": per_label(self.n_cal),
-                "n_test": self.n_test, "mask_fraction": per_label(self.mask_fraction),
-                "argmax_fraction": per_label(self.argmax_fraction)}
+        return {
+            "alpha": self.alpha,
+            "empty_gt": self.empty_gt,
+            "labels": list(self.labels),
+            "lambda": per_label(self.lambda_),
+            "fnr": per_label(self.fnr),
+            "fnr_above_alpha": per_label(self.fnr_above_alpha),
+            "n_cal": per_label(self.n_cal),
+            "n_test": self.n_test,
+            "mask_fraction": per_label(self.mask_fraction),
+            "argmax_fraction": per_label(self.argmax_fraction),
+        }
 
 
-def evaluate_conformal_mask(cal: Predictions, test: Predictions, *, alpha: float = 0.1,
-                            empty_gt: EmptyPolicy = "zero", grid_size: int = 101) -> ConformalMaskResults:
+def evaluate_conformal_mask(
+    cal: Predictions, test: Predictions, *, alpha: float = 0.1, empty_gt: EmptyPolicy = "zero", grid_size: int = 101
+) -> ConformalMaskResults:
     """Fit conformal masks on ``cal`` and measure them on ``test`` (the conformal-mask analysis).
 
     Refuses a calibration set too small for ``alpha`` (fewer than ⌈1/α⌉ - 1 images showing a
@@ -282,32 +309,51 @@ def evaluate_conformal_mask(cal: Predictions, test: Predictions, *, alpha: float
     check_compatible(cal, test)
     needed = math.ceil(1.0 / check_alpha(alpha)) - 1
     if cal.n_samples < needed:
-        raise input_error("cal predictions", f"{cal.n_samples} images", f"at least {needed} for alpha={alpha}",
-                          "otherwise the guarantee forces the whole image into the mask", raw=True)
+        raise input_error(
+            "cal predictions",
+            f"{cal.n_samples} images",
+            f"at least {needed} for alpha={alpha}",
+            "otherwise the guarantee forces the whole image into the mask",
+            raw=True,
+        )
     mask = ConformalMask(alpha=alpha, empty_gt=empty_gt).fit(cal)
     labels = [str(c) for c in mask.class_names_]
     for name, n_used in zip(labels, mask.n_cal_, strict=True):
         if n_used < needed:  # with empty_gt="exclude" only images showing the label count
-            raise input_error(f"label {name!r}", f"{int(n_used)} calibration images showing it",
-                              f"at least {needed} for alpha={alpha}",
-                              "otherwise the guarantee forces the whole image into the mask", raw=True)
+            raise input_error(
+                f"label {name!r}",
+                f"{int(n_used)} calibration images showing it",
+                f"at least {needed} for alpha={alpha}",
+                "otherwise the guarantee forces the whole image into the mask",
+                raw=True,
+            )
     test_fnr = mask.fnr(test)
     sets = mask.predict(test)
     k = test.n_classes
     present = np.stack([(test.masks == j).reshape(test.n_samples, -1).any(axis=1) for j in range(1, k)], axis=1)
     counted = present if empty_gt == "exclude" else np.ones_like(present)
     fnr_means = [float(test_fnr[counted[:, j], j].mean()) if counted[:, j].any() else None for j in range(k - 1)]
-    above = [float(np.mean(test_fnr[counted[:, j], j] > alpha)) if counted[:, j].any() else None
-             for j in range(k - 1)]
+    above = [float(np.mean(test_fnr[counted[:, j], j] > alpha)) if counted[:, j].any() else None for j in range(k - 1)]
     test_probs = test.probabilities()
     predicted = test_probs.argmax(axis=1)
     cal_probs = cal.probabilities()
     grid = np.linspace(0.0, 1.0, grid_size)
-    curves = {name: fnr_curve(cal_probs[:, j + 1], cal.masks == j + 1, grid).mean(axis=0)
-              for j, name in enumerate(labels)}
+    curves = {
+        name: fnr_curve(cal_probs[:, j + 1], cal.masks == j + 1, grid).mean(axis=0) for j, name in enumerate(labels)
+    }
     return ConformalMaskResults(
-        alpha=float(alpha), empty_gt=empty_gt, labels=labels, lambda_=mask.lambda_, n_cal=mask.n_cal_,
-        n_test=test.n_samples, fnr=fnr_means, fnr_above_alpha=above,
+        alpha=float(alpha),
+        empty_gt=empty_gt,
+        labels=labels,
+        lambda_=mask.lambda_,
+        n_cal=mask.n_cal_,
+        n_test=test.n_samples,
+        fnr=fnr_means,
+        fnr_above_alpha=above,
         mask_fraction=sets.mean(axis=(0, 2, 3)),
         argmax_fraction=np.array([(predicted == j).mean() for j in range(1, k)]),
-        test_fnr=test_fnr, test_masks=sets, grid=grid, cal_fnr_curves=curves)
+        test_fnr=test_fnr,
+        test_masks=sets,
+        grid=grid,
+        cal_fnr_curves=curves,
+    )

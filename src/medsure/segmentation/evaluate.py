@@ -4,6 +4,7 @@
 :class:`SegmentationResults`; ``medsure segment-eval``, the demo and the HTML report only hand it on
 (``to_dict()`` is the JSON; the array fields feed the figures of :mod:`medsure.segmentation.report`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -39,11 +40,15 @@ from medsure.validation import check_choice, check_int, input_error
 def require_segmentation(pred: Predictions, role: str, *, need_masks: bool = True) -> None:
     """Raise a clear error unless ``pred`` is a segmentation artifact (with masks when needed)."""
     if pred.task != "segmentation":
-        raise input_error(role, f"a {pred.task} artifact", "segmentation predictions, logits (N, K, H, W)",
-                          raw=True)
+        raise input_error(role, f"a {pred.task} artifact", "segmentation predictions, logits (N, K, H, W)", raw=True)
     if need_masks and pred.masks is None:
-        raise input_error(role, "an artifact without 'masks'", "ground-truth masks (N, H, W)",
-                          "this analysis needs labelled images", raw=True)
+        raise input_error(
+            role,
+            "an artifact without 'masks'",
+            "ground-truth masks (N, H, W)",
+            "this analysis needs labelled images",
+            raw=True,
+        )
     if pred.n_samples == 0:
         raise input_error(role, "no images (N=0)", "at least one image", raw=True)
 
@@ -56,18 +61,31 @@ def require_same_method(a: Predictions, b: Predictions, names: tuple[str, str]) 
     """
     t_a, t_b = a.sample_logits().shape[0], b.sample_logits().shape[0]
     if (t_a, a.sample_kind) != (t_b, b.sample_kind):
-        raise input_error(names[1], f"{t_b} sample(s) of kind {b.sample_kind!r}",
-                          f"{t_a} of kind {a.sample_kind!r} like {names[0]}",
-                          "image uncertainties compare only between outputs of the same method", raw=True)
+        raise input_error(
+            names[1],
+            f"{t_b} sample(s) of kind {b.sample_kind!r}",
+            f"{t_a} of kind {a.sample_kind!r} like {names[0]}",
+            "image uncertainties compare only between outputs of the same method",
+            raw=True,
+        )
 
 
-def image_scores(pred: Predictions, *, uncertainty: str = "entropy",
-                 reduce: str = DEFAULT_REDUCTION, maps: dict[str, np.ndarray] | None = None) -> np.ndarray:
+def image_scores(
+    pred: Predictions,
+    *,
+    uncertainty: str = "entropy",
+    reduce: str = DEFAULT_REDUCTION,
+    maps: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """Image-level uncertainty (N,) used for Dice prediction and shift detection."""
     check_choice("uncertainty", uncertainty, UNCERTAINTY_KINDS)
     maps = uncertainty_maps(pred) if maps is None else maps
-    return image_uncertainty(maps[uncertainty], maps["predicted"], reduce=reduce,  # type: ignore[arg-type]
-                             foreground_prob=1.0 - maps["probabilities"][:, 0])
+    return image_uncertainty(
+        maps[uncertainty],
+        maps["predicted"],
+        reduce=reduce,  # type: ignore[arg-type]
+        foreground_prob=1.0 - maps["probabilities"][:, 0],
+    )
 
 
 @dataclass
@@ -148,8 +166,7 @@ class SegmentationResults:
     reliability: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     examples: OverlayExamples | None = None
 
-    FIGURE_FIELDS = ("image_dice", "image_scores", "segment_confidence", "segment_dice", "reliability",
-                     "examples")
+    FIGURE_FIELDS = ("image_dice", "image_scores", "segment_confidence", "segment_dice", "reliability", "examples")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every scalar and per-label result; shift and cal keys only when measured."""
@@ -166,11 +183,20 @@ class SegmentationResults:
 _OPTIONAL_KEYS = ("shift_auroc", "shift_auroc_by_reduction", "n_shift_images", "dice_predictor", "n_cal_images")
 
 
-def evaluate_segmentation(pred: Predictions, *, cal: Predictions | None = None, shift: Predictions | None = None,
-                          uncertainty: str = "entropy", reduce: str = DEFAULT_REDUCTION,
-                          n_bins: int = 15, band_width: int = 2, ueo_thresholds: int = 100,
-                          n_examples: int = 4, seed: int = 0,
-                          maps: dict[str, np.ndarray] | None = None) -> SegmentationResults:
+def evaluate_segmentation(
+    pred: Predictions,
+    *,
+    cal: Predictions | None = None,
+    shift: Predictions | None = None,
+    uncertainty: str = "entropy",
+    reduce: str = DEFAULT_REDUCTION,
+    n_bins: int = 15,
+    band_width: int = 2,
+    ueo_thresholds: int = 100,
+    n_examples: int = 4,
+    seed: int = 0,
+    maps: dict[str, np.ndarray] | None = None,
+) -> SegmentationResults:
     """All segmentation-uncertainty results of one labelled artifact.
 
     Parameters
@@ -206,8 +232,12 @@ def evaluate_segmentation(pred: Predictions, *, cal: Predictions | None = None, 
     band_width = check_int("band_width", band_width, low=0)
     n_examples = check_int("n_examples", n_examples, low=0)
     if uncertainty == "mutual_information" and not pred.has_samples:
-        raise input_error("uncertainty", uncertainty, "predictions with a sample axis (T, N, K, H, W)",
-                          "MC dropout, ensemble or TTA predictions carry one")
+        raise input_error(
+            "uncertainty",
+            uncertainty,
+            "predictions with a sample axis (T, N, K, H, W)",
+            "MC dropout, ensemble or TTA predictions carry one",
+        )
     for other, role in ((shift, "shift predictions"), (cal, "cal predictions")):
         if other is not None:
             require_segmentation(other, role, need_masks=role.startswith("cal"))
@@ -231,37 +261,56 @@ def evaluate_segmentation(pred: Predictions, *, cal: Predictions | None = None, 
     scores_by_reduction = {r: image_scores(pred, uncertainty=uncertainty, reduce=r, maps=maps) for r in REDUCTIONS}
     scores = scores_by_reduction[reduce]
     association = uncertainty_dice_association(scores, per_image)
-    spearman = {r: undefined_as_none(uncertainty_dice_association(s, per_image)["spearman"])
-                for r, s in scores_by_reduction.items()}
+    spearman = {
+        r: undefined_as_none(uncertainty_dice_association(s, per_image)["spearman"])
+        for r, s in scores_by_reduction.items()
+    }
 
     result = SegmentationResults(
-        n_images=pred.n_samples, labels=names, sample_kind=pred.sample_kind,
-        n_model_samples=int(pred.sample_logits().shape[0]), uncertainty=uncertainty, image_reduce=reduce,
-        n_bins=n_bins, boundary_width=band_width,
-        dice=_label_means(dice, names), dice_mean=undefined_as_none(mean_dice(dice)),
+        n_images=pred.n_samples,
+        labels=names,
+        sample_kind=pred.sample_kind,
+        n_model_samples=int(pred.sample_logits().shape[0]),
+        uncertainty=uncertainty,
+        image_reduce=reduce,
+        n_bins=n_bins,
+        boundary_width=band_width,
+        dice=_label_means(dice, names),
+        dice_mean=undefined_as_none(mean_dice(dice)),
         hd95=_label_means(hd95, names),
         hd95_n_undefined={name: int(np.sum(~np.isfinite(hd95[:, j]))) for j, name in enumerate(names)},
-        ece=overall["ece"], ece_equal_mass=overall["ece_equal_mass"], mce=overall["mce"],
-        ece_boundary=boundary["ece"], ece_equal_mass_boundary=boundary["ece_equal_mass"],
+        ece=overall["ece"],
+        ece_equal_mass=overall["ece_equal_mass"],
+        mce=overall["mce"],
+        ece_boundary=boundary["ece"],
+        ece_equal_mass_boundary=boundary["ece_equal_mass"],
         mce_boundary=boundary["mce"],
         boundary_pixel_fraction=float(band.mean()),
-        segment_ece=float(segments["ece"]), n_segments=int(segments["n_segments"]),
-        ueo=ueo["best"], ueo_threshold=ueo["best_threshold"],
+        segment_ece=float(segments["ece"]),
+        n_segments=int(segments["n_segments"]),
+        ueo=ueo["best"],
+        ueo_threshold=ueo["best_threshold"],
         ueo_curve={"thresholds": np.asarray(ueo["thresholds"]), "ueo": np.asarray(ueo["curve"])},
-        dice_pred_corr=association["spearman"], dice_pred_pearson=association["pearson"],
+        dice_pred_corr=association["spearman"],
+        dice_pred_pearson=association["pearson"],
         dice_pred_mae=cross_fitted_dice_mae(scores, per_image, seed=seed),
         dice_spearman_by_reduction=spearman,
-        image_dice=per_image, image_scores=scores,
-        segment_confidence=np.asarray(segments["confidence"]), segment_dice=np.asarray(segments["dice"]),
-        reliability={"all pixels": calibration_bins(conf, correct, n_bins=n_bins),
-                     "boundary band": calibration_bins(conf[band], correct[band], n_bins=n_bins)},
+        image_dice=per_image,
+        image_scores=scores,
+        segment_confidence=np.asarray(segments["confidence"]),
+        segment_dice=np.asarray(segments["dice"]),
+        reliability={
+            "all pixels": calibration_bins(conf, correct, n_bins=n_bins),
+            "boundary band": calibration_bins(conf[band], correct[band], n_bins=n_bins),
+        },
         examples=_examples(pred, predicted, umap, per_image, n_examples),
     )
     if shift is not None:
         shift_maps = uncertainty_maps(shift)
         result.shift_auroc_by_reduction = {
             r: shift_auroc(s, image_scores(shift, uncertainty=uncertainty, reduce=r, maps=shift_maps))
-            for r, s in scores_by_reduction.items()}
+            for r, s in scores_by_reduction.items()
+        }
         result.shift_auroc = result.shift_auroc_by_reduction[reduce]
         result.n_shift_images = shift.n_samples
     if cal is not None:
@@ -269,14 +318,19 @@ def evaluate_segmentation(pred: Predictions, *, cal: Predictions | None = None, 
         cal_scores = image_scores(cal, uncertainty=uncertainty, reduce=reduce, maps=cal_maps)
         cal_dice = image_dice(dice_per_label(cal_maps["predicted"], cal.masks, k))
         predictor = DicePredictor().fit(cal_scores, cal_dice)
-        result.dice_predictor = {"slope": predictor.slope_, "intercept": predictor.intercept_,
-                                 "n_fit": predictor.n_fit_, **predictor.score(scores, per_image)}
+        result.dice_predictor = {
+            "slope": predictor.slope_,
+            "intercept": predictor.intercept_,
+            "n_fit": predictor.n_fit_,
+            **predictor.score(scores, per_image),
+        }
         result.n_cal_images = cal.n_samples
     return result
 
 
-def _examples(pred: Predictions, predicted: np.ndarray, umap: np.ndarray, per_image: np.ndarray,
-              n_examples: int) -> OverlayExamples | None:
+def _examples(
+    pred: Predictions, predicted: np.ndarray, umap: np.ndarray, per_image: np.ndarray, n_examples: int
+) -> OverlayExamples | None:
     """Images spread from the worst to the best Dice (images with undefined Dice last resort)."""
     if n_examples == 0:
         return None
@@ -284,9 +338,15 @@ def _examples(pred: Predictions, predicted: np.ndarray, umap: np.ndarray, per_im
     ranked = finite[np.argsort(per_image[finite], kind="stable")] if finite.size else np.arange(pred.n_samples)
     spread = ranked[np.linspace(0, ranked.size - 1, min(n_examples, ranked.size)).astype(int)]
     picks = np.array(list(dict.fromkeys(spread.tolist())), dtype=int)  # drops repeats, keeps the order
-    return OverlayExamples(index=picks, ids=np.asarray(pred.ids)[picks], masks=pred.masks[picks],
-                           predicted=predicted[picks], uncertainty=umap[picks], dice=per_image[picks],
-                           thumbnails=None if pred.thumbnails is None else pred.thumbnails[picks])
+    return OverlayExamples(
+        index=picks,
+        ids=np.asarray(pred.ids)[picks],
+        masks=pred.masks[picks],
+        predicted=predicted[picks],
+        uncertainty=umap[picks],
+        dice=per_image[picks],
+        thumbnails=None if pred.thumbnails is None else pred.thumbnails[picks],
+    )
 
 
 def cross_fitted_dice_mae(scores: np.ndarray, dice: np.ndarray, *, seed: int = 0) -> float:
@@ -299,7 +359,7 @@ def cross_fitted_dice_mae(scores: np.ndarray, dice: np.ndarray, *, seed: int = 0
     if keep.size < 4:
         return float("nan")
     order = make_generator(seed).permutation(keep)
-    halves = (order[: order.size // 2], order[order.size // 2:])
+    halves = (order[: order.size // 2], order[order.size // 2 :])
     errors = []
     for fit_idx, eval_idx in (halves, halves[::-1]):
         model = DicePredictor().fit(scores[fit_idx], dice[fit_idx])

@@ -14,6 +14,7 @@ HD95, per image and label
 HD95 is computed by MONAI (``compute_hausdorff_distance(percentile=95)``) on one-hot maps; Dice
 by :func:`medsure.core.dice_per_label`, pinned to MONAI ``compute_dice`` by the tests.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -48,8 +49,9 @@ def dice_per_label(predicted: np.ndarray, masks: np.ndarray, n_classes: int) -> 
     return core_dice_per_label(predicted, masks, n_classes)
 
 
-def hd95_per_label(predicted: np.ndarray, masks: np.ndarray, n_classes: int, *,
-                   spacing: float | tuple[float, float] | None = None) -> np.ndarray:
+def hd95_per_label(
+    predicted: np.ndarray, masks: np.ndarray, n_classes: int, *, spacing: float | tuple[float, float] | None = None
+) -> np.ndarray:
     """95th-percentile symmetric Hausdorff distance per image and foreground label (MONAI).
 
     Parameters
@@ -79,9 +81,17 @@ def hd95_per_label(predicted: np.ndarray, masks: np.ndarray, n_classes: int, *,
         # its own deprecated internals, which tells the user nothing.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        dist = compute_hausdorff_distance(
-            torch.from_numpy(pred_oh[rows]), torch.from_numpy(gt_oh[rows]),
-            include_background=False, percentile=95, spacing=spacing).double().numpy()
+        dist = (
+            compute_hausdorff_distance(
+                torch.from_numpy(pred_oh[rows]),
+                torch.from_numpy(gt_oh[rows]),
+                include_background=False,
+                percentile=95,
+                spacing=spacing,
+            )
+            .double()
+            .numpy()
+        )
     out[rows] = np.where(present[rows], dist, np.nan)
     return out
 
@@ -124,15 +134,19 @@ def segment_calibration(probs: np.ndarray, masks: np.ndarray, *, n_bins: int = 1
     k = probs.shape[1]
     predicted = probs.argmax(axis=1)
     dice = dice_per_label(predicted, masks, k)
-    pred_oh = one_hot(predicted, k)[:, 1:]                       # (N, K-1, H, W)
+    pred_oh = one_hot(predicted, k)[:, 1:]  # (N, K-1, H, W)
     area = pred_oh.sum(axis=(2, 3))
     conf_sum = (pred_oh * probs[:, 1:]).sum(axis=(2, 3))
     image, label = np.nonzero(area > 0)
     confidence = conf_sum[image, label] / area[image, label]
     seg_dice = dice[image, label]
     result: dict[str, np.ndarray | float] = {
-        "confidence": confidence.astype(np.float64), "dice": seg_dice, "image": image,
-        "label": label + 1, "n_segments": int(image.size)}
+        "confidence": confidence.astype(np.float64),
+        "dice": seg_dice,
+        "image": image,
+        "label": label + 1,
+        "n_segments": int(image.size),
+    }
     if image.size == 0:
         result["ece"] = float("nan")
         return result
@@ -141,8 +155,9 @@ def segment_calibration(probs: np.ndarray, masks: np.ndarray, *, n_bins: int = 1
     return result
 
 
-def uncertainty_error_overlap(uncertainty: np.ndarray, error: np.ndarray, *,
-                              thresholds: np.ndarray | int = 100) -> dict[str, np.ndarray | float]:
+def uncertainty_error_overlap(
+    uncertainty: np.ndarray, error: np.ndarray, *, thresholds: np.ndarray | int = 100
+) -> dict[str, np.ndarray | float]:
     """Uncertainty–error overlap (UEO; Jungo & Reyes, MICCAI 2019).
 
     ``UEO(t) = Dice({u > t}, {error})`` with all pixels of all images pooled, for every
@@ -168,8 +183,12 @@ def uncertainty_error_overlap(uncertainty: np.ndarray, error: np.ndarray, *,
     if u.shape != e.shape:
         raise input_error("error map", f"{e.size} values", f"one per uncertainty value ({u.size})", raw=True)
     if u.size == 0 or not np.all(np.isfinite(u)):
-        raise input_error("uncertainty map", "no values" if u.size == 0 else "NaN or infinite values",
-                          "a non-empty, finite map", raw=True)
+        raise input_error(
+            "uncertainty map",
+            "no values" if u.size == 0 else "NaN or infinite values",
+            "a non-empty, finite map",
+            raw=True,
+        )
     if np.isscalar(thresholds) or np.ndim(thresholds) == 0:
         m = int(thresholds)  # type: ignore[arg-type]
         if m < 1:
@@ -190,8 +209,7 @@ def uncertainty_error_overlap(uncertainty: np.ndarray, error: np.ndarray, *,
     with np.errstate(invalid="ignore", divide="ignore"):
         curve = np.where(denom > 0, 2.0 * n_overlap / np.maximum(denom, 1), 1.0)
     best = int(np.argmax(curve))
-    return {"thresholds": grid, "curve": curve, "best": float(curve[best]),
-            "best_threshold": float(grid[best])}
+    return {"thresholds": grid, "curve": curve, "best": float(curve[best]), "best_threshold": float(grid[best])}
 
 
 def uncertainty_dice_association(image_uncertainty: np.ndarray, dice: np.ndarray) -> dict[str, float]:
@@ -208,8 +226,11 @@ def uncertainty_dice_association(image_uncertainty: np.ndarray, dice: np.ndarray
     u, d = _paired_finite(image_uncertainty, dice)
     if u.size < 3 or np.ptp(u) == 0 or np.ptp(d) == 0:
         return {"pearson": float("nan"), "spearman": float("nan"), "n": int(u.size)}
-    return {"pearson": float(stats.pearsonr(u, d).statistic),
-            "spearman": float(stats.spearmanr(u, d).statistic), "n": int(u.size)}
+    return {
+        "pearson": float(stats.pearsonr(u, d).statistic),
+        "spearman": float(stats.spearmanr(u, d).statistic),
+        "n": int(u.size),
+    }
 
 
 class DicePredictor:
@@ -260,10 +281,16 @@ class DicePredictor:
         """MAE and Pearson correlation of predicted vs. actual Dice on new images (NaN Dice dropped)."""
         u, d = _paired_finite(image_uncertainty, dice)
         predicted = self.predict(u)
-        corr = (float(stats.pearsonr(predicted, d).statistic)
-                if u.size >= 3 and np.ptp(predicted) > 0 and np.ptp(d) > 0 else float("nan"))
-        return {"mae": float(np.mean(np.abs(predicted - d))) if u.size else float("nan"),
-                "pearson": corr, "n": int(u.size)}
+        corr = (
+            float(stats.pearsonr(predicted, d).statistic)
+            if u.size >= 3 and np.ptp(predicted) > 0 and np.ptp(d) > 0
+            else float("nan")
+        )
+        return {
+            "mae": float(np.mean(np.abs(predicted - d))) if u.size else float("nan"),
+            "pearson": corr,
+            "n": int(u.size),
+        }
 
 
 def _paired_finite(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

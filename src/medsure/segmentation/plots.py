@@ -1,4 +1,5 @@
 """Figures for segmentation uncertainty (outer layer: matplotlib only here and in report.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,8 +11,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-_LABEL_COLOURS = np.array([[0, 0, 0, 0], [0.9, 0.2, 0.2, 0.45], [0.2, 0.5, 0.95, 0.45],
-                           [0.2, 0.8, 0.3, 0.45], [0.9, 0.7, 0.1, 0.45], [0.7, 0.3, 0.8, 0.45]])
+_LABEL_COLOURS = np.array(
+    [
+        [0, 0, 0, 0],
+        [0.9, 0.2, 0.2, 0.45],
+        [0.2, 0.5, 0.95, 0.45],
+        [0.2, 0.8, 0.3, 0.45],
+        [0.9, 0.7, 0.1, 0.45],
+        [0.7, 0.3, 0.8, 0.45],
+    ]
+)
 
 
 def _label_cmap(k: int) -> ListedColormap:
@@ -30,10 +39,18 @@ def _background(ax, thumbnail: np.ndarray | None, shape: tuple[int, int]) -> Non
     ax.set_ylim(h - 0.5, -0.5)
 
 
-def overlay_figure(*, masks: np.ndarray, predicted: np.ndarray, uncertainty: np.ndarray,
-                   conformal: np.ndarray | None, titles: Sequence[str], n_classes: int,
-                   thumbnails: np.ndarray | None = None, uncertainty_name: str = "entropy",
-                   alpha: float | None = None):
+def overlay_figure(
+    *,
+    masks: np.ndarray,
+    predicted: np.ndarray,
+    uncertainty: np.ndarray,
+    conformal: np.ndarray | None,
+    titles: Sequence[str],
+    n_classes: int,
+    thumbnails: np.ndarray | None = None,
+    uncertainty_name: str = "entropy",
+    alpha: float | None = None,
+):
     """Rows of images: GT, prediction, uncertainty map, error map, conformal mask.
 
     Parameters
@@ -46,8 +63,9 @@ def overlay_figure(*, masks: np.ndarray, predicted: np.ndarray, uncertainty: np.
     cols = 5 if conformal is not None else 4
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.1 * rows), squeeze=False)
     cmap = _label_cmap(n_classes)
-    vmax = float(np.log(n_classes)) if uncertainty_name in ("entropy", "expected_entropy",
-                                                            "mutual_information") else 1.0
+    vmax = (
+        float(np.log(n_classes)) if uncertainty_name in ("entropy", "expected_entropy", "mutual_information") else 1.0
+    )
     for r in range(rows):
         thumb = None if thumbnails is None else thumbnails[r]
         shape = masks.shape[1:]
@@ -66,8 +84,13 @@ def overlay_figure(*, masks: np.ndarray, predicted: np.ndarray, uncertainty: np.
             ax = axes[r, 4]
             _background(ax, thumb, shape)
             union = conformal[r].any(axis=0)
-            ax.imshow(np.where(union, 1.0, np.nan), cmap=ListedColormap([[1.0, 0.85, 0.0, 0.5]]),
-                      vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(
+                np.where(union, 1.0, np.nan),
+                cmap=ListedColormap([[1.0, 0.85, 0.0, 0.5]]),
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             ax.contour(masks[r] > 0, levels=[0.5], colors="cyan", linewidths=0.8)
     heads = ["ground truth", "prediction", uncertainty_name, "error", f"conformal mask (α={alpha})"]
     for c in range(cols):
@@ -90,10 +113,23 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, np.ndarray], float]
         edges = bins["edges"]
         centres = 0.5 * (edges[:-1] + edges[1:])
         width = edges[1] - edges[0]
-        ax.bar(centres[filled], bins["accuracy"][filled], width=width * 0.9, color="#58a",
-               edgecolor="#235", label="accuracy")
-        ax.bar(centres[filled], bins["confidence"][filled] - bins["accuracy"][filled],
-               bottom=bins["accuracy"][filled], width=width * 0.9, color="#e88", alpha=0.6, label="gap")
+        ax.bar(
+            centres[filled],
+            bins["accuracy"][filled],
+            width=width * 0.9,
+            color="#58a",
+            edgecolor="#235",
+            label="accuracy",
+        )
+        ax.bar(
+            centres[filled],
+            bins["confidence"][filled] - bins["accuracy"][filled],
+            bottom=bins["accuracy"][filled],
+            width=width * 0.9,
+            color="#e88",
+            alpha=0.6,
+            label="gap",
+        )
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -105,9 +141,15 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, np.ndarray], float]
     return fig
 
 
-def segment_and_ueo_figure(segment_conf: np.ndarray, segment_dice: np.ndarray, thresholds: np.ndarray,
-                           ueo_curve: np.ndarray, image_unc: np.ndarray, image_dice: np.ndarray,
-                           uncertainty_name: str = "entropy"):
+def segment_and_ueo_figure(
+    segment_conf: np.ndarray,
+    segment_dice: np.ndarray,
+    thresholds: np.ndarray,
+    ueo_curve: np.ndarray,
+    image_unc: np.ndarray,
+    image_dice: np.ndarray,
+    uncertainty_name: str = "entropy",
+):
     """Three panels: segment confidence vs Dice, UEO curve, image uncertainty vs Dice."""
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.2))
     axes[0].scatter(segment_conf, segment_dice, s=8, alpha=0.6)
@@ -130,12 +172,11 @@ def segment_and_ueo_figure(segment_conf: np.ndarray, segment_dice: np.ndarray, t
     return fig
 
 
-def fnr_figure(lambdas: np.ndarray, risk_curves: dict[str, np.ndarray], chosen: dict[str, float],
-               alpha: float):
+def fnr_figure(lambdas: np.ndarray, risk_curves: dict[str, np.ndarray], chosen: dict[str, float], alpha: float):
     """Calibration-set mean FNR against the threshold λ for each label, with the chosen λ̂."""
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     for name, curve in risk_curves.items():
-        line, = ax.plot(lambdas, curve, label=name)
+        (line,) = ax.plot(lambdas, curve, label=name)
         ax.axvline(chosen[name], color=line.get_color(), ls=":", lw=0.8)
     ax.axhline(alpha, color="k", ls="--", lw=0.8, label=f"α = {alpha}")
     ax.set_xlabel("pixel threshold λ")

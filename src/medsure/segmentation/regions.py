@@ -2,6 +2,7 @@
 
 Pure, vectorised functions on label maps ``(N, H, W)``; no per-pixel Python loops.
 """
+
 from __future__ import annotations
 
 import numpy as np

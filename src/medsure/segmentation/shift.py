@@ -1,4 +1,5 @@
 """Distribution-shift detection from image-level uncertainty (pure functions)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,8 @@ def shift_auroc(in_distribution: np.ndarray, shifted: np.ndarray) -> float:
     b = np.asarray(shifted, dtype=np.float64).ravel()
     if a.size == 0 or b.size == 0:
         raise MedsureInputError(
-            f"shift AUROC needs images in both groups, got {a.size} in-distribution and {b.size} shifted")
+            f"shift AUROC needs images in both groups, got {a.size} in-distribution and {b.size} shifted"
+        )
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise MedsureInputError("shift scores must be finite")
     return binary_auroc(np.concatenate([a, b]), np.r_[np.zeros(a.size, bool), np.ones(b.size, bool)])

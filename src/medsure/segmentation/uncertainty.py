@@ -9,6 +9,7 @@ mutual information between the prediction and the sample index (epistemic part):
 
 Shapes: ``N`` images, ``K`` labels (background included), ``H x W`` pixels, ``T`` samples.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -96,8 +97,10 @@ def uncertainty_maps(pred: Predictions) -> dict[str, np.ndarray]:
     n, k, h, w = logits.shape[1:]
     out: dict[str, np.ndarray] = {
         "probabilities": np.empty((n, k, h, w), np.float32),
-        **{name: np.empty((n, h, w), np.float32)
-           for name in ("entropy", "expected_entropy", "mutual_information", "one_minus_max_prob")},
+        **{
+            name: np.empty((n, h, w), np.float32)
+            for name in ("entropy", "expected_entropy", "mutual_information", "one_minus_max_prob")
+        },
         "predicted": np.empty((n, h, w), np.int64),
     }
     # Chunks of images bound the (T, chunk, K, H, W) temporaries; pixels stay vectorised.
@@ -120,14 +123,22 @@ def uncertainty_map(pred: Predictions, kind: str = "entropy") -> np.ndarray:
     if kind not in UNCERTAINTY_KINDS:
         check_choice("uncertainty kind", kind, UNCERTAINTY_KINDS)
     if kind == "mutual_information" and not pred.has_samples:
-        raise input_error("uncertainty kind", kind, "logits with a sample axis (T, N, K, H, W) for it",
-                          "MC dropout, ensemble or TTA predictions carry one")
+        raise input_error(
+            "uncertainty kind",
+            kind,
+            "logits with a sample axis (T, N, K, H, W) for it",
+            "MC dropout, ensemble or TTA predictions carry one",
+        )
     return uncertainty_maps(pred)[kind]
 
 
-def image_uncertainty(umap: np.ndarray, predicted: np.ndarray | None = None, *,
-                      reduce: Reduction = "mean",
-                      foreground_prob: np.ndarray | None = None) -> np.ndarray:
+def image_uncertainty(
+    umap: np.ndarray,
+    predicted: np.ndarray | None = None,
+    *,
+    reduce: Reduction = "mean",
+    foreground_prob: np.ndarray | None = None,
+) -> np.ndarray:
     """Aggregate a per-pixel map to one score per image.
 
     Which reduction detects a distribution shift depends on the shift (measured in
@@ -176,18 +187,24 @@ def image_uncertainty(umap: np.ndarray, predicted: np.ndarray | None = None, *,
         return flat.max(axis=1)
     if reduce == "top_percent":
         top = max(1, round(TOP_FRACTION * flat.shape[1]))
-        return np.partition(flat, flat.shape[1] - top, axis=1)[:, flat.shape[1] - top:].mean(axis=1)
+        return np.partition(flat, flat.shape[1] - top, axis=1)[:, flat.shape[1] - top :].mean(axis=1)
     if reduce == "foreground_weighted":
         if foreground_prob is None or np.shape(foreground_prob) != umap.shape:
-            raise input_error("foreground_prob", None if foreground_prob is None else np.asarray(foreground_prob),
-                              f"foreground probabilities of shape {umap.shape} for reduce='foreground_weighted'")
+            raise input_error(
+                "foreground_prob",
+                None if foreground_prob is None else np.asarray(foreground_prob),
+                f"foreground probabilities of shape {umap.shape} for reduce='foreground_weighted'",
+            )
         weight = np.asarray(foreground_prob, dtype=np.float64).reshape(flat.shape)
         total = weight.sum(axis=1)
         weighted = (flat * weight).sum(axis=1) / np.where(total > 0, total, 1.0)
         return np.where(total > 0, weighted, overall)  # no foreground belief at all: plain mean
     if predicted is None or np.shape(predicted) != umap.shape:
-        raise input_error("predicted", None if predicted is None else np.asarray(predicted),
-                          f"predicted labels of shape {umap.shape} for reduce='foreground_mean'")
+        raise input_error(
+            "predicted",
+            None if predicted is None else np.asarray(predicted),
+            f"predicted labels of shape {umap.shape} for reduce='foreground_mean'",
+        )
     fg = np.asarray(predicted).reshape(flat.shape) > 0
     count = fg.sum(axis=1)
     fg_mean = (flat * fg).sum(axis=1) / np.maximum(count, 1)

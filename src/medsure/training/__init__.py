@@ -5,6 +5,7 @@
 >>> run = load_run("runs/a"); run.model  # best weights, eval mode; run.config is config.json
 >>> predict(run, test_split)             # medsure.predict: the run record travels with the model
 """
+
 from medsure.training.checkpoint import load_checkpoint, save_checkpoint
 from medsure.training.config import TrainConfig
 from medsure.training.loop import validate_epoch
@@ -12,5 +13,14 @@ from medsure.training.run import LoadedRun, load_run
 from medsure.training.splits import standard_splits
 from medsure.training.trainer import TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "train", "validate_epoch", "LoadedRun", "load_run",
-           "load_checkpoint", "save_checkpoint", "standard_splits"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "validate_epoch",
+    "LoadedRun",
+    "load_run",
+    "load_checkpoint",
+    "save_checkpoint",
+    "standard_splits",
+]

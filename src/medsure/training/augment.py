@@ -3,15 +3,22 @@
 One affine warp per batch (``affine_grid`` + ``grid_sample``) instead of a per-sample loop.
 Flips and integer-pixel shifts land exactly on pixel centres, so images are not blurred.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def random_flip_shift(images: torch.Tensor, masks: torch.Tensor | None, *,
-                      generator: torch.Generator, hflip: bool = True, vflip: bool = False,
-                      max_shift: float = 0.1) -> tuple[torch.Tensor, torch.Tensor | None]:
+def random_flip_shift(
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    *,
+    generator: torch.Generator,
+    hflip: bool = True,
+    vflip: bool = False,
+    max_shift: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Randomly flip and translate each sample of a batch.
 
     Parameters
@@ -52,11 +59,11 @@ def random_flip_shift(images: torch.Tensor, masks: torch.Tensor | None, *,
     theta = theta.to(images.device, images.dtype)
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
     # Nearest sampling: flips and whole-pixel shifts hit pixel centres, so this is an exact copy.
-    out_images = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros",
-                               align_corners=False)
+    out_images = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     out_masks = None
     if masks is not None:
-        warped = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest",
-                               padding_mode="zeros", align_corners=False)
+        warped = F.grid_sample(
+            masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )
         out_masks = warped[:, 0].round().to(masks.dtype)
     return out_images, out_masks

@@ -11,6 +11,7 @@ A run folder holds two checkpoints (format :data:`CHECKPOINT_FORMAT`):
 - ``best.pt`` — ``{"format", "epoch", "monitor", "metric", "model"}``: the weights of the epoch
   with the best validation metric.
 """
+
 from __future__ import annotations
 
 import io
@@ -56,18 +57,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     what = f"checkpoint '{path}'"
     if not path.is_file():
-        raise input_error(what, "no such file", "the file a finished epoch of medsure train writes",
-                          "is the run folder complete? (train writes best.pt after its first epoch)", raw=True)
+        raise input_error(
+            what,
+            "no such file",
+            "the file a finished epoch of medsure train writes",
+            "is the run folder complete? (train writes best.pt after its first epoch)",
+            raw=True,
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise input_error(what, f"pickled Python objects other than tensors and plain types ({_reason(exc)})",
-                          "tensors and plain types only", "refusing to load it because unpickling can run "
-                          "arbitrary code (torch.load weights_only=True)", raw=True) from exc
+        raise input_error(
+            what,
+            f"pickled Python objects other than tensors and plain types ({_reason(exc)})",
+            "tensors and plain types only",
+            "refusing to load it because unpickling can run arbitrary code (torch.load weights_only=True)",
+            raw=True,
+        ) from exc
     except Exception as exc:  # any other failure means the file is not a torch checkpoint
         first = str(exc).split(". ")[0].strip().splitlines()[0] if str(exc).strip() else ""
-        raise input_error(what, f"a file torch cannot read ({type(exc).__name__}: {first})",
-                          "a torch checkpoint written by medsure train", raw=True) from exc
+        raise input_error(
+            what,
+            f"a file torch cannot read ({type(exc).__name__}: {first})",
+            "a torch checkpoint written by medsure train",
+            raw=True,
+        ) from exc
     if not isinstance(state, dict):
         raise input_error(what, f"a {type(state).__name__}", "a dict", raw=True)
     return state
@@ -76,8 +90,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def check_format(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:
     """Return ``state`` if it was written in :data:`CHECKPOINT_FORMAT`; raise otherwise."""
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise input_error(f"checkpoint '{path}' format", state.get("format"), str(CHECKPOINT_FORMAT),
-                          "it was written by another medsure version")
+        raise input_error(
+            f"checkpoint '{path}' format",
+            state.get("format"),
+            str(CHECKPOINT_FORMAT),
+            "it was written by another medsure version",
+        )
     return state
 
 
@@ -88,5 +106,7 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_best(path: str | os.PathLike, model: nn.Module, *, epoch: int, monitor: str, metric: float) -> None:
     """Write ``best.pt``: the weights of ``model`` and the epoch and metric that made them best."""
-    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "monitor": monitor,
-                           "metric": metric, "model": cpu_state(model)})
+    save_checkpoint(
+        path,
+        {"format": CHECKPOINT_FORMAT, "epoch": epoch, "monitor": monitor, "metric": metric, "model": cpu_state(model)},
+    )

@@ -1,4 +1,5 @@
 """The settings of one training run: :class:`TrainConfig` (plain values, saved in ``config.json``)."""
+
 from __future__ import annotations
 
 import math

@@ -1,9 +1,9 @@
 """Rebuild the datasets of a run from its recorded dataset name, options and split seed."""
+
 from __future__ import annotations
 
 import json
 from typing import Any
-
 
 from medsure.data.base import ImageDataset
 from medsure.errors import MedsureInputError
@@ -23,12 +23,24 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def dataset_record(name: str, *, root: str | None, image_size: int | None,
-                   options: dict[str, Any], split_seed: int,
-                   max_samples: int | None) -> dict[str, Any]:
+def dataset_record(
+    name: str,
+    *,
+    root: str | None,
+    image_size: int | None,
+    options: dict[str, Any],
+    split_seed: int,
+    max_samples: int | None,
+) -> dict[str, Any]:
     """What a run stores about its data (``TrainConfig.dataset``)."""
-    return {"name": name, "root": root, "image_size": image_size, "options": dict(options),
-            "split_seed": int(split_seed), "max_samples": max_samples}
+    return {
+        "name": name,
+        "root": root,
+        "image_size": image_size,
+        "options": dict(options),
+        "split_seed": int(split_seed),
+        "max_samples": max_samples,
+    }
 
 
 def load_whole(record: dict[str, Any], image_size: int | None = None) -> ImageDataset:
@@ -36,8 +48,7 @@ def load_whole(record: dict[str, Any], image_size: int | None = None) -> ImageDa
     from medsure.data import load_dataset
 
     size = image_size if image_size is not None else record.get("image_size")
-    return load_dataset(record["name"], root=record.get("root"), image_size=size,
-                        **record.get("options", {}))
+    return load_dataset(record["name"], root=record.get("root"), image_size=size, **record.get("options", {}))
 
 
 def load_splits(record: dict[str, Any]) -> dict[str, ImageDataset]:

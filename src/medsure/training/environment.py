@@ -3,6 +3,7 @@
 Each setting is chosen here once and applied for the duration of a run only: the caller's global
 torch state (RNG, thread count, deterministic flags) is the same after :func:`train` as before.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,8 +81,7 @@ def deterministic_mode(device: torch.device, *, strict: bool = False) -> Iterato
         operation without one (the default of every run); True *raises* there and also sets
         ``cudnn.deterministic`` (``TrainConfig.deterministic``, ``medsure train --deterministic``)
     """
-    previous = (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled())
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     previous_cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
@@ -97,11 +97,13 @@ def deterministic_mode(device: torch.device, *, strict: bool = False) -> Iterato
 
 
 @contextlib.contextmanager
-def isolated_run(device: torch.device, *, num_threads: int | None, strict_determinism: bool
-                 ) -> Iterator[None]:
+def isolated_run(device: torch.device, *, num_threads: int | None, strict_determinism: bool) -> Iterator[None]:
     """Everything a run changes globally, undone after: a forked torch RNG (CPU and the run's
     GPU), deterministic kernels and the thread count."""
     devices = [torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), \
-            deterministic_mode(device, strict=strict_determinism), torch_threads(num_threads):
+    with (
+        torch.random.fork_rng(devices=devices),
+        deterministic_mode(device, strict=strict_determinism),
+        torch_threads(num_threads),
+    ):
         yield

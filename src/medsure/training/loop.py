@@ -3,6 +3,7 @@
 Both take the model and everything it computes with explicitly (device, bf16 autocast, memory
 format, loss), so each can be read — and tested — on its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,11 +47,13 @@ class Augmentation:
     vflip: bool
     max_shift: float
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, task: str, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, task: str, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         masks = y if task == "segmentation" else None
-        x, moved = random_flip_shift(x, masks, generator=generator, hflip=self.hflip, vflip=self.vflip,
-                                     max_shift=self.max_shift)
+        x, moved = random_flip_shift(
+            x, masks, generator=generator, hflip=self.hflip, vflip=self.vflip, max_shift=self.max_shift
+        )
         return x, (moved if task == "segmentation" else y)
 
 
@@ -75,17 +78,26 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
     """Shuffled index batches of one epoch; a last batch of one sample is dropped, because
     BatchNorm cannot train on it."""
     order = torch.randperm(n, generator=generator)
-    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if len(batches) > 1 and len(batches[-1]) < 2:
         batches = batches[:-1]
     return batches
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
-                images: torch.Tensor, targets: torch.Tensor, batches: Iterable[torch.Tensor], *,
-                task: str, compute: Compute, augment: Augmentation | None,
-                augment_generator: torch.Generator,
-                on_batch: Callable[[float], Any] | None = None) -> float:
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    batches: Iterable[torch.Tensor],
+    *,
+    task: str,
+    compute: Compute,
+    augment: Augmentation | None,
+    augment_generator: torch.Generator,
+    on_batch: Callable[[float], Any] | None = None,
+) -> float:
     """One pass over ``batches``; returns the mean training loss (per sample).
 
     Parameters
@@ -115,8 +127,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
 
 
 @torch.no_grad()
-def validate_epoch(model: nn.Module, dataset: ImageDataset, *, loss_fn: LossFn, batch_size: int,
-                   compute: Compute) -> dict[str, float]:
+def validate_epoch(
+    model: nn.Module, dataset: ImageDataset, *, loss_fn: LossFn, batch_size: int, compute: Compute
+) -> dict[str, float]:
     """Validation loss and metrics of ``model`` on ``dataset``, in eval mode (mode restored).
 
     Returns
@@ -130,8 +143,8 @@ def validate_epoch(model: nn.Module, dataset: ImageDataset, *, loss_fn: LossFn, 
     x_all, y_all = images_to_tensor(dataset.images), torch.from_numpy(dataset.targets)
     total, outputs = 0.0, []
     for start in range(0, len(dataset), batch_size):
-        logits = compute.forward(model, to_unit_float(x_all[start:start + batch_size]))
-        y = y_all[start:start + batch_size].to(compute.device)
+        logits = compute.forward(model, to_unit_float(x_all[start : start + batch_size]))
+        y = y_all[start : start + batch_size].to(compute.device)
         total += float(loss_fn(logits, y)) * len(y)
         # classification keeps the logits (AUC); segmentation only the label map (memory)
         outputs.append((logits if dataset.task == "classification" else logits.argmax(1)).cpu().numpy())

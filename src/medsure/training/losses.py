@@ -1,4 +1,5 @@
 """Training losses: cross-entropy (optionally class-weighted) and MONAI's Dice / Dice+CE."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,8 +28,12 @@ def balanced_class_weight(targets: np.ndarray, n_classes: int) -> torch.Tensor:
     """
     counts = np.bincount(np.asarray(targets), minlength=n_classes)
     if np.any(counts == 0):
-        raise input_error("class_weights='balanced'", f"class counts {counts.tolist()} in train",
-                          "every class to have training samples", raw=True)
+        raise input_error(
+            "class_weights='balanced'",
+            f"class counts {counts.tolist()} in train",
+            "every class to have training samples",
+            raw=True,
+        )
     return torch.as_tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
 
 
@@ -47,15 +52,15 @@ def make_loss(task: str, name: str, class_weight: torch.Tensor | None = None) ->
             return F.cross_entropy
         return lambda logits, y: F.cross_entropy(logits, y, weight=class_weight.to(logits.device))
     if class_weight is not None:
-        raise input_error("class_weights", "weights for a segmentation model", "classification only",
-                          raw=True)
+        raise input_error("class_weights", "weights for a segmentation model", "classification only", raw=True)
     check_choice("loss for segmentation", name, SEGMENTATION_LOSSES)
     if name == "ce":
         return F.cross_entropy
     from monai.losses import DiceCELoss, DiceLoss
 
-    monai_loss = (DiceLoss(softmax=True, to_onehot_y=True) if name == "dice"
-                  else DiceCELoss(softmax=True, to_onehot_y=True))
+    monai_loss = (
+        DiceLoss(softmax=True, to_onehot_y=True) if name == "dice" else DiceCELoss(softmax=True, to_onehot_y=True)
+    )
 
     def loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return monai_loss(logits, masks[:, None])  # MONAI wants a channel axis on the labels

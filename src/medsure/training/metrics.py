@@ -3,6 +3,7 @@
 They are the report's metrics, from :mod:`medsure.core`, so the number the trainer selects
 ``best.pt`` by is the number the report shows for the same predictions.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ class names, the training settings and the data's provenance. :func:`load_run` r
 on (``medsure predict`` checking a dataset, the artifact's provenance) is handed the
 :class:`LoadedRun` explicitly — nothing is stored on the model object.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ from medsure.training.config import TrainConfig
 from medsure.validation import check_choice, input_error
 
 
-def run_record(config: TrainConfig, train_ds: ImageDataset,
-               environment: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_record(
+    config: TrainConfig, train_ds: ImageDataset, environment: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The content of ``config.json``: everything needed to rebuild the model and its data.
 
     Parameters
@@ -41,9 +43,14 @@ def run_record(config: TrainConfig, train_ds: ImageDataset,
         "torch_version": torch.__version__,
         "task": train_ds.task,
         "class_names": [str(c) for c in train_ds.class_names],
-        "model": {"name": config.model, "in_channels": train_ds.in_channels,
-                  "num_classes": train_ds.n_classes, "image_size": train_ds.image_size[0],
-                  "dropout": float(config.dropout), "width": config.width},
+        "model": {
+            "name": config.model,
+            "in_channels": train_ds.in_channels,
+            "num_classes": train_ds.n_classes,
+            "image_size": train_ds.image_size[0],
+            "dropout": float(config.dropout),
+            "width": config.width,
+        },
         "train": asdict(config),
         "data_provenance": train_ds.provenance,
     }
@@ -60,9 +67,14 @@ def build_from_record(record: dict[str, Any], seed: int = 0) -> nn.Module:
     spec = record["model"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(spec["name"], in_channels=int(spec["in_channels"]),
-                           num_classes=int(spec["num_classes"]), image_size=int(spec["image_size"]),
-                           dropout=float(spec["dropout"]), width=spec.get("width"))
+        return build_model(
+            spec["name"],
+            in_channels=int(spec["in_channels"]),
+            num_classes=int(spec["num_classes"]),
+            image_size=int(spec["image_size"]),
+            dropout=float(spec["dropout"]),
+            width=spec.get("width"),
+        )
 
 
 @dataclass
@@ -94,40 +106,54 @@ class LoadedRun:
         if self.task != dataset.task:
             raise input_error("dataset task", dataset.task, f"{self.task}, the task the model was trained for")
         if dataset.in_channels != spec["in_channels"]:
-            raise input_error("dataset channels", dataset.in_channels,
-                              f"{spec['in_channels']}, the channels the model was trained on")
+            raise input_error(
+                "dataset channels", dataset.in_channels, f"{spec['in_channels']}, the channels the model was trained on"
+            )
         side = int(spec["image_size"])
         if dataset.image_size != (side, side):
-            raise input_error("dataset image size", f"{dataset.image_size[0]}x{dataset.image_size[1]}",
-                              f"{side}x{side}, the size the model was trained at",
-                              f"load the dataset with image_size={side}", raw=True)
+            raise input_error(
+                "dataset image size",
+                f"{dataset.image_size[0]}x{dataset.image_size[1]}",
+                f"{side}x{side}, the size the model was trained at",
+                f"load the dataset with image_size={side}",
+                raw=True,
+            )
         if len(dataset.class_names) != spec["num_classes"]:
-            raise input_error("dataset classes", len(dataset.class_names),
-                              f"{spec['num_classes']}, the model's number of classes")
+            raise input_error(
+                "dataset classes", len(dataset.class_names), f"{spec['num_classes']}, the model's number of classes"
+            )
         names = [str(c) for c in dataset.class_names]
         if names != list(self.class_names):
-            raise input_error("dataset class names", names,
-                              f"{list(self.class_names)} (the model's names, in the same order)")
+            raise input_error(
+                "dataset class names", names, f"{list(self.class_names)} (the model's names, in the same order)"
+            )
 
     def provenance(self) -> dict[str, Any]:
         """What a prediction artifact records about this run: its folder and its record
         without the (long) data provenance of the training split."""
-        return {"run_dir": str(self.run_dir),
-                "config": {k: v for k, v in self.config.items() if k != "data_provenance"}}
+        return {
+            "run_dir": str(self.run_dir),
+            "config": {k: v for k, v in self.config.items() if k != "data_provenance"},
+        }
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:
     """``config.json`` of a run folder, checked for the keys a model is rebuilt from."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
-        raise input_error("run folder", str(run_dir), "a folder with config.json",
-                          "is it a medsure run? (written by medsure train)")
+        raise input_error(
+            "run folder", str(run_dir), "a folder with config.json", "is it a medsure run? (written by medsure train)"
+        )
     try:
         record = json.loads(config_path.read_text(encoding="utf-8"))
         _ = record["model"], record["task"], record["class_names"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise input_error(f"run folder '{run_dir}': config.json", f"{type(exc).__name__}: {exc}",
-                          "a valid medsure run record", raw=True) from exc
+        raise input_error(
+            f"run folder '{run_dir}': config.json",
+            f"{type(exc).__name__}: {exc}",
+            "a valid medsure run record",
+            raw=True,
+        ) from exc
     return record
 
 
@@ -138,8 +164,12 @@ def model_from_checkpoint(record: dict[str, Any], checkpoint: Path) -> nn.Module
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
-        raise input_error(f"weights in '{checkpoint}'", f"{type(exc).__name__}: {exc}",
-                          "weights that fit the model in config.json", raw=True) from exc
+        raise input_error(
+            f"weights in '{checkpoint}'",
+            f"{type(exc).__name__}: {exc}",
+            "weights that fit the model in config.json",
+            raw=True,
+        ) from exc
     return model.eval()
 
 
@@ -166,5 +196,11 @@ def load_run(run_dir: str | os.PathLike, *, weights: str = "best") -> LoadedRun:
         history = json.loads(history_path.read_text(encoding="utf-8")) if history_path.is_file() else []
     except json.JSONDecodeError as exc:
         raise input_error(f"run folder '{run_dir}': history.json", str(exc), "valid JSON", raw=True) from exc
-    return LoadedRun(model=model, config=record, class_names=list(record["class_names"]),
-                     task=record["task"], history=history, run_dir=run_dir)
+    return LoadedRun(
+        model=model,
+        config=record,
+        class_names=list(record["class_names"]),
+        task=record["task"],
+        history=history,
+        run_dir=run_dir,
+    )

@@ -14,6 +14,7 @@ Policy, by the dataset's official splits (``meta["source_split"]``):
 - no official split: train 50 %, val 15 %, cal 17.5 %, test 17.5 %, stratified, with
   near-duplicate groups (``meta["dup_group"]``) kept within one split.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,7 @@ def standard_splits(ds: ImageDataset, *, seed: int = 0) -> dict[str, ImageDatase
 
     if ds.targets is None:
         raise MedsureInputError("standard_splits needs a labelled dataset (targets is None)")
-    source = (np.asarray(ds.meta["source_split"]).astype(str) if "source_split" in ds.meta
-              else None)
+    source = np.asarray(ds.meta["source_split"]).astype(str) if "source_split" in ds.meta else None
     if source is None:
         return split_dataset(ds, seed=seed, fractions=DEFAULT_FRACTIONS)
 
@@ -51,12 +51,12 @@ def standard_splits(ds: ImageDataset, *, seed: int = 0) -> dict[str, ImageDatase
 
     present = set(source.tolist())
     if {"train", "val", "test"} <= present:
-        held_out = split_dataset(_flag_train_duplicates(part("test"), part("train")), seed=seed,
-                                 fractions={"cal": 0.5, "test": 0.5})
+        held_out = split_dataset(
+            _flag_train_duplicates(part("test"), part("train")), seed=seed, fractions={"cal": 0.5, "test": 0.5}
+        )
         return {"train": part("train"), "val": part("val"), **held_out}
     if present == {"train", "val"}:
-        pool = split_dataset(part("train"), seed=seed,
-                             fractions={"train": 0.65, "val": 0.10, "cal": 0.25})
+        pool = split_dataset(part("train"), seed=seed, fractions={"train": 0.65, "val": 0.10, "cal": 0.25})
         return {**pool, "test": _flag_train_duplicates(part("val"), pool["train"])}
     if present == {"val", "test"}:
         pool = split_dataset(part("val"), seed=seed, fractions={"train": 0.8, "val": 0.2})
@@ -77,7 +77,12 @@ def _flag_train_duplicates(held_out: ImageDataset, train: ImageDataset) -> Image
     from medsure.data.dedup import near_duplicates_of
 
     flags = near_duplicates_of(train.images, held_out.images)
-    provenance = {**held_out.provenance,
-                  "near_duplicates_of_train": {"count": int(flags.sum()), "of": len(flags),
-                                               "method": "pixel correlation >= 0.99"}}
+    provenance = {
+        **held_out.provenance,
+        "near_duplicates_of_train": {
+            "count": int(flags.sum()),
+            "of": len(flags),
+            "method": "pixel correlation >= 0.99",
+        },
+    }
     return replace(held_out, meta={**held_out.meta, "near_dup_of_train": flags}, provenance=provenance)

@@ -5,6 +5,7 @@ history and *every random stream* the run draws from (the global torch RNG that 
 the CUDA RNG, the shuffling and the augmentation generators). Restoring all of them puts the run
 where it was, so a resumed run reaches bit for bit the weights an uninterrupted one reaches.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,7 @@ class RandomStreams:
 
     @classmethod
     def from_seed(cls, seed: int) -> RandomStreams:
-        return cls(shuffle=torch.Generator().manual_seed(seed + 1),
-                   augment=torch.Generator().manual_seed(seed + 2))
+        return cls(shuffle=torch.Generator().manual_seed(seed + 1), augment=torch.Generator().manual_seed(seed + 2))
 
 
 @dataclass
@@ -92,15 +92,26 @@ def check_run_folder(out_dir: Path, record: dict[str, Any], resume: bool) -> boo
     if not (out_dir / "checkpoint.pt").exists():
         return False
     if not resume:
-        raise input_error("run folder", str(out_dir), "a new folder, but it already holds a run",
-                          "pass resume=True (CLI: --resume) to continue it or choose a new --out folder")
+        raise input_error(
+            "run folder",
+            str(out_dir),
+            "a new folder, but it already holds a run",
+            "pass resume=True (CLI: --resume) to continue it or choose a new --out folder",
+        )
     saved = json.loads((out_dir / "config.json").read_text())
-    mismatch = [k for k in ("task", "class_names", "model", "train")
-                if json.dumps(_comparable(saved.get(k)), sort_keys=True)
-                != json.dumps(_comparable(to_jsonable(record[k])), sort_keys=True)]
+    mismatch = [
+        k
+        for k in ("task", "class_names", "model", "train")
+        if json.dumps(_comparable(saved.get(k)), sort_keys=True)
+        != json.dumps(_comparable(to_jsonable(record[k])), sort_keys=True)
+    ]
     if mismatch:
-        raise input_error(f"cannot resume '{out_dir}'", f"a request that differs in {mismatch}",
-                          "the settings of its config.json", raw=True)
+        raise input_error(
+            f"cannot resume '{out_dir}'",
+            f"a request that differs in {mismatch}",
+            "the settings of its config.json",
+            raw=True,
+        )
     return True
 
 
@@ -111,22 +122,42 @@ def _comparable(section: Any) -> Any:
     return section
 
 
-def save_run_state(path: Path, state: RunState, model: nn.Module, optimizer: torch.optim.Optimizer,
-                   streams: RandomStreams, device: torch.device) -> None:
+def save_run_state(
+    path: Path,
+    state: RunState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    streams: RandomStreams,
+    device: torch.device,
+) -> None:
     """Write ``checkpoint.pt`` (atomically): everything :func:`restore_run_state` needs."""
-    rng = {"torch": torch.get_rng_state(), "shuffle": streams.shuffle.get_state(),
-           "augment": streams.augment.get_state()}
+    rng = {
+        "torch": torch.get_rng_state(),
+        "shuffle": streams.shuffle.get_state(),
+        "augment": streams.augment.get_state(),
+    }
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state()
-    save_checkpoint(path, {
-        "format": CHECKPOINT_FORMAT, "epoch": state.epoch, "model": cpu_state(model),
-        "optimizer": optimizer.state_dict(), "rng": rng, "best_epoch": state.best_epoch,
-        "best_metric": state.best_metric, "bad_epochs": state.bad_epochs, "finished": state.finished,
-        "history": state.history})
+    save_checkpoint(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": state.epoch,
+            "model": cpu_state(model),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng,
+            "best_epoch": state.best_epoch,
+            "best_metric": state.best_metric,
+            "bad_epochs": state.bad_epochs,
+            "finished": state.finished,
+            "history": state.history,
+        },
+    )
 
 
-def restore_run_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                      streams: RandomStreams, device: torch.device) -> RunState:
+def restore_run_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, streams: RandomStreams, device: torch.device
+) -> RunState:
     """Load ``checkpoint.pt`` into ``model``, ``optimizer``, ``streams`` and the global torch RNG
     (CPU, and CUDA when the run is on a GPU); return the counters and history."""
     saved = check_format(path, load_checkpoint(path))
@@ -137,6 +168,11 @@ def restore_run_state(path: Path, model: nn.Module, optimizer: torch.optim.Optim
         torch.cuda.set_rng_state(saved["rng"]["cuda"])
     streams.shuffle.set_state(saved["rng"]["shuffle"])
     streams.augment.set_state(saved["rng"]["augment"])
-    return RunState(epoch=int(saved["epoch"]), best_epoch=int(saved["best_epoch"]),
-                    best_metric=float(saved["best_metric"]), bad_epochs=int(saved["bad_epochs"]),
-                    finished=bool(saved["finished"]), history=list(saved["history"]))
+    return RunState(
+        epoch=int(saved["epoch"]),
+        best_epoch=int(saved["best_epoch"]),
+        best_metric=float(saved["best_metric"]),
+        bad_epochs=int(saved["bad_epochs"]),
+        finished=bool(saved["finished"]),
+        history=list(saved["history"]),
+    )

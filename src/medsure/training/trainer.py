@@ -18,6 +18,7 @@ A run folder holds
 - ``best.pt``       the weights with the best validation metric (used by :func:`load_run`);
 - ``history.json``  per-epoch losses and validation metrics (for training-curve plots).
 """
+
 from __future__ import annotations
 
 import os
@@ -106,9 +107,14 @@ class _Plan:
         return self.monitor != "loss"
 
 
-def train(config: TrainConfig, datasets: dict[str, ImageDataset], out_dir: str | os.PathLike, *,
-          resume: bool = False,
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    datasets: dict[str, ImageDataset],
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
     """Train a model on ``datasets["train"]``, early-stopping on ``datasets["val"]``.
 
     Parameters
@@ -131,40 +137,61 @@ def train(config: TrainConfig, datasets: dict[str, ImageDataset], out_dir: str |
     record = run_record(config, train_ds, environment=_environment_record(config, plan))
     resuming = check_run_folder(out_dir, record, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with isolated_run(plan.compute.device, num_threads=config.num_threads,
-                      strict_determinism=config.deterministic):
+    with isolated_run(plan.compute.device, num_threads=config.num_threads, strict_determinism=config.deterministic):
         torch.manual_seed(config.seed)  # dropout masks; the caller's state is restored after
         model, optimizer = _model_and_optimizer(record, config, plan.compute)
         streams = RandomStreams.from_seed(config.seed)
         if resuming:
-            state = restore_run_state(out_dir / "checkpoint.pt", model, optimizer, streams,
-                                      plan.compute.device)
+            state = restore_run_state(out_dir / "checkpoint.pt", model, optimizer, streams, plan.compute.device)
         else:
             state = RunState()
             write_json(out_dir / "config.json", record)
         train_xy = images_to_tensor(train_ds.images), torch.from_numpy(train_ds.targets)  # once, not per epoch
         while not state.finished and state.epoch < config.epochs:
-            entry = _run_epoch(state.epoch + 1, model, optimizer, streams, state, config, plan,
-                               train_xy, val_ds, out_dir)
+            entry = _run_epoch(
+                state.epoch + 1, model, optimizer, streams, state, config, plan, train_xy, val_ds, out_dir
+            )
             if on_epoch_end is not None:
                 on_epoch_end(state.epoch, entry)
     # a run killed after its last checkpoint but before history.json resumes straight here
     write_json(out_dir / "history.json", state.history)
     if state.best_epoch == 0:
-        raise input_error(f"validation {plan.monitor}", "no finite value in any epoch",
-                          "a finite value at least once", "check the val split", raw=True)
+        raise input_error(
+            f"validation {plan.monitor}",
+            "no finite value in any epoch",
+            "a finite value at least once",
+            "check the val split",
+            raw=True,
+        )
     saved = read_record(out_dir)
-    run = LoadedRun(model=model_from_checkpoint(saved, out_dir / "best.pt"), config=saved,
-                    class_names=list(saved["class_names"]), task=saved["task"], history=state.history,
-                    run_dir=out_dir)
-    return TrainResult(run=run, best_epoch=state.best_epoch,
-                       best_metric=state.best_metric, stopped_early=state.stopped_early(config.epochs))
+    run = LoadedRun(
+        model=model_from_checkpoint(saved, out_dir / "best.pt"),
+        config=saved,
+        class_names=list(saved["class_names"]),
+        task=saved["task"],
+        history=state.history,
+        run_dir=out_dir,
+    )
+    return TrainResult(
+        run=run,
+        best_epoch=state.best_epoch,
+        best_metric=state.best_metric,
+        stopped_early=state.stopped_early(config.epochs),
+    )
 
 
-def _run_epoch(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               streams: RandomStreams, state: RunState, config: TrainConfig, plan: _Plan,
-               train_xy: tuple[torch.Tensor, torch.Tensor], val_ds: ImageDataset, out_dir: Path
-               ) -> dict[str, Any]:
+def _run_epoch(
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    streams: RandomStreams,
+    state: RunState,
+    config: TrainConfig,
+    plan: _Plan,
+    train_xy: tuple[torch.Tensor, torch.Tensor],
+    val_ds: ImageDataset,
+    out_dir: Path,
+) -> dict[str, Any]:
     """Train one epoch on ``train_xy`` (images ``(N, C, H, W)``, targets), validate on ``val_ds``,
     keep ``best.pt``, update ``state`` and checkpoint it.
 
@@ -175,23 +202,40 @@ def _run_epoch(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimi
     lr = cosine_lr(config.lr, epoch, config.epochs)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    bar = progress(epoch_batches(len(images), config.batch_size, streams.shuffle),
-                   desc=f"epoch {epoch}/{config.epochs}")
-    train_loss = train_epoch(model, optimizer, plan.loss_fn, images, targets, bar, task=plan.task,
-                             compute=plan.compute, augment=plan.augment,
-                             augment_generator=streams.augment,
-                             on_batch=lambda mean: bar.set_postfix(loss=f"{mean:.4f}"))
-    val = validate_epoch(model, val_ds, loss_fn=plan.loss_fn, batch_size=max(config.batch_size, 64),
-                         compute=plan.compute)
+    bar = progress(
+        epoch_batches(len(images), config.batch_size, streams.shuffle), desc=f"epoch {epoch}/{config.epochs}"
+    )
+    train_loss = train_epoch(
+        model,
+        optimizer,
+        plan.loss_fn,
+        images,
+        targets,
+        bar,
+        task=plan.task,
+        compute=plan.compute,
+        augment=plan.augment,
+        augment_generator=streams.augment,
+        on_batch=lambda mean: bar.set_postfix(loss=f"{mean:.4f}"),
+    )
+    val = validate_epoch(
+        model, val_ds, loss_fn=plan.loss_fn, batch_size=max(config.batch_size, 64), compute=plan.compute
+    )
     bar.set_postfix(loss=f"{train_loss:.4f}", **{f"val_{plan.monitor}": f"{val[plan.monitor]:.4f}"})
     bar.close()
     metric = val[plan.monitor]
     improved = state.improves(metric, plan.higher_is_better)
     if improved:
         save_best(out_dir / "best.pt", model, epoch=epoch, monitor=plan.monitor, metric=metric)
-    entry = {"epoch": epoch, "lr": lr, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
-             "monitor": plan.monitor, "improved": improved,
-             "seconds": round(time.perf_counter() - started, 3)}
+    entry = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        **{f"val_{k}": v for k, v in val.items()},
+        "monitor": plan.monitor,
+        "improved": improved,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     state.history.append(entry)
     state.end_epoch(epoch, metric, improved, patience=config.patience, epochs=config.epochs)
     save_run_state(out_dir / "checkpoint.pt", state, model, optimizer, streams, plan.compute.device)
@@ -200,6 +244,7 @@ def _run_epoch(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 
 # ---- the steps before the first epoch -------------------------------------------------------
+
 
 def check_datasets(datasets: dict[str, ImageDataset], task: str) -> tuple[ImageDataset, ImageDataset]:
     """The train and val splits, checked: the model's task, labelled, >= 2 samples, same image
@@ -216,15 +261,27 @@ def check_datasets(datasets: dict[str, ImageDataset], task: str) -> tuple[ImageD
         if len(ds) < 2:
             raise input_error(f"split '{key}' size", len(ds), "at least 2 samples")
     if train_ds.images.shape[1:] != val_ds.images.shape[1:]:
-        raise input_error("val images", f"size and channels {val_ds.images.shape[1:]}",
-                          f"those of the train images {train_ds.images.shape[1:]}", raw=True)
+        raise input_error(
+            "val images",
+            f"size and channels {val_ds.images.shape[1:]}",
+            f"those of the train images {train_ds.images.shape[1:]}",
+            raw=True,
+        )
     if list(train_ds.class_names) != list(val_ds.class_names):
-        raise input_error("val class_names", [str(c) for c in val_ds.class_names],
-                          f"the train class_names {[str(c) for c in train_ds.class_names]}")
+        raise input_error(
+            "val class_names",
+            [str(c) for c in val_ds.class_names],
+            f"the train class_names {[str(c) for c in train_ds.class_names]}",
+        )
     h, w = train_ds.image_size
     if h != w:
-        raise input_error("image size", f"{h}x{w}", "square images (medsure models expect them)",
-                          "load the dataset with image_size=...", raw=True)
+        raise input_error(
+            "image size",
+            f"{h}x{w}",
+            "square images (medsure models expect them)",
+            "load the dataset with image_size=...",
+            raw=True,
+        )
     return train_ds, val_ds
 
 
@@ -232,20 +289,23 @@ def plan_run(config: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset) 
     """Resolve the config's automatic choices: device defaults, loss, class weights, monitor."""
     task = train_ds.task
     device = resolve_device(config.device)
-    compute = Compute(device=device,
-                      bf16=default_bf16(device) if config.bf16 is None else bool(config.bf16),
-                      channels_last=(default_channels_last(device) if config.channels_last is None
-                                     else bool(config.channels_last)))
+    compute = Compute(
+        device=device,
+        bf16=default_bf16(device) if config.bf16 is None else bool(config.bf16),
+        channels_last=(default_channels_last(device) if config.channels_last is None else bool(config.channels_last)),
+    )
     class_weight = None
     if config.class_weights == "balanced":
         if task != "classification":
             raise input_error("class_weights", "'balanced' for segmentation", "classification only", raw=True)
         class_weight = balanced_class_weight(train_ds.targets, len(train_ds.class_names))
     loss_fn = make_loss(task, resolve_loss_name(task, config.loss), class_weight)
-    augment = (Augmentation(hflip=config.hflip, vflip=config.vflip, max_shift=config.max_shift)
-               if config.augment else None)
-    return _Plan(task=task, compute=compute, loss_fn=loss_fn, monitor=_monitor(config.monitor, task, val_ds),
-                 augment=augment)
+    augment = (
+        Augmentation(hflip=config.hflip, vflip=config.vflip, max_shift=config.max_shift) if config.augment else None
+    )
+    return _Plan(
+        task=task, compute=compute, loss_fn=loss_fn, monitor=_monitor(config.monitor, task, val_ds), augment=augment
+    )
 
 
 def _monitor(monitor: str, task: str, val_ds: ImageDataset) -> str:
@@ -263,14 +323,18 @@ def _monitor(monitor: str, task: str, val_ds: ImageDataset) -> str:
 
 def _environment_record(config: TrainConfig, plan: _Plan) -> dict[str, Any]:
     """How this run computes on this machine (recorded in ``config.json``, not compared on resume)."""
-    return {"device": plan.compute.device.type, "bf16": plan.compute.bf16,
-            "channels_last": plan.compute.channels_last,
-            "deterministic": "strict" if config.deterministic else "warn_only",
-            "num_threads": config.num_threads if config.num_threads is not None else torch.get_num_threads()}
+    return {
+        "device": plan.compute.device.type,
+        "bf16": plan.compute.bf16,
+        "channels_last": plan.compute.channels_last,
+        "deterministic": "strict" if config.deterministic else "warn_only",
+        "num_threads": config.num_threads if config.num_threads is not None else torch.get_num_threads(),
+    }
 
 
-def _model_and_optimizer(record: dict[str, Any], config: TrainConfig, compute: Compute
-                         ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def _model_and_optimizer(
+    record: dict[str, Any], config: TrainConfig, compute: Compute
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The untrained model (seeded weights) on its device, and its AdamW optimizer."""
     model = build_from_record(record, seed=config.seed).to(compute.device)
     if compute.channels_last:

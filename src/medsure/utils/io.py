@@ -2,6 +2,7 @@
 
 A killed process therefore never leaves a half-written result behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +10,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import numpy as np
 
@@ -32,8 +34,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     """
     path = Path(path)
     if path.is_dir():
-        raise input_error("output file", f"'{path}', an existing folder", "a file path",
-                          f"name a file inside it, e.g. {path / 'result'}", raw=True)
+        raise input_error(
+            "output file",
+            f"'{path}', an existing folder",
+            "a file path",
+            f"name a file inside it, e.g. {path / 'result'}",
+            raw=True,
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -1,4 +1,5 @@
 """Explicit randomness: every random function takes a seed or generator, never the global RNG."""
+
 from __future__ import annotations
 
 import numpy as np
