@@ -212,7 +212,7 @@ def main() -> int:
         review = SelectiveRiskThreshold(0.15, 0.1).fit(
             compute_csfs(preds["cal"])["msr"], prediction_errors(preds["cal"])
         )
-        rev = review.evaluate(compute_csfs(preds[split])["msr"], errors)
+        rev = review.score(compute_csfs(preds[split])["msr"], errors)
         sections.append(
             f"## {label}\n\n{preds[split].n_samples} cases, {int(errors.sum())} wrong (error rate "
             f"{errors.mean():.3f}); accuracy of always predicting non-melanoma: "

@@ -17,6 +17,7 @@ disjoint held-out data never used for training or early stopping.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -135,10 +136,8 @@ def trained_run(name: str):
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=run_dir.parent))
         train(config, datasets, scratch / "run")
-        try:  # another process may have finished first; its run is as good as ours
+        with contextlib.suppress(OSError):  # another process may have finished first; its run is as good as ours
             os.replace(scratch / "run", run_dir)
-        except OSError:
-            pass
         shutil.rmtree(scratch, ignore_errors=True)
     return load_run(run_dir)
 

@@ -47,10 +47,10 @@ def test_user_written_minimal_file(tmp_path):
 @pytest.mark.parametrize(
     "change, key",
     [
-        (dict(logits=np.array([[0.0, np.nan]], np.float32), labels=np.array([0])), "logits"),
-        (dict(logits=np.zeros((2, 2), np.float32), labels=np.array([0, 2])), "labels"),
-        (dict(logits=np.zeros((2, 2), np.float32), labels=np.array([0, 1]), ids=np.array(["x", "x"])), "ids"),
-        (dict(logits=np.zeros((2, 2), np.float32), class_names=np.array(["a", "b", "c"])), "class_names"),
+        ({"logits": np.array([[0.0, np.nan]], np.float32), "labels": np.array([0])}, "logits"),
+        ({"logits": np.zeros((2, 2), np.float32), "labels": np.array([0, 2])}, "labels"),
+        ({"logits": np.zeros((2, 2), np.float32), "labels": np.array([0, 1]), "ids": np.array(["x", "x"])}, "ids"),
+        ({"logits": np.zeros((2, 2), np.float32), "class_names": np.array(["a", "b", "c"])}, "class_names"),
     ],
 )
 def test_bad_input_names_the_key(tmp_path, change, key):

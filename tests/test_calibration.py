@@ -225,11 +225,11 @@ def test_temperature_with_sample_axis_and_errors():
     y = rng.integers(0, 3, 100)
     ts = TemperatureScaling().fit(z, y)
     assert ts.transform(z).shape == (100, 3)
-    with pytest.raises(MedsureInputError, match="K=2"):
+    with pytest.raises(MedsureInputError, match=r"logits: got K=2 classes; expected K=3"):
         ts.transform(z[..., :2])
-    with pytest.raises(MedsureInputError, match="not fitted"):
+    with pytest.raises(MedsureInputError, match=r"TemperatureScaling: got an unfitted calibrator; expected a fitted"):
         TemperatureScaling().transform(z)
-    with pytest.raises(MedsureInputError, match="method"):
+    with pytest.raises(MedsureInputError, match=r"method: got 'platt'; expected one of histogram, isotonic"):
         make_calibrator("platt")
 
 
@@ -243,5 +243,5 @@ def test_vector_scaling_applies_to_samples_as_it_was_fitted():
 
 
 def test_calibrators_refuse_an_empty_calibration_set():
-    with pytest.raises(MedsureInputError, match="N=0"):
+    with pytest.raises(MedsureInputError, match=r"labels: got 0 calibration samples; expected .*\(N >= 1\)"):
         TemperatureScaling().fit(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))

@@ -477,41 +477,15 @@ CASES += [
     ("predict", "mc-samples-not-an-integer", _set(mc_samples="1.5")),
 ]
 
-# Cases that still fail (other engineers are converting their commands): strict xfail naming the owner.
-# The lead removes an entry once its command passes (strict: an unexpected pass fails the suite).
-_CONFORMAL = "owner: medsure conformal (cli/conformal.py, conformal/quantile.py, conformal/metrics.py)"
-_FAILURE = "owner: medsure failure (failure/evaluate.py)"
-_SEGMENT = "owner: medsure segment-eval (segmentation/evaluate.py require_segmentation)"
-KNOWN_FAILING: dict[tuple[str, str], str] = {
-    ("conformal", "cal-empty-artifact"): f"{_CONFORMAL}: 'calibration set has 0 samples, too few for alpha' "
-    "is not in the house format and does not name --cal",
-    ("conformal", "alpha-below-1-over-n-plus-1"): f"{_CONFORMAL}: 'calibration set has 40 samples, too few for "
-    "alpha=0.01' is not in the house format",
-    ("conformal", "test-empty-artifact"): f"{_CONFORMAL}: 'no samples: coverage is undefined' is not in the "
-    "house format and does not name --test",
-    ("conformal", "cal-is-segmentation"): f"{_CONFORMAL}: 'conformal sets need classification prediction files' "
-    "is not in the house format and does not name --cal",
-    ("conformal", "cal-unlabelled"): f"{_CONFORMAL}: '<file> has no 'labels'; the calibration file must be "
-    "labelled' is not in the house format",
-    ("failure", "test-unlabelled"): f"{_FAILURE}: 'predictions have no 'labels'; failure metrics need ground "
-    "truth' is not in the house format and does not name --test",
-    **{
-        ("segment-eval", case): f"{_SEGMENT}: 'predictions: got ...' names neither --pred nor the file"
-        for case in ("pred-is-classification", "pred-unlabelled", "pred-empty-artifact")
-    },
-}
-
 
 def _params():
     for cmd, name, apply in CASES:
-        reason = KNOWN_FAILING.get((cmd, name))
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        yield pytest.param(cmd, name, apply, id=f"{cmd}:{name}", marks=marks)
+        yield pytest.param(cmd, name, apply, id=f"{cmd}:{name}")
 
 
 def _names_what_was_wrong(cmd: str, ctx: Ctx, line: str) -> bool:
     """The message names the option that was broken, its value, or the file it points to."""
-    options = dict((slot, option) for option, slot in COMMANDS[cmd][1])
+    options = {slot: option for option, slot in COMMANDS[cmd][1]}
     for slot in ctx.changed:
         option, value = options[slot], ctx.slots.get(slot)
         words = [option, option.lstrip("-")] + ([value, Path(value).name] if value else [])

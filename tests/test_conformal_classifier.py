@@ -63,7 +63,7 @@ def test_inputs_not_modified_and_logits_equal_probs_input():
 
 
 def test_mc_samples_are_averaged_as_probabilities():
-    logits, labels, _ = synthetic()
+    logits, _labels, _ = synthetic()
     stacked = np.stack([logits, logits + 0.5 * np.random.default_rng(2).normal(size=logits.shape)])
     probs = to_probabilities(stacked.astype(np.float32))
     soft = np.exp(stacked) / np.exp(stacked).sum(axis=2, keepdims=True)
@@ -82,10 +82,10 @@ def test_bad_inputs_raise_clear_errors():
         SplitConformalClassifier().fit(logits, np.full(labels.size, 4))
     with pytest.raises(MedsureInputError, match=r"SplitConformalClassifier\(alpha=...\): got 1.2; expected"):
         SplitConformalClassifier(alpha=1.2).fit(logits, labels)
-    with pytest.raises(MedsureInputError, match="needs n >= 1/alpha - 1 = 99"):
+    with pytest.raises(MedsureInputError, match=r"n = 50 calibration samples .*Use at least 99 calibration samples"):
         SplitConformalClassifier(alpha=0.01).fit(logits[:50], labels[:50])
     clf = SplitConformalClassifier().fit(logits, labels)
-    with pytest.raises(MedsureInputError, match="K=3 classes but calibration had K=4"):
+    with pytest.raises(MedsureInputError, match="test: got K=3 classes; expected K=4 like cal"):
         clf.predict(logits[:, :3])
     with pytest.raises(MedsureInputError, match="before predict"):
         SplitConformalClassifier().predict(logits)
@@ -96,7 +96,7 @@ def test_small_class_is_named_or_uses_reported_fallback():
     labels = labels.copy()
     labels[labels == 3] = 0
     labels[:5] = 3  # class 3 has 5 calibration samples, alpha=0.1 needs 9
-    with pytest.raises(MedsureInputError, match=r"class 'class_3' has 5"):
+    with pytest.raises(MedsureInputError, match=r"n = 5 calibration samples in class 'class_3'.*class 'class_3' has 5"):
         SplitConformalClassifier("lac", 0.1, conditional="class").fit(logits, labels)
     for fallback in ("marginal", "include"):
         clf = SplitConformalClassifier("lac", 0.1, conditional="class", fallback=fallback)
@@ -121,7 +121,7 @@ def test_group_conditional_thresholds_per_group():
     sets = clf.predict(noisy[600:], groups=groups[600:])
     result = clf.score_sets(sets, labels[600:], groups=groups[600:])
     assert [r["stratum"] for r in result["per_stratum"]] == ["F", "M"]
-    with pytest.raises(MedsureInputError, match=r"test groups \['X'\]"):
+    with pytest.raises(MedsureInputError, match=r"test groups: got \['X'\]; expected groups with calibration samples"):
         clf.predict(noisy[:3], groups=np.array(["F", "X", "M"]))
     # groups from Predictions.meta
     pred = make_predictions(noisy[:600], labels=labels[:600], meta={"sex": groups[:600]})
@@ -159,7 +159,7 @@ def test_validity_flags_a_shifted_test_set():
 
 
 def test_cli_contract(files):
-    tmp, cal, test = files
+    tmp, _cal, test = files
     out, sets_path = tmp / "result.json", tmp / "sets.npz"
     rc = main(
         [
@@ -213,7 +213,7 @@ def test_cli_contract(files):
         ("labels", "K=4 classes"),
         ("k", "expected K=3 like cal"),
         ("alpha", "--alpha: got 1.0; expected a finite number in (0.0, 1.0)"),
-        ("few", "too few"),
+        ("few", "--alpha: got 0.001; expected alpha >= 1/(n+1) = 0.001664 with n = 600 calibration samples in --cal"),
         ("probs", "do not sum to 1"),
         ("k_reg", "--k-reg: got 2; expected no --k-reg with --method lac. --k-reg applies only with --method raps"),
         ("fallback", "--fallback: got 'marginal'; expected no --fallback for a marginal run"),
@@ -222,7 +222,7 @@ def test_cli_contract(files):
     ],
 )
 def test_cli_bad_inputs_exit_nonzero_with_one_message(files, capsys, case, message):
-    tmp, cal, test = files
+    tmp, _cal, _test = files
     logits, labels, _ = synthetic()
     cal_path, extra = tmp / "cal.npz", []
     alpha = "0.1"
@@ -306,7 +306,7 @@ def test_cli_study_and_report_sections(files):
 
     study = evaluate_conformal_study(cal, test, alpha=0.1, seed=0, n_repeats=5)
     sections = build_sections(study, order=7)
-    assert [s.key for s in sections][0] == "conformal" and len(sections) == 6
+    assert sections[0].key == "conformal" and len(sections) == 6
     assert [s.order for s in sections] == list(range(7, 13))
     assert sections[0].summary["marginal"]["valid"] in (True, False)
     # every section carries its analysis' JSON result (what results.json of the demo holds)
@@ -430,7 +430,7 @@ def test_probability_checks_name_the_problem():
     for value, message in (
         (np.nan, "1 NaN or infinite probabilities"),
         (-np.inf, "1 NaN or infinite"),
-        (-0.2, "not probabilities in"),
+        (-0.2, r"got values in \[-0.2, .*\]; expected probabilities in \[0, 1\]"),
         (0.9, "do not sum to 1"),
     ):
         bad = probs.copy()
@@ -454,8 +454,8 @@ def test_large_inputs_checked_and_scored_in_blocks_give_the_same_result(monkeypa
             clf = SplitConformalClassifier(method, 0.1, input="probs", conditional=conditional, seed=1)
             clf.fit(probs[:1500], labels[:1500], groups=groups[:1500])
             results.append((clf.thresholds_, clf.cal_scores_, clf.predict(probs[1500:], groups=groups[1500:])))
-    for whole, blocked in zip(results[:3], results[3:]):
-        for a, b in zip(whole, blocked):
+    for whole, blocked in zip(results[:3], results[3:], strict=True):
+        for a, b in zip(whole, blocked, strict=True):
             np.testing.assert_array_equal(a, b)
     # a bad value in a late block is reported for the whole input
     bad = probs.copy()

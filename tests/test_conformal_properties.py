@@ -121,7 +121,7 @@ def test_marginal_coverage_matches_exact_law(dataset):
 def test_randomized_aps_is_not_conservative(dataset):
     """The randomized APS mean sits at k/(n+1), strictly below the band's upper part, whereas the
     deterministic variant on the same splits is at least as high (it adds tied labels)."""
-    name, probs, labels = dataset
+    _name, probs, labels = dataset
     rand, n_used, _ = run_splits(probs, labels, "aps", True, "marginal")
     det, _, _ = run_splits(probs, labels, "aps", False, "marginal")
     expected = expected_coverage(int(n_used[0]), ALPHA)
@@ -143,7 +143,7 @@ def test_class_conditional_coverage_per_class(dataset, method, randomized):
     se = per_class.std(axis=0, ddof=1) / np.sqrt(N_SPLITS)
     bad = [
         (c, round(float(mu), 4), round(float(s), 4))
-        for c, (mu, s) in enumerate(zip(means, se))
+        for c, (mu, s) in enumerate(zip(means, se, strict=True))
         if mu < 1 - ALPHA - Z * s
     ]
     assert not bad, f"{name} {method}: classes under-covered (class, mean, SE): {bad}"

@@ -103,7 +103,7 @@ def test_mapie_default_aps_is_randomized_calibration_with_last_label_sets(data):
     medsure's deterministic APS uses the same set rule with q from deterministic scores, so its
     threshold is lower and its sets are subsets of MAPIE's."""
     probs, labels, cal, test = data
-    sets_m, cs = run_mapie(probs, labels, cal, test, "aps", include_last_label=True)
+    sets_m, _cs = run_mapie(probs, labels, cal, test, "aps", include_last_label=True)
     q_rand = conformal_quantile(S.label_scores("aps", probs[cal], labels[cal], mapie_u(cal.size)), ALPHA)
     np.testing.assert_array_equal(S.prediction_sets("aps", probs[test], q_rand), sets_m)
     q_det = conformal_quantile(S.label_scores("aps", probs[cal], labels[cal]), ALPHA)
@@ -119,7 +119,7 @@ def test_raps_threshold_and_sets_match_mapie_given_its_tuning(data):
     randomized sets agree wherever MAPIE's tie-break denominator equals the paper's."""
     probs, labels, cal, test = data
     sets_default, cs = run_mapie(probs, labels, cal, test, "raps", include_last_label=True)
-    sets_random, cs_r = run_mapie(probs, labels, cal, test, "raps", include_last_label="randomized")
+    sets_random, _cs_r = run_mapie(probs, labels, cal, test, "raps", include_last_label="randomized")
     k_star, lam = int(cs.k_star[0]), float(cs.lambda_star)
     tuned = np.asarray(cs.X_raps)[:, 0].astype(int)
     kept = np.setdiff1d(cal, tuned)
@@ -159,7 +159,7 @@ def test_raps_threshold_and_sets_match_mapie_given_its_tuning(data):
 
 
 def test_raps_with_lambda_zero_is_aps(data):
-    probs, labels, cal, test = data
+    probs, _labels, _cal, test = data
     u = np.random.default_rng(3).random(test.size)
     a = S.candidate_scores("aps", probs[test], u)
     r = S.candidate_scores("raps", probs[test], u, k_reg=2, lam=0.0)

@@ -93,7 +93,7 @@ def test_missing_root_names_expected_path(tmp_path):
 
 
 def test_medmnist_other_size_needs_download_or_root():
-    with pytest.raises(DataUnavailableError, match="pneumoniamnist_64.npz"):
+    with pytest.raises(DataUnavailableError, match=r"pneumoniamnist_64\.npz"):
         load_dataset("pneumoniamnist", image_size=64)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import io
 import urllib.error
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from medsure.errors import ChecksumError, DataUnavailableError, MedsureInputErro
 def write_medmnist_npz(path, n=(6, 2, 3), size=28, channels=1, seed=0):
     rng = np.random.default_rng(seed)
     arrays = {}
-    for split, k in zip(("train", "val", "test"), n):
+    for split, k in zip(("train", "val", "test"), n, strict=True):
         shape = (k, size, size) if channels == 1 else (k, size, size, channels)
         arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
         arrays[f"{split}_labels"] = (np.arange(k) % 2).reshape(k, 1).astype(np.uint8)
@@ -127,7 +128,7 @@ def test_patched_urlopen_streams_bytes(tmp_path, monkeypatch):
     payload = b"medsure" * 100_000
 
     class Response(io.BytesIO):
-        headers = {"Content-Length": str(len(payload))}
+        headers: ClassVar[dict[str, str]] = {"Content-Length": str(len(payload))}
 
         def __enter__(self):
             return self

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+import medsure
 from medsure.artifact import load_predictions
 from medsure.cli import main
 
@@ -39,6 +40,7 @@ def test_demo_writes_results_for_every_analysis(demo_dir):
     aps = results["conformal"]["conformal"]["marginal"]
     assert aps["coverage_band"][0] < aps["coverage_band"][1] and isinstance(aps["valid"], bool)
     assert results["timings_s"]["total_s"] >= results["timings_s"]["train_classifier_s"]
+    assert results["medsure_version"] == medsure.__version__  # one version everywhere (issue 17)
 
 
 def test_demo_prediction_files_are_the_analysed_artifacts(demo_dir):
@@ -46,6 +48,7 @@ def test_demo_prediction_files_are_the_analysed_artifacts(demo_dir):
     test = load_predictions(demo_dir / "predictions" / "busi_test.npz")
     assert test.n_samples == results["classification"]["n"]
     assert list(test.class_names) == results["classification"]["class_names"]
+    assert test.provenance["medsure_version"] == results["medsure_version"]
     mc = load_predictions(demo_dir / "predictions" / "busi_test_mc.npz")
     assert mc.has_samples and mc.logits.shape[0] > 1 and list(mc.ids) == list(test.ids)
     seg = load_predictions(demo_dir / "predictions" / "msd_lung_test.npz")

@@ -198,9 +198,9 @@ def test_combined_csf_fitted_on_cal_only_and_beats_noise():
     err = (rng.random(n) < 1 / (1 + np.exp(2 * signal + 1))).astype(int)
     csfs = {"useful": signal + 0.3 * rng.normal(size=n), "noise": rng.normal(size=n)}
     comb = CombinedCSF().fit({k: v[:1000] for k, v in csfs.items()}, err[:1000])
-    w = dict(zip(comb.names_, comb.weights_))
+    w = dict(zip(comb.names_, comb.weights_, strict=True))
     assert w["useful"] > 5 * abs(w["noise"])
-    score = comb.score({k: v[1000:] for k, v in csfs.items()})
+    score = comb.predict({k: v[1000:] for k, v in csfs.items()})
     assert auroc_failure(score, err[1000:]) > auroc_failure(csfs["noise"][1000:], err[1000:]) + 0.2
     with pytest.raises(MedsureInputError, match="both correct and wrong"):
         CombinedCSF().fit(csfs, np.zeros(n))
@@ -255,7 +255,7 @@ def test_review_threshold_reports_share_and_rejects_all_when_impossible():
     err = np.ones(50, dtype=int)
     sgr = SelectiveRiskThreshold(0.05, 0.1).fit(conf, err)
     assert sgr.review_share(conf) == 1.0
-    report = sgr.evaluate(conf, err)
+    report = sgr.score(conf, err)
     assert report["coverage"] == 0.0 and report["threshold"] is None
     with pytest.raises(MedsureInputError, match="target_risk"):
         SelectiveRiskThreshold(1.5).fit(conf, err)

@@ -69,7 +69,7 @@ def test_failure_metrics_on_isic_and_ph2():
 
 
 def test_temperature_scaling_on_real_predictions_lowers_cal_nll():
-    cal, test = realpreds.classification_predictions("busi")
+    cal, _test = realpreds.classification_predictions("busi")
     ts = TemperatureScaling().fit(cal.logits, cal.labels)
     before = negative_log_likelihood(cal.probabilities().astype(np.float64), cal.labels)
     assert negative_log_likelihood(ts.transform(cal.logits), cal.labels) <= before + 1e-9
@@ -78,7 +78,7 @@ def test_temperature_scaling_on_real_predictions_lowers_cal_nll():
 
 
 def test_auroc_failure_matches_sklearn_on_real_busi():
-    cal, test = realpreds.classification_predictions("busi")
+    _cal, test = realpreds.classification_predictions("busi")
     errors = prediction_errors(test)
     for name, conf in compute_csfs(test).items():
         assert auroc_failure(conf, errors) == pytest.approx(roc_auc_score(1 - errors, conf)), name

@@ -62,18 +62,19 @@ def test_dropout_layers_only_when_requested(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs, word",
+    "kwargs, message",
     [
-        ({"name": "vgg"}, "vgg"),
-        ({"num_classes": 1}, "num_classes"),
-        ({"dropout": 1.0}, "dropout"),
-        ({"in_channels": 0}, "in_channels"),
+        ({"name": "vgg"}, r"^model name: got 'vgg'; expected one of 'resnet18', 'resnet50', 'small_cnn', 'unet'$"),
+        ({"num_classes": 1}, r"^num_classes: got 1; expected an integer >= 2\. Background counts"),
+        ({"dropout": 1.0}, r"^dropout: got 1\.0; expected a finite number in \[0\.0, 1\.0\)$"),
+        ({"in_channels": 0}, r"^in_channels: got 0; expected an integer >= 1$"),
+        ({"name": "unet", "image_size": 27}, r"^image_size: got 27; expected an even size for the U-Net"),
     ],
 )
-def test_bad_arguments_are_named(kwargs: dict, word: str) -> None:
+def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     args = {"name": "small_cnn", "in_channels": 1, "num_classes": 2, "image_size": 28, **kwargs}
     name = args.pop("name")
-    with pytest.raises(MedsureInputError, match=word):
+    with pytest.raises(MedsureInputError, match=message):
         build_model(name, **args)
 
 
@@ -89,5 +90,5 @@ def test_gradcam_target_layer_is_last_stage() -> None:
     model = build_model("resnet18", in_channels=1, num_classes=2, image_size=28)
     assert isinstance(model.net, ResNet)
     assert gradcam_target_layer(model) is model.net.layers[-1]
-    with pytest.raises(MedsureInputError):
+    with pytest.raises(MedsureInputError, match=r"^Grad-CAM target layer of the model: got a UNet, .*\. Pass a target"):
         gradcam_target_layer(build_model("unet", in_channels=1, num_classes=2, image_size=32))

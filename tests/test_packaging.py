@@ -106,11 +106,6 @@ def test_changelog_releases_are_newest_first():
     assert dates == sorted(dates, reverse=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save_predictions records no medsure version yet: "
-    "src/medsure/artifact.py save_predictions must store the writing version (see report)",
-)
 def test_saved_prediction_file_records_the_version(tmp_path):
     pred = medsure.make_predictions(
         np.array([[2.0, 0.0], [0.0, 1.0]]), ids=["a", "b"], class_names=["no", "yes"], labels=np.array([0, 1])

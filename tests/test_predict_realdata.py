@@ -41,7 +41,7 @@ def test_segmentation_artifacts(name: str, min_dice: float) -> None:
 
 
 def test_mc_dropout_artifacts_have_a_sample_axis() -> None:
-    cal, test = realpreds.classification_predictions("pneumoniamnist", mc_dropout=4)
+    cal, _ = realpreds.classification_predictions("pneumoniamnist", mc_dropout=4)
     plain, _ = realpreds.classification_predictions("pneumoniamnist")
     assert cal.logits.shape == (4, *plain.logits.shape) and cal.sample_kind == "mc_dropout"
     assert not np.allclose(cal.logits[0], cal.logits[1])

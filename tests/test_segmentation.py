@@ -436,3 +436,15 @@ def test_require_segmentation_speaks_the_error_format():
     cls = make_predictions(np.zeros((3, 2), np.float32), labels=np.array([0, 1, 0]))
     with pytest.raises(MedsureInputError, match=r"^--pred: got a classification artifact; expected segmentation"):
         require_segmentation(cls, "--pred")
+
+
+def test_shift_auroc_refuses_an_empty_group_and_non_finite_scores():
+    with pytest.raises(
+        MedsureInputError,
+        match=r"^shift AUROC images: got 0 in-distribution and 2 shifted; expected at least one image in each group$",
+    ):
+        shift_auroc(np.zeros(0), np.ones(2))
+    with pytest.raises(
+        MedsureInputError, match=r"^shifted scores: got 1 NaN or infinite value\(s\), first at index \(1,\)"
+    ):
+        shift_auroc(np.zeros(3), np.array([1.0, np.nan]))

@@ -351,3 +351,16 @@ def test_conformal_mask_results_match_the_estimator():
     np.testing.assert_array_equal(result.test_masks, mask.predict(test))
     d = result.to_dict()
     assert set(d["lambda"]) == {"s1", "s2"} and d["n_test"] == 20
+
+
+def test_segment_eval_errors_name_the_option_and_its_file(tmp_path, capsys):
+    """An unlabelled --cal and a --shift of another model are refused naming the option and the file."""
+    pred = save_predictions(tmp_path / "p.npz", _artifact())
+    unlabelled = _artifact(seed=1)
+    cal = save_predictions(tmp_path / "c.npz", make_predictions(unlabelled.logits, class_names=unlabelled.class_names))
+    shift = save_predictions(tmp_path / "s.npz", _artifact(k=3, seed=2))
+    out = str(tmp_path / "r.json")
+    assert main(["segment-eval", "--pred", str(pred), "--cal", str(cal), "--out", out]) == 2
+    assert f"--cal '{cal}': got an artifact without 'masks'" in capsys.readouterr().err
+    assert main(["segment-eval", "--pred", str(pred), "--shift", str(shift), "--out", out]) == 2
+    assert f"--shift '{shift}' classes: got K=3; expected K=2 like --pred '{pred}'" in capsys.readouterr().err

@@ -358,3 +358,23 @@ def test_deterministic_cli_flag_reaches_config(tmp_path: Path) -> None:
     assert record["train"]["deterministic"] is True
     # an --out that cannot be a folder fails before any data is loaded or trained
     assert main(["train", "--dataset", "pneumoniamnist", "--out", str(out / "config.json"), "--epochs", "1"]) == 2
+
+
+def test_dataset_record_errors_speak_the_error_format():
+    from medsure.training.datasets import _stratified_subset, load_splits, parse_options
+    from medsure.training.splits import standard_splits
+
+    with pytest.raises(MedsureInputError, match=r"^dataset option: got 'task'; expected KEY=VALUE"):
+        parse_options(["task"])
+    with pytest.raises(MedsureInputError, match=r"^the run's dataset record: got no dataset record; expected a record"):
+        load_splits({})
+    ds = ImageDataset(
+        images=np.zeros((4, 2, 2, 1), np.uint8),
+        targets=None,
+        ids=np.array(list("abcd")),
+        class_names=np.array(["x", "y"]),
+    )
+    with pytest.raises(MedsureInputError, match=r"^max_samples: got -1; expected an integer >= 1"):
+        _stratified_subset(ds, -1, 0)
+    with pytest.raises(MedsureInputError, match=r"^standard_splits dataset: got 4 images without targets; expected a"):
+        standard_splits(ds)

@@ -31,6 +31,8 @@ from medsure.validation import (
     check_probabilities,
     describe,
     input_error,
+    min_calibration_size,
+    n_excluded,
     validate_params,
 )
 
@@ -124,6 +126,29 @@ def test_check_alpha_needs_enough_calibration_samples():
             check_alpha(bad, what="--alpha")
 
 
+def test_check_alpha_names_the_calibration_data_and_extra_advice():
+    with pytest.raises(MedsureInputError) as err:
+        check_alpha(0.01, 40, what="--alpha", where="--cal 'cal.npz'", hint="an explicit fallback")
+    assert str(err.value) == (
+        "--alpha: got 0.01; expected alpha >= 1/(n+1) = 0.02439 with n = 40 calibration samples in --cal 'cal.npz'. "
+        "Use at least 99 calibration samples in --cal 'cal.npz' or a larger --alpha, or an explicit fallback"
+    )
+
+
+def test_min_calibration_size_is_exact_where_1_over_alpha_rounds_up():
+    # 1 / (1/49) is 49.000000000000007 in floating point: ceil(1/alpha) - 1 would say 49, but
+    # n = 48 already has floor((n + 1) alpha) = 1 excluded score, and check_alpha accepts it
+    alpha = 1 / 49
+    assert math.ceil(1 / alpha) - 1 == 49
+    assert min_calibration_size(alpha) == 48 and n_excluded(48, alpha) == 1
+    assert check_alpha(alpha, 48) == alpha
+    with pytest.raises(MedsureInputError, match="Use at least 48 calibration samples"):
+        check_alpha(alpha, 47)
+    for a in (0.1, 0.05, 0.3, 0.2, 0.01):  # the smallest n: one below fails, it passes
+        n = min_calibration_size(a)
+        assert n_excluded(n, a) >= 1 and n_excluded(n - 1, a) == 0
+
+
 # ---- array checks ----------------------------------------------------------------------------
 
 
@@ -207,6 +232,23 @@ def test_validate_params_accepts_valid_values():
 def test_validate_params_names_estimator_parameter_and_accepted_forms(change, expected):
     with pytest.raises(MedsureInputError, match=expected):
         validate_params(_Estimator(**change))
+
+
+def test_integer_interval_with_fractional_bounds_keeps_the_integers_inside():
+    # (0.5, 4.5) holds the integers 1..4 whichever ends are closed (an open end used to become low + 1 = 1.5)
+    for closed in ("both", "left", "right", "neither"):
+        interval = Interval(int, 0.5, 4.5, closed=closed)
+        accepted = []
+        for value in range(-1, 7):
+            try:
+                interval.check("x", value)
+                accepted.append(value)
+            except MedsureInputError:
+                pass
+        assert accepted == [1, 2, 3, 4], closed
+    assert Interval(int, 0, 5, closed="neither").check("x", 1) == 1
+    with pytest.raises(MedsureInputError, match=r"^x: got 5; expected an integer in \[1, 4\]$"):
+        Interval(int, 0, 5, closed="neither").check("x", 5)
 
 
 def test_validate_params_with_explicit_constraints():

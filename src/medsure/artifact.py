@@ -37,7 +37,7 @@ import numpy as np
 
 from medsure.core import softmax  # re-exported: ``medsure.artifact.softmax`` keeps working
 from medsure.errors import MedsureInputError
-from medsure.utils.io import atomic_write, to_jsonable
+from medsure.utils.io import atomic_write, to_jsonable, with_version
 from medsure.validation import describe, input_error
 
 FORMAT_VERSION = 1
@@ -299,7 +299,11 @@ def _as_int64(key: str, values: Any) -> np.ndarray:
 
 
 def save_predictions(path: str | os.PathLike, pred: Predictions, *, compress: bool = True) -> Path:
-    """Write ``pred`` to ``path`` (``.npz``) atomically. Returns the path written."""
+    """Write ``pred`` to ``path`` (``.npz``) atomically. Returns the path written.
+
+    The stored provenance records the medsure version that wrote the file under
+    ``"medsure_version"`` (:func:`medsure.utils.io.with_version`); ``pred`` itself is not changed.
+    """
     path = Path(path)
     arrays: dict[str, np.ndarray] = {
         "format_version": np.array(FORMAT_VERSION),
@@ -307,7 +311,7 @@ def save_predictions(path: str | os.PathLike, pred: Predictions, *, compress: bo
         "logits": pred.logits,
         "ids": pred.ids.astype(str),
         "class_names": pred.class_names.astype(str),
-        "provenance": np.array(json.dumps(to_jsonable(pred.provenance))),
+        "provenance": np.array(json.dumps(to_jsonable(with_version(pred.provenance)))),
     }
     if pred.labels is not None:
         arrays["labels"] = pred.labels
@@ -322,7 +326,7 @@ def save_predictions(path: str | os.PathLike, pred: Predictions, *, compress: bo
         arrays[_META_PREFIX + name] = column.astype(str) if column.dtype == object else column
     saver = np.savez_compressed if compress else np.savez
     with atomic_write(path, "wb") as handle:
-        saver(handle, **arrays)
+        saver(handle, allow_pickle=False, **arrays)  # load_predictions refuses pickled arrays anyway
     return path
 
 
@@ -424,9 +428,10 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
     try:
         return _from_arrays(arrays)
     except MedsureInputError as exc:
-        # "prediction key 'labels': got ..." -> "prediction file 'cal.npz', key 'labels': got ..."
+        # The message is already in the one format (built by input_error); only its <what> gains the
+        # file: "prediction key 'labels': got ..." -> "prediction file 'cal.npz', key 'labels': got ..."
         message = str(exc).removeprefix("prediction ")
-        raise MedsureInputError(f"prediction file '{path}', {message}") from exc
+        raise type(exc)(f"prediction file '{path}', {message}") from exc
 
 
 def _from_arrays(arrays: dict[str, np.ndarray]) -> Predictions:

@@ -24,7 +24,7 @@ from medsure.report import Report, Section
 from medsure.report.core import classification_section, segmentation_section
 from medsure.training import TrainConfig, train
 from medsure.training.datasets import dataset_record, load_splits
-from medsure.utils.io import write_json
+from medsure.utils.io import write_result_json
 
 
 @dataclass
@@ -52,19 +52,20 @@ class DemoSettings:
 
 @dataclass
 class DemoOutputs:
-    """What the demo produced; also what feature sections receive."""
+    """What the demo produced (built once both models are trained and have predicted); also what
+    feature sections receive."""
 
     out_dir: Path
-    cls_splits: dict[str, ImageDataset] = field(default_factory=dict)
-    seg_splits: dict[str, ImageDataset] = field(default_factory=dict)
-    cls_model: Any = None
-    seg_model: Any = None
-    cls_cal: Predictions | None = None
-    cls_test: Predictions | None = None
-    cls_cal_mc: Predictions | None = None
-    cls_test_mc: Predictions | None = None
-    seg_cal: Predictions | None = None
-    seg_test: Predictions | None = None
+    cls_splits: dict[str, ImageDataset]
+    seg_splits: dict[str, ImageDataset]
+    cls_model: Any
+    seg_model: Any
+    cls_cal: Predictions
+    cls_test: Predictions
+    cls_cal_mc: Predictions
+    cls_test_mc: Predictions
+    seg_cal: Predictions
+    seg_test: Predictions
     seg_results: Any = None  # SegmentationResults of seg_test (Dice predictor fitted on seg_cal)
     seg_conformal: Any = None  # ConformalMaskResults (fitted on seg_cal, measured on seg_test)
     histories: dict[str, list] = field(default_factory=dict)
@@ -82,40 +83,42 @@ def _splits(name: str, settings: DemoSettings) -> tuple[dict[str, Any], dict[str
     return record, load_splits(record)
 
 
-def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callable[[str], None]) -> None:
-    out = outputs.out_dir
+def _train_and_predict(out: Path, settings: DemoSettings, log: Callable[[str], None]) -> DemoOutputs:
     seed = settings.seed
+    timings: dict[str, float] = {}
+    histories: dict[str, list] = {}
 
     t0 = time.perf_counter()
-    busi_record, outputs.cls_splits = _splits("busi", settings)
-    class_names = [str(c) for c in outputs.cls_splits["train"].class_names]
-    log(f"BUSI: classes {class_names}, splits " + ", ".join(f"{k} {len(v)}" for k, v in outputs.cls_splits.items()))
+    busi_record, cls_splits = _splits("busi", settings)
+    class_names = [str(c) for c in cls_splits["train"].class_names]
+    log(f"BUSI: classes {class_names}, splits " + ", ".join(f"{k} {len(v)}" for k, v in cls_splits.items()))
     cls_config = TrainConfig(
         model="small_cnn", epochs=settings.cls_epochs, seed=seed, dropout=0.2, patience=8, dataset=busi_record
     )
     result = train(
         cls_config,
-        {"train": outputs.cls_splits["train"], "val": outputs.cls_splits["val"]},
+        {"train": cls_splits["train"], "val": cls_splits["val"]},
         out / "runs" / "busi_small_cnn",
     )
-    outputs.cls_model = result.model
-    outputs.histories["classification"] = result.history
-    outputs.timings["train_classifier_s"] = time.perf_counter() - t0
+    histories["classification"] = result.history
+    timings["train_classifier_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    outputs.cls_cal = predict(result.run, outputs.cls_splits["cal"], seed=seed)
-    outputs.cls_test = predict(result.run, outputs.cls_splits["test"], seed=seed)
-    outputs.cls_cal_mc = predict(result.run, outputs.cls_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
-    outputs.cls_test_mc = predict(result.run, outputs.cls_splits["test"], mc_samples=settings.mc_samples, seed=seed + 1)
-    for name in ("cls_cal", "cls_test", "cls_cal_mc", "cls_test_mc"):
-        save_predictions(out / "predictions" / f"busi_{name[4:]}.npz", getattr(outputs, name))
-    outputs.timings["predict_classifier_s"] = time.perf_counter() - t0
+    cls_predictions = {
+        "cal": predict(result.run, cls_splits["cal"], seed=seed),
+        "test": predict(result.run, cls_splits["test"], seed=seed),
+        "cal_mc": predict(result.run, cls_splits["cal"], mc_samples=settings.mc_samples, seed=seed),
+        "test_mc": predict(result.run, cls_splits["test"], mc_samples=settings.mc_samples, seed=seed + 1),
+    }
+    for name, pred in cls_predictions.items():
+        save_predictions(out / "predictions" / f"busi_{name}.npz", pred)
+    timings["predict_classifier_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    lung_record, outputs.seg_splits = _splits("msd_lung", settings)
+    lung_record, seg_splits = _splits("msd_lung", settings)
     log(
-        f"MSD lung: patches {outputs.seg_splits['train'].image_size}, splits "
-        + ", ".join(f"{k} {len(v)}" for k, v in outputs.seg_splits.items())
+        f"MSD lung: patches {seg_splits['train'].image_size}, splits "
+        + ", ".join(f"{k} {len(v)}" for k, v in seg_splits.items())
     )
     seg_config = TrainConfig(
         model="unet",
@@ -130,23 +133,35 @@ def _train_and_predict(outputs: DemoOutputs, settings: DemoSettings, log: Callab
     )
     seg_result = train(
         seg_config,
-        {"train": outputs.seg_splits["train"], "val": outputs.seg_splits["val"]},
+        {"train": seg_splits["train"], "val": seg_splits["val"]},
         out / "runs" / "msd_lung_unet",
     )
-    outputs.seg_model = seg_result.model
-    outputs.histories["segmentation"] = seg_result.history
-    outputs.timings["train_segmenter_s"] = time.perf_counter() - t0
+    histories["segmentation"] = seg_result.history
+    timings["train_segmenter_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     # MC-dropout samples: the segmentation-uncertainty section then shows the sample spread, and
     # the single-pass performance section reads the sample mean
-    outputs.seg_cal = predict(seg_result.run, outputs.seg_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
-    outputs.seg_test = predict(
-        seg_result.run, outputs.seg_splits["test"], mc_samples=settings.mc_samples, seed=seed + 1
+    seg_cal = predict(seg_result.run, seg_splits["cal"], mc_samples=settings.mc_samples, seed=seed)
+    seg_test = predict(seg_result.run, seg_splits["test"], mc_samples=settings.mc_samples, seed=seed + 1)
+    save_predictions(out / "predictions" / "msd_lung_cal.npz", seg_cal)
+    save_predictions(out / "predictions" / "msd_lung_test.npz", seg_test)
+    timings["predict_segmenter_s"] = time.perf_counter() - t0
+    return DemoOutputs(
+        out_dir=out,
+        cls_splits=cls_splits,
+        seg_splits=seg_splits,
+        cls_model=result.model,
+        seg_model=seg_result.model,
+        cls_cal=cls_predictions["cal"],
+        cls_test=cls_predictions["test"],
+        cls_cal_mc=cls_predictions["cal_mc"],
+        cls_test_mc=cls_predictions["test_mc"],
+        seg_cal=seg_cal,
+        seg_test=seg_test,
+        histories=histories,
+        timings=timings,
     )
-    save_predictions(out / "predictions" / "msd_lung_cal.npz", outputs.seg_cal)
-    save_predictions(out / "predictions" / "msd_lung_test.npz", outputs.seg_test)
-    outputs.timings["predict_segmenter_s"] = time.perf_counter() - t0
 
 
 def _display_images(ds: ImageDataset) -> np.ndarray:
@@ -252,9 +267,9 @@ def run_demo(
     """Run the demo end to end; returns the content of ``results.json``."""
     settings = settings or DemoSettings()
     start = time.perf_counter()
-    outputs = DemoOutputs(out_dir=Path(out_dir))
-    outputs.out_dir.mkdir(parents=True, exist_ok=True)
-    _train_and_predict(outputs, settings, log)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = _train_and_predict(out, settings, log)
 
     report = Report("medsure demo: BUSI classifier and MSD lung-tumour segmenter")
     report.notes.append(
@@ -283,7 +298,7 @@ def run_demo(
     results: dict[str, Any] = {
         "classification": report.sections[0].summary,
         "segmentation": seg_section.summary,
-        "settings": {k: v for k, v in vars(settings).items()},
+        "settings": dict(vars(settings)),
     }
     for name, build in feature_sections(outputs, settings):
         t0 = time.perf_counter()
@@ -303,6 +318,6 @@ def run_demo(
         )
     )
     report.write(outputs.out_dir / "report.html")
-    write_json(outputs.out_dir / "results.json", results)
+    results = write_result_json(outputs.out_dir / "results.json", results)  # stamped with medsure_version
     log(f"demo finished in {outputs.timings['total_s']:.1f} s; report: {outputs.out_dir / 'report.html'}")
     return results

@@ -14,7 +14,7 @@ from sklearn.metrics import confusion_matrix
 from medsure.artifact import Predictions
 from medsure.calibration.metrics import NLL_CLIP, negative_log_likelihood
 from medsure.core import dice_per_label, macro_ovr_auroc, mean_dice, nanmean, undefined_as_none
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 
 def classification_summary(pred: Predictions) -> dict[str, Any]:
@@ -33,7 +33,8 @@ def classification_summary(pred: Predictions) -> dict[str, Any]:
     (rows: true class), ``class_names``.
     """
     if pred.task != "classification" or pred.labels is None:
-        raise MedsureInputError("classification_summary needs a labelled classification artifact")
+        given = f"a {pred.task} prediction file" + ("" if pred.labels is not None else " without 'labels'")
+        raise input_error("predictions", given, "labelled classification predictions", raw=True)
     probs = pred.probabilities()
     labels = pred.labels
     k = pred.n_classes
@@ -72,7 +73,8 @@ def segmentation_summary(pred: Predictions) -> dict[str, Any]:
     """Mean Dice per foreground label over the images where it is defined, and
     :func:`medsure.core.mean_dice` (the mean of those, the trainer's early-stopping number)."""
     if pred.task != "segmentation" or pred.masks is None:
-        raise MedsureInputError("segmentation_summary needs a segmentation artifact with masks")
+        given = f"a {pred.task} prediction file" + ("" if pred.masks is not None else " without 'masks'")
+        raise input_error("predictions", given, "segmentation predictions with masks", raw=True)
     predicted = pred.probabilities().argmax(axis=1)
     dice = dice_per_label(predicted, pred.masks, pred.n_classes)
     per_label = {str(name): undefined_as_none(nanmean(dice[:, j])) for j, name in enumerate(pred.class_names[1:])}

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsure import __version__
 from medsure.artifact import Predictions
 from medsure.data.base import ImageDataset
 from medsure.errors import MedsureInputError
@@ -35,6 +34,7 @@ from medsure.models import gradcam_target_layer
 from medsure.training.environment import resolve_device
 from medsure.training.run import LoadedRun
 from medsure.tta import apply_view, check_views, default_views, invert_view
+from medsure.utils.io import with_version
 from medsure.utils.progress import progress
 from medsure.validation import check_int, input_error
 
@@ -81,27 +81,32 @@ def predict(
         raise input_error("mc_samples and tta", "both", "one source of samples", "choose one", raw=True)
     check_int("mc_samples", mc_samples, low=0)
     check_int("batch_size", batch_size, low=1)
-    run = model if isinstance(model, LoadedRun) else None
-    if run is not None:
-        run.check_fits(dataset)
-        model = run.model
+    net, run = _network(model, dataset)
     task = dataset.task
     views = None
     if tta:
         views = default_views(task) if tta is True else check_views(tta)
     target_device = resolve_device(device)
-    with _prepared(model, target_device, mc=mc_samples > 0):
+    with _prepared(net, target_device, mc=mc_samples > 0):
         if mc_samples > 0:
-            logits = _stacked([None] * mc_samples, model, dataset, batch_size, target_device, seed, desc="MC dropout")
+            logits = _stacked([None] * mc_samples, net, dataset, batch_size, target_device, seed, desc="MC dropout")
         elif views is not None:
-            logits = _stacked(list(views), model, dataset, batch_size, target_device, seed, desc="TTA")
+            logits = _stacked(list(views), net, dataset, batch_size, target_device, seed, desc="TTA")
         else:
-            logits = _stacked([None], model, dataset, batch_size, target_device, seed, desc="predict")[0]
+            logits = _stacked([None], net, dataset, batch_size, target_device, seed, desc="predict")[0]
     kind = "mc_dropout" if mc_samples > 0 else ("tta" if views is not None else None)
     record = {"mc_samples": int(mc_samples), "tta_views": list(views) if views else None}
     return _to_predictions(
-        logits, dataset, kind, _provenance(model, run, dataset, seed, record, provenance), thumbnail_size
+        logits, dataset, kind, _provenance(net, run, dataset, seed, record, provenance), thumbnail_size
     )
+
+
+def _network(model: nn.Module | LoadedRun, dataset: ImageDataset) -> tuple[nn.Module, LoadedRun | None]:
+    """The module to run, and its run (checked against ``dataset``) when ``model`` is a trained run."""
+    if isinstance(model, LoadedRun):
+        model.check_fits(dataset)
+        return model.model, model
+    return model, None
 
 
 def predict_ensemble(
@@ -165,10 +170,7 @@ def predict_cams(
         one map ``(H, W)`` per (case, class), at the input's resolution.
     """
     cam_class = cam_method(method)
-    run = model if isinstance(model, LoadedRun) else None
-    if run is not None:
-        run.check_fits(dataset)
-        model = run.model
+    net, _ = _network(model, dataset)
     if dataset.task != "classification":
         raise input_error("dataset task", dataset.task, "classification (CAMs explain class scores)")
     index_of = {str(i): k for k, i in enumerate(dataset.ids)}
@@ -187,14 +189,14 @@ def predict_cams(
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     if target_layer is None:
         try:
-            target_layer = gradcam_target_layer(model)
+            target_layer = gradcam_target_layer(net)
         except MedsureInputError:
             target_layer = None  # not one of medsure's classifiers: the CAM takes the last Conv2d
-    with cam_class(model, target_layer, batch_size=batch_size) as cam:
+    with cam_class(net, target_layer, batch_size=batch_size) as cam:
         label_sets = [list(t) for t in targets] if targets is not None else None
         if label_sets is None:
             with torch.no_grad():
-                label_sets = [[int(c)] for c in model(x).argmax(1).tolist()]
+                label_sets = [[int(c)] for c in net(x).argmax(1).tolist()]
         maps = cam(x, label_sets)
     rows = [(j, c) for j, labels in enumerate(label_sets) for c in labels]
     size = tuple(x.shape[2:])
@@ -309,12 +311,7 @@ def _provenance(
 ) -> dict[str, Any]:
     """The artifact's provenance: versions, dataset, seed, sampling, and the run (its record when
     the model came with one, else the module's class name)."""
-    prov: dict[str, Any] = {
-        "medsure_version": __version__,
-        "dataset": dataset.provenance,
-        "seed": int(seed),
-        **record,
-    }
+    prov = with_version({"dataset": dataset.provenance, "seed": int(seed), **record})
     if run is not None:
         prov["run"] = run.provenance()
     elif "runs" not in record:

@@ -18,11 +18,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 CLASSIFICATION_VIEWS = ("identity", "hflip", "vflip", "hvflip")
 SEGMENTATION_VIEWS = ("identity", "hflip", "vflip", "rot+10", "rot-10")
 _ROT = re.compile(r"^rot([+-]?\d+(?:\.\d+)?)$")
+_VIEW_NAMES = "identity, hflip, vflip, hvflip or rot<degrees> such as rot+10"
 
 
 def default_views(task: str) -> tuple[str, ...]:
@@ -49,14 +50,12 @@ def views_for_training(task: str, *, hflip: bool, vflip: bool) -> tuple[str, ...
 def check_views(views: Sequence[str]) -> tuple[str, ...]:
     views = tuple(views)
     if not views:
-        raise MedsureInputError("tta views: empty list, expected at least one view name")
+        raise input_error("tta views", "an empty list", "at least one view name", raw=True)
     for name in views:
         if name not in ("identity", "hflip", "vflip", "hvflip") and not _ROT.match(name):
-            raise MedsureInputError(
-                f"tta view {name!r}, expected identity, hflip, vflip, hvflip or rot<degrees> such as rot+10"
-            )
+            raise input_error("tta view", name, _VIEW_NAMES)
     if len(set(views)) != len(views):
-        raise MedsureInputError(f"tta views {views} contain duplicates")
+        raise input_error("tta views", views, "distinct view names", "remove the duplicates")
     return views
 
 
@@ -80,9 +79,11 @@ def apply_view(name: str, images: torch.Tensor) -> torch.Tensor:
         return images.flip(-2, -1)
     match = _ROT.match(name)
     if match is None:
-        raise MedsureInputError(f"unknown tta view {name!r}")
+        raise input_error("tta view", name, _VIEW_NAMES)
     if images.shape[-1] != images.shape[-2]:
-        raise MedsureInputError(f"rotation views need square images, got {tuple(images.shape[-2:])}")
+        raise input_error(
+            "images", f"size {tuple(images.shape[-2:])}", "square images (H == W) for rotation views", raw=True
+        )
     return _rotate(images, float(match.group(1)), "zeros")
 
 
@@ -92,5 +93,5 @@ def invert_view(name: str, maps: torch.Tensor) -> torch.Tensor:
         return apply_view(name, maps)  # flips are their own inverse
     match = _ROT.match(name)
     if match is None:
-        raise MedsureInputError(f"unknown tta view {name!r}")
+        raise input_error("tta view", name, _VIEW_NAMES)
     return _rotate(maps, -float(match.group(1)), "border")

@@ -31,6 +31,8 @@ __all__ = [
     "check_int",
     "check_float",
     "check_alpha",
+    "min_calibration_size",
+    "n_excluded",
     "check_array",
     "check_finite",
     "check_probabilities",
@@ -160,17 +162,52 @@ def _range_text(kind: str, low: Any, high: Any, lb: str, rb: str) -> str:
     return f"{kind} in {lb}{low}, {high}{rb}"
 
 
-def check_alpha(alpha: Any, n: int | None = None, *, what: str = "alpha") -> float:
+#: ``(n + 1) * alpha`` is computed in floating point; this slack keeps e.g. 1000 * 0.1 = 100 exact.
+_FLOOR_SLACK = 1e-9
+
+
+def n_excluded(n: int, alpha: float) -> int:
+    """``l = floor((n + 1) alpha)``: how many of ``n`` calibration scores lie above the conformal
+    threshold (the threshold exists only when ``l >= 1``)."""
+    return math.floor((n + 1) * alpha + _FLOOR_SLACK)
+
+
+def min_calibration_size(alpha: float) -> int:
+    """Smallest ``n`` with ``floor((n + 1) alpha) >= 1``, i.e. ``ceil(1/alpha) - 1``."""
+    alpha = check_alpha(alpha)
+    n = max(0, math.ceil(1.0 / alpha - _FLOOR_SLACK) - 1)
+    while n_excluded(n, alpha) < 1:  # guard against rounding in 1/alpha
+        n += 1
+    return n
+
+
+def check_alpha(
+    alpha: Any, n: int | None = None, *, what: str = "alpha", where: str | None = None, hint: str | None = None
+) -> float:
     """Check a miscoverage/risk level in (0, 1) and, given ``n`` calibration samples, that
-    ``alpha >= 1/(n+1)`` — below that no finite-sample threshold exists."""
+    ``alpha >= 1/(n+1)`` — below that no finite-sample threshold exists.
+
+    Parameters
+    ----------
+    alpha : the level
+    n : number of calibration samples, optional
+    what : the name of ``alpha`` as the user knows it (``"--alpha"``)
+    where : the calibration data the ``n`` samples are, for the message (``"--cal 'cal.npz'"``,
+        ``"class 'benign'"``), optional
+    hint : what else the user can do, added to the message's advice (e.g. a fallback), optional
+
+    The message states ``n``, the bound ``1/(n+1)`` and the number of samples this ``alpha`` needs.
+    """
     alpha = check_float(what, alpha, low=0.0, high=1.0, closed="neither")
-    if n is not None and alpha < 1.0 / (n + 1):
-        needed = math.ceil(1.0 / alpha) - 1
+    if n is not None and n_excluded(n, alpha) < 1:
+        needed = min_calibration_size(alpha)
+        samples = "calibration samples" + (f" in {where}" if where else "")
+        advice = f"use at least {needed} {samples} or a larger {what}"
         raise input_error(
             what,
             alpha,
-            f"alpha >= 1/(n+1) = {1.0 / (n + 1):.4g} with n = {n} calibration samples",
-            f"use at least {needed} calibration samples or a larger {what}",
+            f"alpha >= 1/(n+1) = {1.0 / (n + 1):.4g} with n = {n} {samples}",
+            f"{advice}, or {hint}" if hint else advice,
         )
     return alpha
 
@@ -254,6 +291,11 @@ def check_labels(what: str, labels: Any, n_classes: int, *, length: int | None =
 # ---- declared parameter constraints (scikit-learn manner) -------------------------------------
 
 
+def _int_low(low: float, closed: bool) -> int:
+    """The smallest integer in ``[low, ...)`` (closed) or ``(low, ...)`` (open)."""
+    return math.ceil(low) if closed else math.floor(low) + 1
+
+
 @dataclass(frozen=True)
 class Interval:
     """A real (``kind=float``) or integer (``kind=int``) interval; ``None`` bounds are open-ended."""
@@ -266,8 +308,9 @@ class Interval:
     def check(self, what: str, value: Any) -> Any:
         if self.kind is int:
             # integer intervals are always closed in the declaration; open ends are shifted
-            low = None if self.low is None else (self.low if self.closed in ("both", "left") else self.low + 1)
-            high = None if self.high is None else (self.high if self.closed in ("both", "right") else self.high - 1)
+            # (the smallest integer above an open low end is floor(low) + 1; at a closed one, ceil(low))
+            low = None if self.low is None else _int_low(self.low, self.closed in ("both", "left"))
+            high = None if self.high is None else -_int_low(-self.high, self.closed in ("both", "right"))
             return check_int(what, value, low=low, high=high)
         return check_float(what, value, low=self.low, high=self.high, closed=self.closed)
 

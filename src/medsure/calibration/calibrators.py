@@ -25,12 +25,13 @@ The registry :data:`CALIBRATORS` maps a name to its class; the command line offe
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, logsumexp
 
 from medsure.core import softmax
-from medsure.errors import MedsureInputError
 from medsure.validation import Interval, input_error, validate_params
 
 __all__ = [
@@ -48,9 +49,11 @@ def _as_sample_logits(logits: np.ndarray, name: str = "logits") -> np.ndarray:
     """Return logits as float64 ``(T, N, K)``."""
     arr = np.asarray(logits)
     if arr.ndim not in (2, 3) or arr.shape[-1] < 2:
-        raise MedsureInputError(f"{name}: shape {arr.shape}, expected (N, K) or (T, N, K) with K >= 2")
+        raise input_error(name, f"shape {arr.shape}", "(N, K) or (T, N, K) with K >= 2", raw=True)
     if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
-        raise MedsureInputError(f"{name}: expected finite floating-point logits")
+        raise input_error(
+            name, f"dtype {arr.dtype}, with NaN/inf or not floats", "finite floating-point logits", raw=True
+        )
     arr = arr.astype(np.float64)
     return arr if arr.ndim == 3 else arr[None]
 
@@ -58,11 +61,11 @@ def _as_sample_logits(logits: np.ndarray, name: str = "logits") -> np.ndarray:
 def _check_labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise MedsureInputError(f"labels: shape {labels.shape} dtype {labels.dtype}, expected int ({n},)")
+        raise input_error("labels", f"shape {labels.shape}, dtype {labels.dtype}", f"integers ({n},)", raw=True)
     if n == 0:
-        raise MedsureInputError("labels: no calibration samples (N=0); a calibrator needs labelled data")
+        raise input_error("labels", "0 calibration samples", "labelled calibration data (N >= 1)", raw=True)
     if labels.min() < 0 or labels.max() >= k:
-        raise MedsureInputError(f"labels: values span [{labels.min()}, {labels.max()}], expected [0, {k})")
+        raise input_error("labels", f"labels in [{labels.min()}, {labels.max()}]", f"labels in [0, {k})", raw=True)
     return labels.astype(np.int64)
 
 
@@ -75,6 +78,8 @@ class Calibrator:
 
     #: calibration cases per fitted parameter group (see the module docstring)
     samples_per_group: int = 10
+    #: number of classes seen in ``fit`` (set there; absent before)
+    n_classes_: int
 
     def min_cal_samples(self, n_classes: int) -> int:
         """Fewest calibration cases the analyses accept for this calibrator with ``n_classes``."""
@@ -88,11 +93,22 @@ class Calibrator:
 
     def _check_fitted(self) -> None:
         if not getattr(self, "n_classes_", None):
-            raise MedsureInputError(f"{type(self).__name__} is not fitted: call fit(cal_logits, cal_labels) first")
+            raise input_error(
+                type(self).__name__,
+                "an unfitted calibrator",
+                "a fitted one",
+                "call fit(cal_logits, cal_labels) first",
+                raw=True,
+            )
 
     def _check_k(self, k: int) -> None:
         if k != self.n_classes_:
-            raise MedsureInputError(f"logits have K={k} classes, the calibrator was fitted with K={self.n_classes_}")
+            raise input_error(
+                "logits",
+                f"K={k} classes",
+                f"K={self.n_classes_} (the classes the calibrator was fitted with)",
+                raw=True,
+            )
 
     def _transform_probs(self, logits: np.ndarray) -> np.ndarray:
         """Predictive probabilities (N, K) of new logits, checked against the fitted state
@@ -183,7 +199,7 @@ class VectorScaling(Calibrator):
     def __init__(self, l2: float = 0.0) -> None:
         self.l2 = l2
 
-    _parameter_constraints = {"l2": [Interval(float, 0.0, None)]}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"l2": [Interval(float, 0.0, None)]}
 
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> VectorScaling:
         validate_params(self)
@@ -281,7 +297,7 @@ class HistogramBinning(Calibrator):
         edges = np.linspace(0.0, 1.0, self.n_bins + 1)
         return np.searchsorted(edges[1:-1], scores, side="left")
 
-    _parameter_constraints = {"n_bins": [Interval(int, 1, None)]}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"n_bins": [Interval(int, 1, None)]}
 
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> HistogramBinning:
         validate_params(self)
@@ -319,5 +335,5 @@ CALIBRATORS: dict[str, type[Calibrator]] = {
 def make_calibrator(method: str, **kwargs) -> Calibrator:
     """Build a calibrator by name: ``temperature``, ``vector``, ``isotonic`` or ``histogram``."""
     if method not in CALIBRATORS:
-        raise MedsureInputError(f"method: got {method!r}, expected one of {sorted(CALIBRATORS)}")
+        raise input_error("method", method, "one of " + ", ".join(sorted(CALIBRATORS)))
     return CALIBRATORS[method](**kwargs)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medsure.artifact import Predictions, check_compatible
-from medsure.calibration.calibrators import Calibrator, make_calibrator
+from medsure.calibration.calibrators import Calibrator, TemperatureScaling, VectorScaling, make_calibrator
 from medsure.calibration.metrics import NLL_CLIP, BinnedCalibration, calibration_summary, reliability_diagram
 from medsure.utils.random import make_generator
 from medsure.validation import check_int, input_error
@@ -109,10 +109,10 @@ def _require_labels(pred: Predictions, name: str) -> np.ndarray:
 
 def _parameters(calibrator: Calibrator) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if hasattr(calibrator, "temperature_"):
+    if isinstance(calibrator, TemperatureScaling) and hasattr(calibrator, "temperature_"):
         out["temperature"] = calibrator.temperature_
         out["temperature_at_bound"] = calibrator.at_bound_
-    if hasattr(calibrator, "weights_"):
+    if isinstance(calibrator, VectorScaling) and hasattr(calibrator, "weights_"):
         out["weights"] = calibrator.weights_.tolist()
         out["bias"] = calibrator.bias_.tolist()
     return out
@@ -202,7 +202,7 @@ def evaluate_calibration(
     probs_after = calibrator.transform(test.logits)
     parameters = _parameters(calibrator)
     warnings = []
-    if parameters.get("temperature_at_bound"):
+    if isinstance(calibrator, TemperatureScaling) and parameters.get("temperature_at_bound"):
         warnings.append(
             f"the fitted temperature {calibrator.temperature_:.4g} is at its search bound "
             f"{tuple(calibrator.bounds)}: the calibration NLL wants a temperature outside it "

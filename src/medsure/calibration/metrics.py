@@ -21,7 +21,7 @@ import numpy as np
 
 from medsure.core import BinnedCalibration, binned_calibration
 from medsure.core import BinStrategy as Strategy
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 __all__ = [
     "BinnedCalibration",
@@ -44,25 +44,32 @@ def check_probs_labels(probs: np.ndarray, labels: np.ndarray, *, atol: float = 1
     probs = np.asarray(probs)
     labels = np.asarray(labels)
     if probs.ndim != 2 or probs.shape[1] < 2:
-        raise MedsureInputError(f"probs: shape {probs.shape}, expected (N, K) with K >= 2")
+        raise input_error("probs", f"shape {probs.shape}", "(N, K) with K >= 2", raw=True)
     if probs.shape[0] == 0:
-        raise MedsureInputError("probs: N = 0 samples, expected at least one")
+        raise input_error("probs", "0 samples", "at least one", raw=True)
     if not np.issubdtype(probs.dtype, np.floating) or not np.all(np.isfinite(probs)):
-        raise MedsureInputError("probs: expected finite floating-point probabilities")
+        raise input_error(
+            "probs", f"dtype {probs.dtype}, with NaN/inf or not floats", "finite floating-point probabilities", raw=True
+        )
     if probs.min() < -atol or probs.max() > 1 + atol:
-        raise MedsureInputError(f"probs: values span [{probs.min():.4g}, {probs.max():.4g}], expected [0, 1]")
+        raise input_error("probs", f"values in [{probs.min():.4g}, {probs.max():.4g}]", "values in [0, 1]", raw=True)
     row_sums = probs.sum(axis=1)
     if np.max(np.abs(row_sums - 1.0)) > atol:
-        raise MedsureInputError(
-            f"probs: rows sum to values in [{row_sums.min():.4g}, {row_sums.max():.4g}], expected 1 "
-            "(pass softmax probabilities, not logits)"
+        raise input_error(
+            "probs",
+            f"rows summing to values in [{row_sums.min():.4g}, {row_sums.max():.4g}]",
+            "rows that sum to 1",
+            "pass softmax probabilities, not logits",
+            raw=True,
         )
     if labels.shape != (probs.shape[0],):
-        raise MedsureInputError(f"labels: shape {labels.shape}, expected ({probs.shape[0]},) to match probs")
+        raise input_error("labels", f"shape {labels.shape}", f"({probs.shape[0]},) to match probs", raw=True)
     if not np.issubdtype(labels.dtype, np.integer):
-        raise MedsureInputError(f"labels: dtype {labels.dtype}, expected integers")
+        raise input_error("labels", f"dtype {labels.dtype}", "integers", raw=True)
     if labels.min() < 0 or labels.max() >= probs.shape[1]:
-        raise MedsureInputError(f"labels: values span [{labels.min()}, {labels.max()}], expected [0, {probs.shape[1]})")
+        raise input_error(
+            "labels", f"labels in [{labels.min()}, {labels.max()}]", f"labels in [0, {probs.shape[1]})", raw=True
+        )
     return probs.astype(np.float64, copy=False), labels.astype(np.int64, copy=False)
 
 

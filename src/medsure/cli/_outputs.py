@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from medsure.validation import input_error
 
@@ -75,17 +76,26 @@ class OutputPlan:
     >>> plan = OutputPlan()
     >>> out = plan.file("--out", args.out)           # checked now, before any computing
     >>> result = evaluate_something(...)
-    >>> plan.add(out, lambda path: write_json(path, result))
+    >>> plan.add(out, lambda path: write_result_json(path, result))
     >>> plan.write_all()                              # nothing is written before this line
     """
 
-    _writers: list[tuple[Path, Callable[[Path], None]]] = field(default_factory=list)
+    _writers: list[tuple[Path, Callable[[Path], object]]] = field(default_factory=list)
     _declared: dict[Path, str] = field(default_factory=dict)
 
+    # overloads: a path given comes back as a Path (never None), so callers need no None check
+    @overload
+    def file(self, option: str, path: str | os.PathLike) -> Path: ...
+    @overload
+    def file(self, option: str, path: None) -> None: ...
     def file(self, option: str, path: str | os.PathLike | None) -> Path | None:
         """Check ``path`` for option ``option`` now; return it (None passes through)."""
         return None if path is None else self._declare(option, check_output_file(option, path))
 
+    @overload
+    def folder(self, option: str, path: str | os.PathLike) -> Path: ...
+    @overload
+    def folder(self, option: str, path: None) -> None: ...
     def folder(self, option: str, path: str | os.PathLike | None) -> Path | None:
         """Check the output folder ``path`` for option ``option`` now; return it (None passes through)."""
         return None if path is None else self._declare(option, check_output_folder(option, path))
@@ -103,8 +113,9 @@ class OutputPlan:
         self._declared[key] = option
         return path
 
-    def add(self, path: Path | None, writer: Callable[[Path], None]) -> None:
-        """Queue ``writer(path)``; it runs in :meth:`write_all`. A None path is skipped."""
+    def add(self, path: Path | None, writer: Callable[[Path], object]) -> None:
+        """Queue ``writer(path)``; it runs in :meth:`write_all` (its return value is ignored). A None path
+        is skipped."""
         if path is not None:
             self._writers.append((path, writer))
 

@@ -8,7 +8,7 @@ import sys
 from medsure.artifact import load_predictions
 from medsure.calibration.calibrators import CALIBRATORS
 from medsure.cli._outputs import OutputPlan
-from medsure.utils.io import write_json
+from medsure.utils.io import write_result_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def run_calibration(args: argparse.Namespace) -> int:
     result = evaluate_calibration(cal, test, method=args.method, n_bins=args.bins, seed=args.seed)
     out = result.to_dict()
     out.update({"cal": str(args.cal), "test": str(args.test)})
-    plan.add(out_path, lambda path: write_json(path, out))
+    plan.add(out_path, lambda path: write_result_json(path, out))
     if report_path is not None:
         from medsure.calibration.report import build_sections
         from medsure.report.html import Report

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medsure.artifact import Predictions, check_compatible, load_predictions
 from medsure.cli._outputs import OutputPlan
 from medsure.conformal.scores import SCORES
-from medsure.errors import MedsureInputError
-from medsure.utils.io import atomic_write, write_json
-from medsure.validation import check_float, check_int, input_error
+from medsure.utils.io import atomic_write, write_result_json
+from medsure.validation import check_alpha, check_float, check_int, input_error
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from medsure.conformal.classifier import Conditional
 
 
 def _score_options() -> dict[str, tuple]:
@@ -120,15 +126,32 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Predictions, Predictions]:
-    check_float("--alpha", args.alpha, low=0.0, high=1.0, closed="neither")
+    check_alpha(args.alpha, what="--alpha")
     check_float("--delta", args.delta, low=0.0, high=1.0, closed="neither")
     cal = load_predictions(args.cal)
     test = load_predictions(args.test)
-    if cal.task != "classification" or test.task != "classification":
-        raise MedsureInputError("conformal sets need classification prediction files")
+    for option, path, data in (("--cal", args.cal, cal), ("--test", args.test, test)):
+        if data.task != "classification":
+            raise input_error(
+                f"{option} '{path}'",
+                f"a {data.task} prediction file",
+                "a classification prediction file",
+                "conformal sets need classes",
+                raw=True,
+            )
     check_compatible(cal, test)
     if cal.labels is None:
-        raise MedsureInputError(f"{args.cal} has no 'labels'; the calibration file must be labelled")
+        raise input_error(
+            f"--cal '{args.cal}'",
+            "no 'labels' key",
+            "labelled calibration predictions",
+            "add the true labels",
+            raw=True,
+        )
+    # the one alpha-vs-n check, before any fitting: names --cal and says how many samples --alpha needs
+    check_alpha(args.alpha, cal.n_samples, what="--alpha", where=f"--cal '{args.cal}'")
+    if test.n_samples == 0:
+        raise input_error(f"--test '{args.test}'", "0 samples", "at least 1 test sample", raw=True)
     return cal, test
 
 
@@ -157,8 +180,13 @@ def run_conformal(args: argparse.Namespace) -> int:
     out_path = plan.file("--out", args.out)
     sets_path = plan.file("--sets", args.sets)
     if args.class_conditional and args.group_key:
-        raise MedsureInputError("choose either --class-conditional or --group-key, not both")
-    conditional = "class" if args.class_conditional else "group" if args.group_key else "marginal"
+        raise input_error(
+            "--group-key",
+            args.group_key,
+            "no --group-key with --class-conditional",
+            "choose either --class-conditional or --group-key, not both",
+        )
+    conditional: Conditional = "class" if args.class_conditional else "group" if args.group_key else "marginal"
     if args.fallback is not None and conditional == "marginal":
         raise input_error(
             "--fallback",
@@ -195,7 +223,7 @@ def run_conformal(args: argparse.Namespace) -> int:
             "test_file": str(args.test),
         }
     )
-    plan.add(out_path, lambda path: write_json(path, result))
+    plan.add(out_path, lambda path: write_result_json(path, result))
     plan.add(sets_path, lambda path: _write_sets(path, run.sets, test))
     plan.write_all()
     if result["coverage"] is None:
@@ -218,7 +246,7 @@ def _write_sets(path: Path, sets: np.ndarray, test: Predictions) -> None:
         np.savez_compressed(handle, sets=sets, ids=test.ids.astype(str), class_names=test.class_names.astype(str))
 
 
-def _write_figure(path: Path, fig) -> None:
+def _write_figure(path: Path, fig: Figure) -> None:
     import matplotlib.pyplot as plt
 
     try:
@@ -233,12 +261,18 @@ def run_study(args: argparse.Namespace) -> int:
     from medsure.conformal.report import build_report, figures
 
     plan = OutputPlan()
-    out_dir = plan.folder("--out-dir", args.out_dir)
+    out_dir = plan.folder("--out-dir", str(args.out_dir))  # required: never None
     report_path = plan.file("--report", args.report)
     check_int("--repeats", args.repeats, low=2)
     cal, test = _load(args)
     if test.labels is None:
-        raise MedsureInputError(f"{args.test} has no 'labels'; the analyses need a labelled test file")
+        raise input_error(
+            f"--test '{args.test}'",
+            "no 'labels' key",
+            "labelled test predictions",
+            "the analyses need labels",
+            raw=True,
+        )
     study = evaluate_conformal_study(
         cal,
         test,
@@ -252,10 +286,10 @@ def run_study(args: argparse.Namespace) -> int:
     )
     written = []
     for name, result in study.analyses.items():
-        plan.add(out_dir / f"{name}.json", lambda path, result=result: write_json(path, result))
+        plan.add(out_dir / f"{name}.json", partial(write_result_json, result=result))
         written.append(out_dir / f"{name}.json")
     for name, fig in figures(study).items():
-        plan.add(out_dir / f"{name}.png", lambda path, fig=fig: _write_figure(path, fig))
+        plan.add(out_dir / f"{name}.png", partial(_write_figure, fig=fig))
         written.append(out_dir / f"{name}.png")
     if report_path is not None:
         plan.add(report_path, build_report(study).write)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import re
 from pathlib import Path
 
 import numpy as np
 
-from medsure.utils.io import atomic_write, atomic_write_bytes, write_json
+from medsure.utils.io import atomic_write, atomic_write_bytes, write_result_json
 from medsure.validation import input_error
 
 OUTPUT_FORMAT = """\
@@ -23,7 +24,7 @@ outputs in --out:
                       class_names  (K,) str      the model's classes
                       method       () str        gradcam or gradcam++
                     M = number of ids x classes per id (one per id without --classes)
-  explain.json      run, split, method, ids and the PNG file names
+  explain.json      medsure_version, run, split, method, ids and the PNG file names
 """
 
 
@@ -120,16 +121,16 @@ def run_explain(args: argparse.Namespace) -> int:
     files = [f"{_safe(str(i))}_{_safe(names[c])}.png" for i, c in zip(cams.ids, cams.classes, strict=True)]
     overlays = [overlay_cam(image, cam) for image, cam in zip(cams.images, cams.maps, strict=True)]
     for name, overlay in zip(files, overlays, strict=True):
-        outputs.add(out / name, lambda path, overlay=overlay: atomic_write_bytes(path, _png(overlay)))
+        outputs.add(out / name, functools.partial(atomic_write_bytes, data=_png(overlay)))
 
     def write_npz(path: Path) -> None:
         with atomic_write(path, "wb") as handle:
-            np.savez_compressed(handle, **cams.to_npz_arrays())
+            np.savez_compressed(handle, allow_pickle=False, **cams.to_npz_arrays())  # "no pickled objects"
 
     outputs.add(out / "cams.npz", write_npz)
     outputs.add(
         out / "explain.json",
-        lambda path: write_json(
+        lambda path: write_result_json(
             path,
             {"run": str(args.run), "split": args.split, "method": cams.method, "files": files, "ids": list(args.ids)},
         ),

@@ -10,7 +10,7 @@ import numpy as np
 
 from medsure.artifact import Predictions, load_predictions
 from medsure.cli._outputs import OutputPlan
-from medsure.utils.io import write_json
+from medsure.utils.io import write_result_json
 from medsure.validation import input_error
 
 
@@ -152,6 +152,14 @@ def run_failure(args: argparse.Namespace) -> int:
         raise input_error("--bootstrap", args.bootstrap, "an integer >= 0")
     weights = parse_weights(args.combine_weights) if args.combine_weights else None
     cal, test = load_predictions(args.cal), load_predictions(args.test)
+    if test.labels is None:  # checked here so the message names the file
+        raise input_error(
+            f"--test '{args.test}'",
+            "no 'labels' key",
+            "labelled test predictions",
+            "failure metrics need ground truth",
+            raw=True,
+        )
     test_samples = load_predictions(args.samples) if args.samples else None
     cal_samples = load_predictions(args.cal_samples) if args.cal_samples else None
     test_cams = load_cams(args.cam, test, "--cam") if args.cam else None
@@ -172,7 +180,7 @@ def run_failure(args: argparse.Namespace) -> int:
     )
     record = result.to_dict()
     record.update({"cal": str(args.cal), "test": str(args.test)})
-    plan.add(out_path, lambda path: write_json(path, record))
+    plan.add(out_path, lambda path: write_result_json(path, record))
     if report_path is not None:
         from medsure.failure.report import build_sections
         from medsure.report.html import Report

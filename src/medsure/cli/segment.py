@@ -8,7 +8,7 @@ import math
 from medsure.artifact import load_predictions
 from medsure.cli._outputs import OutputPlan
 from medsure.segmentation.uncertainty import DEFAULT_REDUCTION, REDUCTIONS, UNCERTAINTY_KINDS
-from medsure.utils.io import write_json
+from medsure.utils.io import write_result_json
 from medsure.validation import check_alpha, check_int
 
 
@@ -91,13 +91,19 @@ def run_segment_eval(args: argparse.Namespace) -> int:
         n_bins=args.bins,
         band_width=args.band_width,
         seed=args.seed,
+        # errors name the option and file the user gave, e.g. "--pred 'x.npz': got a classification artifact"
+        input_names={
+            key: f"--{key} '{path}'"
+            for key, path in (("pred", args.pred), ("cal", args.cal), ("shift", args.shift))
+            if path
+        },
     )
     out = result.to_dict()
     out["pred_file"] = str(args.pred)
     for option, value in (("shift_file", args.shift), ("cal_file", args.cal)):
         if value:
             out[option] = str(value)
-    plan.add(out_path, lambda path: write_json(path, out))
+    plan.add(out_path, lambda path: write_result_json(path, out))
     if report_path is not None:
         plan.add(report_path, _report_writer("medsure segment-eval", segmentation=result))
     plan.write_all()
@@ -129,7 +135,7 @@ def run_conformal_mask(args: argparse.Namespace) -> int:
     test = load_predictions(args.test)
     result = evaluate_conformal_mask(cal, test, alpha=args.alpha, empty_gt=args.empty_gt)
     out = {**result.to_dict(), "cal_file": str(args.cal), "test_file": str(args.test)}
-    plan.add(out_path, lambda path: write_json(path, out))
+    plan.add(out_path, lambda path: write_result_json(path, out))
     if report_path is not None:
         plan.add(report_path, _report_writer("medsure conformal-mask", conformal=result))
     plan.write_all()

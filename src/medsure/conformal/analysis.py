@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from medsure.artifact import Predictions, check_compatible
-from medsure.conformal.classifier import SplitConformalClassifier, to_probabilities
+from medsure.conformal.classifier import Conditional, InputKind, SplitConformalClassifier, to_probabilities
 from medsure.conformal.metrics import DEFAULT_DELTA, class_overlap, covered, set_sizes
 from medsure.conformal.quantile import coverage_band, expected_coverage, min_calibration_size
 from medsure.conformal.scores import SCORES
 from medsure.errors import MedsureInputError
 from medsure.utils.progress import progress
 from medsure.utils.random import make_generator
-from medsure.validation import check_float
+from medsure.validation import check_float, input_error
 
 DEFAULT_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
 
@@ -60,12 +60,12 @@ def evaluate_conformal(
     *,
     method: str = "aps",
     alpha: float = 0.1,
-    conditional: str = "marginal",
+    conditional: Conditional = "marginal",
     group_key: str | None = None,
     randomized: bool = True,
     fallback: str | None = None,
     params: dict[str, Any] | None = None,
-    input: str = "logits",
+    input: InputKind = "logits",
     seed: int | None = 0,
     cal_labels: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
@@ -105,7 +105,7 @@ def evaluate_conformal(
     if labels is not None:
         groups = None
         if conditional == "group":
-            groups = test.meta.get(group_key) if isinstance(test, Predictions) else None
+            groups = test.meta.get(group_key) if isinstance(test, Predictions) and group_key is not None else None
         result = clf.score_sets(sets, np.asarray(labels), groups=groups, delta=delta)
     else:
         sizes = set_sizes(sets)
@@ -134,7 +134,7 @@ def _clf(
     alpha: float,
     seed: int,
     *,
-    conditional: str = "marginal",
+    conditional: Conditional = "marginal",
     randomized: bool = True,
     fallback: str | None = None,
 ) -> SplitConformalClassifier:
@@ -201,13 +201,15 @@ def calibration_size_study(
     n_min = min_calibration_size(alpha)
     if sizes is None:
         hi = max(n_min, n // 2)
-        sizes = sorted({int(round(v)) for v in np.geomspace(max(n_min, 10), hi, 6)})
+        sizes = sorted({round(v) for v in np.geomspace(max(n_min, 10), hi, 6).tolist()})
     rng = make_generator(seed)
     rows = []
-    for size in progress(sizes, desc="calibration sizes"):
-        size = int(size)
+    for requested in progress(sizes, desc="calibration sizes"):
+        size = int(requested)
         if size < n_min or size >= n:
-            raise MedsureInputError(f"calibration size {size} outside [{n_min}, {n - 1}] for alpha={alpha}")
+            raise input_error(
+                "calibration size", size, f"a size in [{n_min}, {n - 1}] for alpha={alpha}", "use sizes a split allows"
+            )
         covs, mean_sizes = [], []
         class_hits = np.zeros((n_repeats, k))
         class_n = np.zeros((n_repeats, k))
@@ -271,7 +273,7 @@ def _class_coverage_stability(
             "n_repeats_absent": int((~present).sum()),
             "coverages": [
                 float(c) if ok else None
-                for c, ok in zip(np.divide(class_hits[:, j], np.maximum(class_n[:, j], 1)), present)
+                for c, ok in zip(np.divide(class_hits[:, j], np.maximum(class_n[:, j], 1)), present, strict=True)
             ],
             "n_tests": class_n[:, j].astype(int).tolist(),
         }
@@ -542,7 +544,7 @@ def evaluate_conformal_study(
     seed: int = 0,
     randomized: bool = True,
     n_repeats: int = 100,
-    input: str = "logits",
+    input: InputKind = "logits",
     delta: float = DEFAULT_DELTA,
 ) -> ConformalStudy:
     """The main run and every conformal analysis on labelled ``cal`` and ``test``.
@@ -563,24 +565,31 @@ def evaluate_conformal_study(
     ConformalStudy
     """
     check_compatible(cal, test)
-    if cal.labels is None or test.labels is None:
-        raise MedsureInputError("the conformal analyses need labelled calibration and test files")
+    cal_y, test_y = cal.labels, test.labels
+    if cal_y is None or test_y is None:
+        raise input_error(
+            "cal" if cal_y is None else "test",
+            "no 'labels' key",
+            "labelled predictions",
+            "the conformal analyses need labels",
+            raw=True,
+        )
     cal_p = to_probabilities(cal, input=input, what="cal")
     test_p = to_probabilities(test, input=input, what="test")
     names = list(map(str, cal.class_names))
     analyses: dict[str, Any] = {}
     clf = SplitConformalClassifier(method, alpha, randomized=randomized, input="probs", seed=seed)
-    clf.fit(cal_p, cal.labels)
+    clf.fit(cal_p, cal_y)
     sets = clf.predict(test_p)
-    analyses["run"] = clf.score_sets(sets, test.labels, delta=delta)
+    analyses["run"] = clf.score_sets(sets, test_y, delta=delta)
     try:
         clf_c = SplitConformalClassifier(
             method, alpha, conditional="class", randomized=randomized, input="probs", seed=seed
-        ).fit(cal_p, cal.labels)
-        analyses["run_class"] = clf_c.score(test_p, test.labels, delta=delta)
+        ).fit(cal_p, cal_y)
+        analyses["run_class"] = clf_c.score(test_p, test_y, delta=delta)
     except MedsureInputError as exc:
         analyses["run_class"] = {"error": str(exc)}
-    pooled_p, pooled_y = np.concatenate([cal_p, test_p]), np.concatenate([cal.labels, test.labels])
+    pooled_p, pooled_y = np.concatenate([cal_p, test_p]), np.concatenate([cal_y, test_y])
     analyses["calibration_size"] = calibration_size_study(
         pooled_p,
         pooled_y,
@@ -593,14 +602,16 @@ def evaluate_conformal_study(
         class_names=names,
     )
     analyses["confidence_sweep"] = confidence_sweep(
-        cal_p, cal.labels, test_p, test.labels, method=method, randomized=randomized, seed=seed, delta=delta
+        cal_p, cal_y, test_p, test_y, method=method, randomized=randomized, seed=seed, delta=delta
     )
-    analyses["method_comparison"] = method_comparison(
-        cal_p, cal.labels, test_p, test.labels, alpha=alpha, seed=seed, delta=delta
-    )
-    analyses["class_overlap"] = overlap_study(sets, test.labels, names)
+    analyses["method_comparison"] = method_comparison(cal_p, cal_y, test_p, test_y, alpha=alpha, seed=seed, delta=delta)
+    analyses["class_overlap"] = overlap_study(sets, test_y, names)
     analyses["hardest_cases"] = hardest_cases(
-        sets, test_p, test.labels, test.ids, overlap=np.asarray(analyses["class_overlap"]["matrix"])
+        sets,
+        test_p,
+        test_y,
+        test.ids.astype(str).tolist(),
+        overlap=np.asarray(analyses["class_overlap"]["matrix"]),
     )
     analyses["hardest_cases"]["class_names"] = names
     return ConformalStudy(analyses=analyses, sets=sets, classifier=clf, thumbnails=test.thumbnails)

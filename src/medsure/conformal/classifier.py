@@ -14,13 +14,14 @@ parameters it has; the estimator reads only that.
 Inputs are :class:`medsure.artifact.Predictions` or arrays. By default arrays (and the ``logits``
 of a prediction file) are **logits** and are turned into probabilities by softmax (mean of the
 per-sample softmax over a leading T axis). ``input="probs"`` declares that they already are
-probabilities: they must be finite, in [0, 1] and each row must sum to 1 within 1e-3; anything else is a :class:`~medsure.errors.MedsureInputError`.
+probabilities: they must be finite, in [0, 1] and each row must sum to 1 within 1e-3; anything
+else is a :class:`~medsure.errors.MedsureInputError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Literal, TypeGuard
 
 import numpy as np
 
@@ -44,7 +45,16 @@ from medsure.conformal.scores import (
 )
 from medsure.core import softmax
 from medsure.errors import MedsureInputError
-from medsure.validation import Boolean, Interval, NoneOk, Options, input_error, validate_params
+from medsure.validation import (
+    Boolean,
+    Interval,
+    NoneOk,
+    Options,
+    check_alpha,
+    check_choice,
+    input_error,
+    validate_params,
+)
 
 InputKind = Literal["logits", "probs"]
 Conditional = Literal["marginal", "class", "group"]
@@ -75,30 +85,36 @@ def to_probabilities(data: Predictions | np.ndarray, *, input: InputKind = "logi
     ndarray (N, K), float32 or float64 (a new array; ``data`` is not modified)
     """
     if input not in ("logits", "probs"):
-        raise MedsureInputError(f"input={input!r}, expected 'logits' or 'probs'")
+        raise input_error("input", input, "'logits' or 'probs'")
     if isinstance(data, Predictions):
         if data.task != "classification":
-            raise MedsureInputError(f"{what} is a {data.task} artifact; conformal sets need classification")
+            raise input_error(
+                what,
+                f"a {data.task} prediction file",
+                "a classification prediction file",
+                "conformal sets need classes",
+                raw=True,
+            )
         if input == "logits":
             return data.probabilities()
         values = data.sample_logits()
     else:
         values = np.asarray(data)
         if not np.issubdtype(values.dtype, np.floating):
-            raise MedsureInputError(f"{what}: dtype {values.dtype}, expected float {input}")
+            raise input_error(what, f"dtype {values.dtype}", f"floating-point {input}", raw=True)
         if values.ndim == 2:
             values = values[None]
         if values.ndim != 3 or values.shape[2] < 2:
-            raise MedsureInputError(f"{what}: shape {np.shape(data)}, expected (N, K) or (T, N, K) with K >= 2")
+            raise input_error(what, f"shape {np.shape(data)}", "(N, K) or (T, N, K) with K >= 2", raw=True)
         if input == "logits":
             if not np.all(np.isfinite(values)):
                 bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-                raise MedsureInputError(f"{what}: {bad} NaN or infinite logits; all values must be finite")
+                raise input_error(what, f"{bad} NaN or infinite logits", "finite values", raw=True)
             return softmax(values.astype(np.float32), axis=2).mean(axis=0)
     return _validated_probs(values, what)
 
 
-def _is_large_matrix(data: Any) -> bool:
+def _is_large_matrix(data: Any) -> TypeGuard[np.ndarray]:
     """A 2-D array big enough that checking and scoring it block by block pays off."""
     return isinstance(data, np.ndarray) and data.ndim == 2 and data.nbytes > 2 * _CACHE_BLOCK_BYTES
 
@@ -129,18 +145,24 @@ def _validated_probs(values: np.ndarray, what: str) -> np.ndarray:
         return values[0] if values.shape[0] == 1 else values.mean(axis=0)
     if not np.isfinite(sums).all():
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-        raise MedsureInputError(f"{what}: {bad} NaN or infinite probabilities; all values must be finite")
+        raise input_error(what, f"{bad} NaN or infinite probabilities", "finite values", raw=True)
     worst = np.unravel_index(np.argmax(deviation), sums.shape)
     off = float(deviation[worst]) > PROB_SUM_TOLERANCE
     # non-negative rows summing to 1 cannot exceed 1, so the max is needed only for the message
     if lo < 0 or (off and float(values.max()) > 1 + PROB_SUM_TOLERANCE):
-        raise MedsureInputError(
-            f"{what}: values span [{lo:.4g}, {float(values.max()):.4g}], not probabilities in [0, 1] "
-            "(drop input='probs' / --input probs if these are logits)"
+        raise input_error(
+            what,
+            f"values in [{lo:.4g}, {float(values.max()):.4g}]",
+            "probabilities in [0, 1]",
+            "drop input='probs' / --input probs if these are logits",
+            raw=True,
         )
-    raise MedsureInputError(
-        f"{what}: probabilities do not sum to 1 (row {int(worst[-1])} sums to {sums[worst]:.6g}; "
-        f"tolerance {PROB_SUM_TOLERANCE}); pass logits, or normalised probabilities"
+    raise input_error(
+        what,
+        f"probabilities that do not sum to 1 (row {int(worst[-1])} sums to {sums[worst]:.6g})",
+        f"rows that sum to 1 within {PROB_SUM_TOLERANCE}",
+        "pass logits, or normalised probabilities",
+        raw=True,
     )
 
 
@@ -148,17 +170,22 @@ def _labels_of(data: Predictions | np.ndarray, labels: Any, n: int, k: int, what
     if labels is None and isinstance(data, Predictions):
         labels = data.labels
     if labels is None:
-        raise MedsureInputError(f"{what} has no labels; calibration needs the true class of every sample")
+        raise input_error(
+            f"{what} labels", "none", "the true class of every sample", "pass labels= or a labelled file", raw=True
+        )
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.shape != (n,):
-        raise MedsureInputError(f"{what} labels have shape {labels.shape}, expected ({n},)")
+        raise input_error(f"{what} labels", f"shape {labels.shape}", f"({n},): one per sample", raw=True)
     if not np.issubdtype(labels.dtype, np.integer):
-        raise MedsureInputError(f"{what} labels have dtype {labels.dtype}, expected integers")
+        raise input_error(f"{what} labels", f"dtype {labels.dtype}", "integers", raw=True)
     if n and (labels.min() < 0 or labels.max() >= k):
-        raise MedsureInputError(
-            f"{what} labels span [{labels.min()}, {labels.max()}], expected labels in [0, {k}) for K={k}"
+        raise input_error(
+            f"{what} labels",
+            f"labels in [{labels.min()}, {labels.max()}]",
+            f"labels in [0, {k}) for K={k} classes",
+            raw=True,
         )
     return labels.astype(np.int64)
 
@@ -166,16 +193,19 @@ def _labels_of(data: Predictions | np.ndarray, labels: Any, n: int, k: int, what
 def _groups_of(data: Predictions | np.ndarray, groups: Any, group_key: str | None, n: int, what: str) -> np.ndarray:
     if groups is None and isinstance(data, Predictions) and group_key is not None:
         if group_key not in data.meta:
-            raise MedsureInputError(f"{what} has no meta key {group_key!r} (available: {sorted(data.meta)})")
+            raise input_error("group_key", group_key, f"a meta key of {what} (available: {sorted(data.meta)})")
         groups = data.meta[group_key]
     if groups is None:
-        raise MedsureInputError(
-            f"group-conditional conformal needs a group per {what} sample "
-            "(groups=... or group_key naming a Predictions.meta entry)"
+        raise input_error(
+            f"{what} groups",
+            "none",
+            "a group per sample for group-conditional conformal",
+            "pass groups=... or group_key naming a Predictions.meta entry",
+            raw=True,
         )
     groups = np.asarray(groups)
     if groups.shape != (n,):
-        raise MedsureInputError(f"{what} groups have shape {groups.shape}, expected ({n},)")
+        raise input_error(f"{what} groups", f"shape {groups.shape}", f"({n},): one per sample", raw=True)
     return groups.astype(str)
 
 
@@ -222,20 +252,22 @@ def stratified_quantiles(
     fallbacks : list of dict
         ``{"stratum", "count", "needed", "fallback"}`` for every stratum that used the fallback.
     """
-    if fallback not in FALLBACKS:
-        raise MedsureInputError(f"fallback={fallback!r}, expected one of {list(FALLBACKS)}")
+    check_choice("fallback", fallback, FALLBACKS)
     counts = np.bincount(strata, minlength=len(names))
     need = min_calibration_size(alpha)
     small = [s for s in range(len(names)) if counts[s] < need]
     if small and fallback is None:
+        # the one alpha-vs-n message, for the smallest stratum; the hint lists every short one
+        smallest = min(small, key=lambda s: counts[s])
         detail = ", ".join(f"{kind} {names[s]!r} has {counts[s]}" for s in small)
-        raise MedsureInputError(
-            f"too few calibration samples for alpha={alpha:g} (each {kind} needs at least {need}): "
-            f"{detail}. Use a larger alpha, more calibration data, or an explicit fallback "
-            "('marginal' or 'include')"
+        check_alpha(
+            alpha,
+            int(counts[smallest]),
+            where=f"{kind} {names[smallest]!r}",
+            hint=f"an explicit fallback ('marginal' or 'include'); too few for alpha: {detail}",
         )
     thresholds = np.empty(len(names))
-    fallbacks = []
+    fallbacks: list[dict[str, Any]] = []
     order = np.argsort(strata, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
     marginal = None
@@ -261,7 +293,7 @@ def random_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.
     points stay exchangeable given the held-out part, so the coverage law is exact.
     """
     perm = rng.permutation(n)
-    cut = int(round(fraction * n))
+    cut = round(fraction * n)
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
@@ -358,7 +390,7 @@ class SplitConformalClassifier:
     class_names_ : list of str
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "method": [_RegisteredScore()],
         "alpha": [Interval(float, 0.0, 1.0, closed="neither")],
         "conditional": [Options(("marginal", "class", "group"))],
@@ -448,9 +480,10 @@ class SplitConformalClassifier:
         alpha = float(self.alpha)
         given = check_params(spec, dict(self.params or {}), allow_missing=True)
         # a large array is checked and scored a block of rows at a time (see _predict_blocks)
-        blocked = _is_large_matrix(cal) and not spec.needs_tuning(given)
-        values = None if blocked else self._score_input(cal, "cal")
-        n, k = cal.shape if blocked else values.shape
+        large = cal if _is_large_matrix(cal) and not spec.needs_tuning(given) else None
+        # for a large array ``values`` is the raw array, used for its shape; it is checked block by block below
+        values = large if large is not None else self._score_input(cal, "cal")
+        n, k = values.shape
         y = _labels_of(cal, labels, n, k, "cal")
         g = _groups_of(cal, groups, self.group_key, n, "cal") if self.conditional == "group" else None
         self.n_classes_ = k
@@ -458,8 +491,9 @@ class SplitConformalClassifier:
             list(map(str, cal.class_names)) if isinstance(cal, Predictions) else [f"class_{j}" for j in range(k)]
         )
         self.randomized_ = bool(self.randomized and spec.randomizable)
+        u_all: np.ndarray | None
         if u is None:
-            u_all = _stream(self.seed, 2).random(n) if self.randomized_ else None
+            u_all = _stream(self.seed, 2).random((n,)) if self.randomized_ else None
         else:
             self._check_u_allowed()
             u_all = np.asarray(u, dtype=np.float64)
@@ -467,7 +501,7 @@ class SplitConformalClassifier:
                 raise input_error("u", f"shape {u_all.shape}", f"({n},): one value per calibration sample", raw=True)
 
         self.n_tune_ = 0
-        if spec.needs_tuning(given):
+        if spec.tune is not None and spec.needs_tuning(given):  # then ``large`` is None
             tune, keep = random_split(n, float(self.tune_fraction), _stream(self.seed, 1))
             # a parameter the user gave is kept; only the missing ones are chosen on the tuning part
             tuned = spec.tune(values[tune], y[tune], alpha, given, lambda_grid=self.lambda_grid)
@@ -480,8 +514,8 @@ class SplitConformalClassifier:
         else:
             self.params_ = check_params(spec, given)
         rank_counts = None
-        if blocked:
-            scores = self._label_scores_blocks(cal, y, u_all)
+        if large is not None:
+            scores = self._label_scores_blocks(large, y, u_all)
         elif spec.rank_only:  # the score of the rank: keep the rank counts for the quantile
             rank0 = true_label_rank(values, y) - 1
             scores = rank_score_table(spec, k, self.params_)[rank0]
@@ -490,15 +524,17 @@ class SplitConformalClassifier:
             scores = label_scores(self.method, values, y, u_all, **self.params_)
         self.cal_scores_ = scores
         self.n_cal_ = int(y.size)
+        self.fallbacks_: list[dict[str, Any]]
+        self.thresholds_: np.ndarray
         if self.conditional == "marginal":
             self.strata_ = ["all"]
             self.stratum_counts_ = np.array([y.size])
             if rank_counts is not None:  # K distinct values: count instead of partitioning
                 threshold = conformal_quantile_of_counts(
-                    rank_score_table(spec, k, self.params_), rank_counts, alpha, "calibration set"
+                    rank_score_table(spec, k, self.params_), rank_counts, alpha, "the calibration set"
                 )
             else:
-                threshold = conformal_quantile(scores, alpha, "calibration set")
+                threshold = conformal_quantile(scores, alpha, "the calibration set")
             self.thresholds_ = np.array([threshold])
             self.fallbacks_ = []
         elif self.conditional == "class":
@@ -507,7 +543,7 @@ class SplitConformalClassifier:
             self.thresholds_, self.fallbacks_ = stratified_quantiles(
                 scores, y, alpha, names=self.strata_, fallback=self.fallback, kind="class"
             )
-        else:
+        elif g is not None:  # group-conditional (g is read for it above)
             names, strata = np.unique(g, return_inverse=True)
             self.strata_ = [str(v) for v in names]
             self.stratum_counts_ = np.bincount(strata, minlength=len(names))
@@ -515,7 +551,7 @@ class SplitConformalClassifier:
                 scores, strata, alpha, names=self.strata_, fallback=self.fallback, kind="group"
             )
             if self.fallback == "marginal":
-                self._marginal_threshold = conformal_quantile(scores, alpha, "calibration set")
+                self._marginal_threshold = conformal_quantile(scores, alpha, "the calibration set")
         return self
 
     # ---- prediction -------------------------------------------------------------------------
@@ -533,7 +569,13 @@ class SplitConformalClassifier:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "thresholds_"):
-            raise MedsureInputError("call fit(cal) before predict(test) or score(test)")
+            raise input_error(
+                type(self).__name__,
+                "an unfitted estimator",
+                "a fitted one",
+                "call fit(cal) before predict(test)",
+                raw=True,
+            )
 
     def predict(
         self, test: Predictions | np.ndarray, *, groups: np.ndarray | None = None, u: np.ndarray | None = None
@@ -567,8 +609,12 @@ class SplitConformalClassifier:
         """Checked randomization (N,) and, for group-conditional runs, per-sample thresholds (N,)."""
         n, k = shape
         if k != self.n_classes_:
-            raise MedsureInputError(
-                f"test has K={k} classes but calibration had K={self.n_classes_}; both must come from the same model"
+            raise input_error(
+                "test",
+                f"K={k} classes",
+                f"K={self.n_classes_} like cal",
+                "both must come from the same model",
+                raw=True,
             )
         if u is None:
             u = _stream(self.seed, 3).random(n) if self.randomized_ else None
@@ -581,9 +627,11 @@ class SplitConformalClassifier:
         present, inverse = np.unique(g, return_inverse=True)
         unseen = sorted(set(present.tolist()) - set(lookup))
         if unseen and self.fallback is None:
-            raise MedsureInputError(
-                f"test groups {unseen} have no calibration samples (calibrated groups: {self.strata_}); "
-                "use fallback='marginal' or 'include'"
+            raise input_error(
+                "test groups",
+                unseen,
+                f"groups with calibration samples ({', '.join(self.strata_)})",
+                "use fallback='marginal' or 'include'",
             )
         fallback_q = self._marginal_threshold if self.fallback == "marginal" else np.inf
         table = np.append(self.thresholds_, fallback_q)
@@ -593,11 +641,10 @@ class SplitConformalClassifier:
     def _sets(
         self, values: np.ndarray, u: np.ndarray | None, per_sample: np.ndarray | None, out: np.ndarray | None = None
     ) -> np.ndarray:
-        if self.conditional == "marginal":
-            return prediction_sets(self.method, values, self.thresholds_[0], u, out=out, **self.params_)
-        if self.conditional == "class":
-            return prediction_sets(self.method, values, self.thresholds_, u, out=out, **self.params_)
-        return prediction_sets_per_sample(self.method, values, per_sample, u, out=out, **self.params_)
+        if per_sample is not None:  # group-conditional: the threshold of each sample's group
+            return prediction_sets_per_sample(self.method, values, per_sample, u, out=out, **self.params_)
+        threshold = self.thresholds_[0] if self.conditional == "marginal" else self.thresholds_
+        return prediction_sets(self.method, values, threshold, u, out=out, **self.params_)
 
     def _predict_blocks(self, test: np.ndarray, groups: np.ndarray | None, u: np.ndarray | None) -> np.ndarray:
         """:meth:`predict` for a large (N, K) array, a block of rows at a time: each block is
@@ -626,7 +673,7 @@ class SplitConformalClassifier:
             scores[rows] = label_scores_checked(spec, values, y[rows], None if u is None else u[rows], self.params_)
         return scores
 
-    def _checked_blocks(self, data: np.ndarray, what: str):
+    def _checked_blocks(self, data: np.ndarray, what: str) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(rows, score input of those rows)`` for blocks of rows that fit in cache. The
         checks are those of the whole array; a failing block re-checks the whole array so the
         message describes all of it."""
@@ -723,12 +770,12 @@ class SplitConformalClassifier:
             test_strata, names = labels, list(self.strata_)
         else:
             if groups is None:
-                raise MedsureInputError("group-conditional scoring needs the test groups")
+                raise input_error("groups", None, "the test groups (group-conditional scoring)")
             groups = np.asarray(groups).astype(str)
             names = sorted(set(self.strata_) | set(np.unique(groups).tolist()))
             test_strata = np.searchsorted(np.asarray(names), groups)
         fallback_of = {f["stratum"]: f["fallback"] for f in self.fallbacks_}
-        cal_count = dict(zip(self.strata_, (int(c) for c in self.stratum_counts_)))
+        cal_count = dict(zip(self.strata_, (int(c) for c in self.stratum_counts_), strict=True))
         modes = [fallback_of.get(name, None if name in cal_count else self.fallback) for name in names]
         hit = sets[np.arange(labels.size), labels]
         result.update(

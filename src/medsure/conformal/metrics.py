@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from medsure.conformal.quantile import coverage_band, expected_coverage
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 #: Probability mass outside the reported coverage band (0.5% on each side).
 DEFAULT_DELTA = 0.01
@@ -23,11 +23,13 @@ def _check(sets: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     sets = np.asarray(sets)
     labels = np.asarray(labels)
     if sets.ndim != 2 or sets.dtype != bool:
-        raise MedsureInputError(f"sets: shape {sets.shape} dtype {sets.dtype}, expected bool (N, K)")
+        raise input_error("sets", f"shape {sets.shape}, dtype {sets.dtype}", "boolean sets (N, K)", raw=True)
     if labels.shape != (sets.shape[0],):
-        raise MedsureInputError(f"labels have shape {labels.shape}, expected ({sets.shape[0]},)")
+        raise input_error("labels", f"shape {labels.shape}", f"({sets.shape[0]},): one per set", raw=True)
     if labels.size and (labels.min() < 0 or labels.max() >= sets.shape[1]):
-        raise MedsureInputError(f"labels outside [0, {sets.shape[1]})")
+        raise input_error(
+            "labels", f"labels in [{labels.min()}, {labels.max()}]", f"labels in [0, {sets.shape[1]})", raw=True
+        )
     return sets, labels.astype(np.int64)
 
 
@@ -41,7 +43,7 @@ def coverage(sets: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose set contains the true label."""
     hit = covered(sets, labels)
     if hit.size == 0:
-        raise MedsureInputError("no samples: coverage is undefined")
+        raise input_error("sets", "0 samples", "at least 1 sample (coverage is undefined without)", raw=True)
     return float(hit.mean())
 
 
@@ -56,7 +58,7 @@ def per_class_coverage(sets: np.ndarray, labels: np.ndarray) -> list[float | Non
     k = sets.shape[1]
     n_c = np.bincount(labels, minlength=k)
     hits_c = np.bincount(labels, weights=hit, minlength=k)
-    return [float(h / c) if c else None for h, c in zip(hits_c, n_c)]
+    return [float(h / c) if c else None for h, c in zip(hits_c, n_c, strict=True)]
 
 
 def per_class_size(sets: np.ndarray, labels: np.ndarray) -> list[float | None]:
@@ -65,7 +67,7 @@ def per_class_size(sets: np.ndarray, labels: np.ndarray) -> list[float | None]:
     k = sets.shape[1]
     n_c = np.bincount(labels, minlength=k)
     size_c = np.bincount(labels, weights=set_sizes(sets), minlength=k)
-    return [float(s / c) if c else None for s, c in zip(size_c, n_c)]
+    return [float(s / c) if c else None for s, c in zip(size_c, n_c, strict=True)]
 
 
 def size_stratified_coverage(sets: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
@@ -202,7 +204,7 @@ def validity(
         "exact_band": bool(exact),
     }
     if np.ndim(n_cal) == 0:
-        out["expected_coverage"] = expected_coverage(int(n_cal), alpha)
+        out["expected_coverage"] = expected_coverage(int(np.asarray(n_cal)), alpha)
     return out
 
 

@@ -19,7 +19,7 @@ def plot_calibration_size(result: dict[str, Any]):
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = np.arange(len(rows))
-    for x, row in zip(xs, rows):
+    for x, row in zip(xs, rows, strict=True):
         lo, hi = row["band"]
         ax.fill_between(
             [x - 0.35, x + 0.35], lo, hi, color="tab:green", alpha=0.2, lw=0, label="exact band" if x == 0 else None
@@ -66,7 +66,7 @@ def plot_method_comparison(result: dict[str, Any]):
     labels = [f"{r['name']}\n{'class' if r['conditional'] == 'class' else 'marg.'}" for r in rows]
     xs = np.arange(len(rows))
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(7, 0.7 * len(rows)), 6), sharex=True)
-    for x, r in zip(xs, rows):
+    for x, r in zip(xs, rows, strict=True):
         lo, hi = r["coverage_band"]
         ax1.plot([x, x], [lo, hi], color="tab:green", lw=6, alpha=0.35)
         ax1.plot(x, r["coverage"], "o", color="tab:blue" if r["valid"] else "tab:red")
@@ -115,7 +115,7 @@ def plot_hardest_cases(result: dict[str, Any], thumbnails: np.ndarray | None, cl
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.4 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, case in zip(axes.ravel(), cases):
+    for ax, case in zip(axes.ravel(), cases, strict=False):  # the grid may have more cells than cases
         if thumbnails is not None:
             img = thumbnails[case["index"]]
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
@@ -210,7 +210,7 @@ def plot_confused_pairs(result: dict[str, Any], thumbnails: np.ndarray | None, c
             va="center",
             fontsize=8,
         )
-        for ax, case in zip(axes[row], pair["cases"]):
+        for ax, case in zip(axes[row], pair["cases"], strict=False):  # a pair may have fewer cases than columns
             if thumbnails is not None:
                 img = thumbnails[case["index"]]
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None)

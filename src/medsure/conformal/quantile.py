@@ -13,43 +13,26 @@ The empirical coverage on ``m`` test points is then ``BetaBinomial(m, n + 1 - l,
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import stats
 
-from medsure.errors import MedsureInputError
+from medsure.validation import check_alpha, check_float, input_error, min_calibration_size, n_excluded
 
-# (n + 1) * alpha is computed in floating point; this slack keeps e.g. 1000 * 0.1 = 100 exact.
-_FLOOR_SLACK = 1e-9
-
-
-def check_alpha(alpha: float) -> float:
-    """Return ``alpha`` as float or raise unless ``0 < alpha < 1``."""
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError) as exc:
-        raise MedsureInputError(f"alpha={alpha!r} is not a number; expected 0 < alpha < 1") from exc
-    if not (0.0 < alpha < 1.0) or not math.isfinite(alpha):
-        raise MedsureInputError(f"alpha={alpha} is outside (0, 1); e.g. alpha=0.1 asks for 90% coverage")
-    return alpha
-
-
-def n_excluded(n: int, alpha: float) -> int:
-    """``l = floor((n + 1) alpha)``: how many calibration scores lie above the threshold."""
-    return int(math.floor((n + 1) * alpha + _FLOOR_SLACK))
+__all__ = [
+    "check_alpha",
+    "n_excluded",
+    "min_calibration_size",
+    "quantile_rank",
+    "conformal_quantile",
+    "conformal_quantile_of_counts",
+    "coverage_beta_params",
+    "expected_coverage",
+    "coverage_pmf",
+    "coverage_band",
+]
 
 
-def min_calibration_size(alpha: float) -> int:
-    """Smallest ``n`` with ``floor((n + 1) alpha) >= 1``, i.e. ``ceil(1/alpha) - 1``."""
-    alpha = check_alpha(alpha)
-    n = max(0, math.ceil(1.0 / alpha - _FLOOR_SLACK) - 1)
-    while n_excluded(n, alpha) < 1:  # guard against rounding in 1/alpha
-        n += 1
-    return n
-
-
-def quantile_rank(n: int, alpha: float, what: str = "calibration set") -> int:
+def quantile_rank(n: int, alpha: float, what: str = "the calibration set") -> int:
     """The 1-based rank ``k = n + 1 - floor((n + 1) alpha)`` of the conformal threshold.
 
     Raises
@@ -58,18 +41,11 @@ def quantile_rank(n: int, alpha: float, what: str = "calibration set") -> int:
         When ``alpha < 1/(n + 1)``: the threshold would be infinite. The message says how many
         calibration samples this ``alpha`` needs.
     """
-    alpha = check_alpha(alpha)
-    l = n_excluded(n, alpha)
-    if l < 1:
-        need = min_calibration_size(alpha)
-        raise MedsureInputError(
-            f"{what} has {n} samples, too few for alpha={alpha:g}: split conformal needs "
-            f"n >= 1/alpha - 1 = {need} samples (or alpha >= 1/(n+1) = {1.0 / (n + 1):.4g})"
-        )
-    return n + 1 - l
+    alpha = check_alpha(alpha, n, where=what)  # the one message for alpha < 1/(n+1), with the n needed
+    return n + 1 - n_excluded(n, alpha)
 
 
-def conformal_quantile(scores: np.ndarray, alpha: float, what: str = "calibration set") -> float:
+def conformal_quantile(scores: np.ndarray, alpha: float, what: str = "the calibration set") -> float:
     """The ``ceil((n + 1)(1 - alpha))``-th smallest score (split-conformal threshold).
 
     Parameters
@@ -92,13 +68,13 @@ def conformal_quantile(scores: np.ndarray, alpha: float, what: str = "calibratio
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if not np.all(np.isfinite(scores)):
-        raise MedsureInputError(f"{what}: conformity scores contain NaN or inf")
+        raise input_error(f"conformity scores ({what})", _non_finite(scores), "finite scores", raw=True)
     k = quantile_rank(scores.size, alpha, what)
     return float(np.partition(scores, k - 1)[k - 1])
 
 
 def conformal_quantile_of_counts(
-    values: np.ndarray, counts: np.ndarray, alpha: float, what: str = "calibration set"
+    values: np.ndarray, counts: np.ndarray, alpha: float, what: str = "the calibration set"
 ) -> float:
     """:func:`conformal_quantile` for scores that take few values, given as counts.
 
@@ -121,7 +97,7 @@ def conformal_quantile_of_counts(
     """
     values = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(values)):
-        raise MedsureInputError(f"{what}: conformity scores contain NaN or inf")
+        raise input_error(f"conformity scores ({what})", _non_finite(values), "finite scores", raw=True)
     cumulative = np.cumsum(counts)
     k = quantile_rank(int(cumulative[-1]) if cumulative.size else 0, alpha, what)
     return float(values[int(np.searchsorted(cumulative, k))])
@@ -177,23 +153,26 @@ def coverage_band(
         mass inside is at least ``1 - delta``). Ties in the scores (e.g. Top-K, deterministic APS)
         only push coverage *up*, so ``low`` holds for every method.
     """
-    if not 0.0 < delta < 1.0:
-        raise MedsureInputError(f"delta={delta} is outside (0, 1)")
+    check_float("delta", delta, low=0.0, high=1.0, closed="neither")
     n_cal_arr = np.atleast_1d(np.asarray(n_cal, dtype=np.int64))
     if n_test is None:
         if n_cal_arr.size != 1:
-            raise MedsureInputError("a band for several strata needs n_test per stratum")
+            raise input_error(
+                "n_test", None, f"a test size per stratum ({n_cal_arr.size} strata)", "a band for strata needs n_test"
+            )
         a, b = coverage_beta_params(int(n_cal_arr[0]), alpha)
         low, high = stats.beta.ppf([delta / 2, 1 - delta / 2], a, b)
         return float(low), float(high)
     n_test_arr = np.atleast_1d(np.asarray(n_test, dtype=np.int64))
     if n_test_arr.shape != n_cal_arr.shape:
-        raise MedsureInputError(f"n_cal has {n_cal_arr.size} strata but n_test has {n_test_arr.size}")
+        raise input_error(
+            "n_test", f"{n_test_arr.size} strata", f"{n_cal_arr.size} (one test size per stratum of n_cal)", raw=True
+        )
     total = int(n_test_arr.sum())
     if total == 0:
-        raise MedsureInputError("the test set is empty; no coverage band")
+        raise input_error("test set", "0 samples", "at least 1 sample for a coverage band", raw=True)
     pmf = np.ones(1)
-    for nc, nt in zip(n_cal_arr.tolist(), n_test_arr.tolist()):
+    for nc, nt in zip(n_cal_arr.tolist(), n_test_arr.tolist(), strict=True):
         if nt == 0:
             continue
         pmf = _convolve(pmf, coverage_pmf(nc, nt, alpha))
@@ -202,6 +181,10 @@ def coverage_band(
     low = int(np.searchsorted(cdf, delta / 2 - 1e-12))  # smallest c with P(X <= c) >= delta/2
     high = int(np.searchsorted(cdf, 1 - delta / 2 - 1e-12))
     return low / total, min(high, total) / total
+
+
+def _non_finite(values: np.ndarray) -> str:
+    return f"{int(values.size - np.count_nonzero(np.isfinite(values)))} NaN or infinite value(s)"
 
 
 def _convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:

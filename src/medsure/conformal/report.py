@@ -86,7 +86,9 @@ def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section
             "mean size": s if s is not None else "-",
             "test samples": k,
         }
-        for n, c, s, k in zip(names, run["per_class_coverage"], run["per_class_size"], run["per_class_count"])
+        for n, c, s, k in zip(
+            names, run["per_class_coverage"], run["per_class_size"], run["per_class_count"], strict=True
+        )
     ]
     body = (
         f"<p>Split conformal prediction sets ({html.escape(run['method'])}, "

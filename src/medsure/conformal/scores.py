@@ -423,7 +423,7 @@ def check_params(spec: ScoreSpec, params: Mapping[str, Any], *, allow_missing: b
     if unknown:
         takes = ", ".join(spec.param_names) or "no parameters"
         raise input_error(f"{spec.name} score parameters", unknown, f"{takes} for {spec.name}")
-    checked = {}
+    checked: dict[str, Any] = {}
     for p in spec.params:
         value = params.get(p.name)
         if value is None:
@@ -506,15 +506,17 @@ def _sorted_desc(values: np.ndarray) -> np.ndarray:
 def _sorting_network(width: int) -> tuple[tuple[int, int], ...]:
     """Batcher's odd-even merge sort for ``width`` (a power of two) inputs: compare-exchange pairs
     ``(a, b)`` after which position ``a`` holds the larger value (descending order)."""
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     p = 1
     while p < width:
         k = p
         while k >= 1:
             for j in range(k % p, width - k, 2 * k):
-                for i in range(min(k, width - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
+                pairs.extend(
+                    (i + j, i + j + k)
+                    for i in range(min(k, width - j - k))
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p)
+                )
             k //= 2
         p *= 2
     return tuple(pairs)
@@ -832,6 +834,7 @@ def _sets(
     per_sample = threshold.ndim == 2 and threshold.shape[1] == 1
     if spec.value_cutoff is not None:
         # score <= threshold  <=>  value >= cutoff: one comparison, no score array at all
+        cutoff: np.float64 | np.ndarray
         if threshold.ndim == 0:
             cutoff = np.float64(spec.value_cutoff(float(threshold), params))
         else:

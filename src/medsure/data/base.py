@@ -65,6 +65,15 @@ class ImageDataset:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def require_targets(self, what: str = "dataset") -> np.ndarray:
+        """``targets`` (labels ``(N,)`` or label maps ``(N, H, W)``); raise naming ``what`` when the
+        dataset is unlabelled."""
+        if self.targets is None:
+            raise input_error(
+                what, f"{len(self)} images without targets", "a labelled dataset (labels or masks)", raw=True
+            )
+        return self.targets
+
     @property
     def n_classes(self) -> int:
         return len(self.class_names)

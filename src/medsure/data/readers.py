@@ -73,9 +73,9 @@ def read_image(
     size = _size_tuple(image_size)
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now: truncated files fail here, with the path known
-            img = img.convert(mode)
+        with Image.open(path) as opened:
+            opened.load()  # decode now: truncated files fail here, with the path known
+            img = opened.convert(mode)
             if size is not None and img.size != (size[1], size[0]):
                 method = Image.Resampling.BILINEAR if resample == "bilinear" else Image.Resampling.NEAREST
                 img = img.resize((size[1], size[0]), method)
@@ -386,12 +386,15 @@ def read_hdf5_patches(
 def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI image (nibabel). Returns (float32 voxel array as stored, 4x4 affine)."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     path = Path(path)
     if not path.is_file():
         raise _missing("NIfTI file", path)
     try:
         image = nib.load(str(path))
+        if not isinstance(image, SpatialImage):  # a file nibabel reads, but without voxels and an affine
+            raise TypeError(f"a {type(image).__name__}, not a spatial image")
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except Exception as exc:  # nibabel raises several unrelated types for broken files
         raise input_error(
@@ -400,7 +403,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return data, np.asarray(image.affine, dtype=np.float64)
 
 
-def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, object]]:
+def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
     """Read one DICOM image (pydicom), applying RescaleSlope/Intercept.
 
     Returns (float32 pixel array (H, W) or (frames, H, W), header subset: modality, pixel

@@ -217,7 +217,7 @@ def _load_busi(name: str, root, image_size, **options) -> ImageDataset:
     meta = dict(full.meta)
     if opts["dedup"]:
         meta["dup_group"] = near_duplicate_groups(full.images, hash_size=BUSI_HASH_SIZE, max_distance=BUSI_MAX_DISTANCE)
-        meta["label_conflict"] = group_label_conflict(meta["dup_group"], full.targets)
+        meta["label_conflict"] = group_label_conflict(meta["dup_group"], full.require_targets("BUSI images"))
     provenance = {
         "source": str(folder),
         "dataset": "busi",
@@ -451,7 +451,12 @@ def _load_folder(name: str, root, image_size, **options) -> ImageDataset:
     if opts["dedup"]:
         groups = near_duplicate_groups(ds.images, max_distance=opts["max_distance"])
         ds = replace(
-            ds, meta={**ds.meta, "dup_group": groups, "label_conflict": group_label_conflict(groups, ds.targets)}
+            ds,
+            meta={
+                **ds.meta,
+                "dup_group": groups,
+                "label_conflict": group_label_conflict(groups, ds.require_targets(f"images under '{root}'")),
+            },
         )
     return ds
 

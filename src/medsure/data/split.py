@@ -30,7 +30,7 @@ def _check_fractions(fractions: Mapping[str, float], n: int) -> tuple[list[str],
             "fractions that sum to 1",
             raw=True,
         )
-    too_small = [name for name, v in zip(names, values) if n * v < 1]
+    too_small = [name for name, v in zip(names, values, strict=True) if n * v < 1]
     if too_small:
         raise input_error(
             "fractions",
@@ -62,7 +62,7 @@ def stratum_labels(ds: ImageDataset) -> np.ndarray:
     if ds.targets is None:
         return np.zeros(len(ds), dtype=np.int64)
     if ds.task == "segmentation":
-        return (ds.targets.reshape(len(ds), -1) > 0).any(axis=1).astype(np.int64)
+        return np.asarray((ds.targets.reshape(len(ds), -1) > 0).any(axis=1), dtype=np.int64)
     return np.asarray(ds.targets, dtype=np.int64)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from medsure.validation import input_error
 
@@ -78,7 +79,7 @@ class BaseCAM:
         self.relu = relu
         self.upsample = upsample
         self.batch_size = batch_size
-        self._handle = None
+        self._handle: RemovableHandle | None = None
         self._activation: torch.Tensor | None = None
 
     # ---- the one method-specific step -----------------------------------------------------------
@@ -156,16 +157,27 @@ class BaseCAM:
             return int(x.shape[2]), int(x.shape[3])
         with torch.no_grad():
             self.model(x[:1])
-        size = tuple(self._activation.shape[2:])
+        act = self._stored_activation()
         self._activation = None
-        return size  # type: ignore[return-value]
+        return int(act.shape[2]), int(act.shape[3])
+
+    def _stored_activation(self) -> torch.Tensor:
+        """The target layer's output of the last forward pass (the hook stores it)."""
+        if self._activation is None:  # the hook never ran: the layer is not on the model's forward path
+            raise input_error(
+                "target_layer",
+                type(self.target_layer).__name__,
+                "a layer that the model's forward pass runs",
+                raw=True,
+            )
+        return self._activation
 
     def _batch(self, x: torch.Tensor, sets: list, out: list[list[np.ndarray]]) -> None:
         """Maps of one batch for every label of every image; appended to ``out[i]``."""
         try:
             with torch.enable_grad():
                 logits = self.model(x)
-                act = self._activation
+                act = self._stored_activation()
                 if logits.ndim != 2:
                     raise input_error("model output", f"shape {tuple(logits.shape)}", "logits (N, K)", raw=True)
                 k = logits.shape[1]
@@ -189,9 +201,9 @@ class BaseCAM:
                         maps = F.interpolate(maps[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)[
                             :, 0
                         ]
-                    maps = maps.cpu().numpy()
+                    maps_np = maps.cpu().numpy()
                     for j, i in enumerate(rows):
-                        out[i].append(maps[j])
+                        out[i].append(maps_np[j])
         finally:
             self._activation = None
 
@@ -212,7 +224,7 @@ def _parse_targets(targets: Targets, n: int) -> tuple[list, bool]:
         if targets.shape[0] != n or not np.issubdtype(targets.dtype, np.integer):
             raise input_error("targets", f"shape {targets.shape} dtype {targets.dtype}", f"int ({n},)", raw=True)
         return [[int(t)] for t in targets], True
-    targets = list(targets)  # type: ignore[arg-type]
+    targets = list(targets)
     if len(targets) != n:
         raise input_error("targets", f"{len(targets)} entries", f"one per image ({n})", raw=True)
     if all(isinstance(t, (int, np.integer)) for t in targets):

@@ -27,15 +27,16 @@ def build_sections(
     names = list(cams.class_names)
     row_of = {str(i): k for k, i in enumerate(pred.ids)} if pred is not None else {}
     probs = pred.probabilities() if pred is not None else None
+    labels = pred.labels if pred is not None else None
     figures = []
     for raw_id, cls, cam, image in zip(cams.ids, cams.classes, cams.maps, cams.images, strict=True):
         case_id = str(raw_id)
         info = ""
         k = row_of.get(case_id)
-        if k is not None:
+        if k is not None and probs is not None:
             info = f"p={probs[k].max():.2f}"
-            if pred.labels is not None:
-                info += f", truth {html.escape(names[int(pred.labels[k])])}"
+            if labels is not None:
+                info += f", truth {html.escape(names[int(labels[k])])}"
         figures.append(
             f"<figure>{img_tag(image_to_data_uri(overlay_cam(image, cam)), case_id, width=128)}"
             f"<figcaption>{html.escape(case_id)}<br>CAM for {html.escape(names[int(cls)])}<br>{info}"

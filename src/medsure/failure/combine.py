@@ -14,11 +14,11 @@ Two modes, one class:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from medsure.errors import MedsureInputError
-from medsure.validation import Interval, validate_params
+from medsure.validation import Interval, input_error, validate_params
 
 __all__ = ["CombinedCSF"]
 
@@ -42,7 +42,7 @@ class CombinedCSF:
     weights_ : ndarray (F,), intercept_ : float
     """
 
-    _parameter_constraints = {"C": [Interval(float, 0.0, None, closed="neither")]}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"C": [Interval(float, 0.0, None, closed="neither")]}
 
     def __init__(
         self, names: Sequence[str] | None = None, C: float = 1.0, weights: Mapping[str, float] | None = None
@@ -58,7 +58,7 @@ class CombinedCSF:
     def _matrix(self, csfs: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
         missing = [n for n in names if n not in csfs]
         if missing:
-            raise MedsureInputError(f"csfs: missing {missing}; the combination needs {list(names)}")
+            raise input_error("csfs", sorted(csfs), f"every combined CSF {list(names)}", f"missing: {missing}")
         return np.stack([np.asarray(csfs[n], dtype=np.float64) for n in names], axis=1)
 
     def fit(self, cal_csfs: Mapping[str, np.ndarray], cal_errors: np.ndarray | None = None) -> CombinedCSF:
@@ -68,23 +68,27 @@ class CombinedCSF:
         from sklearn.linear_model import LogisticRegression
 
         if self.weights is not None:
-            return self._fit_fixed(cal_csfs)
+            return self._fit_fixed(cal_csfs, self.weights)
         names = list(self.names) if self.names is not None else sorted(cal_csfs)
         if not names:
-            raise MedsureInputError("csfs: no CSF given to combine")
+            raise input_error("csfs", "no CSF", "at least one CSF to combine", raw=True)
         x = self._matrix(cal_csfs, names)
         if cal_errors is None:
-            raise MedsureInputError(
-                "the learned combined CSF needs labelled calibration cases; "
-                "give fixed weights to combine without labels"
+            raise input_error(
+                "cal_errors",
+                None,
+                "the errors of labelled calibration cases for the learned combined CSF",
+                "give fixed weights to combine without labels",
             )
         errors = np.asarray(cal_errors).astype(int)
         if errors.shape != (x.shape[0],):
-            raise MedsureInputError(f"errors: shape {errors.shape}, expected ({x.shape[0]},)")
+            raise input_error("cal_errors", f"shape {errors.shape}", f"({x.shape[0]},): one per case", raw=True)
         if errors.min() == errors.max():
-            raise MedsureInputError(
-                "the combined CSF needs both correct and wrong calibration predictions; "
-                f"got {int(errors.sum())} errors out of {errors.shape[0]}"
+            raise input_error(
+                "cal_errors",
+                f"{int(errors.sum())} errors out of {errors.shape[0]}",
+                "both correct and wrong calibration predictions for the combined CSF",
+                raw=True,
             )
         self._standardise(x)
         model = LogisticRegression(C=self.C, max_iter=1000).fit((x - self.mean_) / self.scale_, 1 - errors)
@@ -95,33 +99,41 @@ class CombinedCSF:
 
     def _standardise(self, x: np.ndarray) -> None:
         if x.shape[0] < 2:
-            raise MedsureInputError(
-                f"the combined CSF needs at least 2 calibration cases to standardise the CSFs; got {x.shape[0]}"
+            raise input_error(
+                "calibration cases",
+                x.shape[0],
+                "at least 2 to standardise the CSFs of the combined CSF",
             )
         self.mean_ = x.mean(axis=0)
         scale = x.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
 
-    def _fit_fixed(self, cal_csfs: Mapping[str, np.ndarray]) -> CombinedCSF:
-        weights = dict(self.weights)
+    def _fit_fixed(self, cal_csfs: Mapping[str, np.ndarray], given: Mapping[str, float]) -> CombinedCSF:
+        weights = dict(given)
         names = list(self.names) if self.names is not None else list(weights)
         if not names or set(names) != set(weights):
-            raise MedsureInputError(
-                f"weights: got weights for {sorted(weights)}; expected one weight for each combined CSF {names}"
+            raise input_error(
+                "weights", f"weights for {sorted(weights)}", f"one weight for each combined CSF {names}", raw=True
             )
         values = np.array([weights[n] for n in names], dtype=np.float64)
         if not np.all(np.isfinite(values)) or not np.any(values != 0):
-            raise MedsureInputError(f"weights: got {weights}; expected finite numbers, not all zero")
+            raise input_error("weights", weights, "finite numbers, not all zero")
         self._standardise(self._matrix(cal_csfs, names))
         self.weights_ = values
         self.intercept_ = 0.0
         self.names_ = names
         return self
 
-    def score(self, csfs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def predict(self, csfs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Combined confidence ``(N,)``: the log-odds of a correct prediction (learned), or the
         weighted sum of standardised CSFs (fixed)."""
         if not hasattr(self, "weights_"):
-            raise MedsureInputError("CombinedCSF is not fitted: call fit(cal_csfs, cal_errors) first")
+            raise input_error(
+                "CombinedCSF",
+                "an unfitted combination",
+                "a fitted one",
+                "call fit(cal_csfs, cal_errors) first",
+                raw=True,
+            )
         x = self._matrix(csfs, self.names_)
         return (x - self.mean_) / self.scale_ @ self.weights_ + self.intercept_

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from medsure.core import entropy, entropy_decomposition, softmax
-from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 __all__ = [
     "CSFSpec",
@@ -52,9 +52,14 @@ def _logits(x: np.ndarray, ndim: int = 2) -> np.ndarray:
     arr = np.asarray(x)
     want = "(N, K)" if ndim == 2 else "(T, N, K)"
     if arr.ndim != ndim or arr.shape[-1] < 2:
-        raise MedsureInputError(f"logits: shape {arr.shape}, expected {want} with K >= 2")
+        raise input_error("logits", f"shape {arr.shape}", f"{want} with K >= 2", raw=True)
     if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
-        raise MedsureInputError("logits: expected finite floating-point values")
+        raise input_error(
+            "logits",
+            f"dtype {arr.dtype} with non-finite values or not floats",
+            "finite floating-point values",
+            raw=True,
+        )
     return arr.astype(np.float64)
 
 
@@ -88,7 +93,7 @@ def topk_margin(logits: np.ndarray, k: int = 3) -> np.ndarray:
     """
     p = softmax(_logits(logits), axis=1)
     if k < 2:
-        raise MedsureInputError(f"k: got {k}, expected k >= 2")
+        raise input_error("k", k, "k >= 2")
     k = min(int(k), p.shape[1])
     kth = -np.partition(-p, k - 1, axis=1)[:, k - 1]  # partition fixes only position k-1
     return p.max(axis=1) - kth
@@ -159,9 +164,11 @@ def cam_concentration(cams: np.ndarray) -> np.ndarray:
     """
     cams = np.asarray(cams, dtype=np.float64)
     if cams.ndim != 3 or cams.shape[1] * cams.shape[2] < 2:
-        raise MedsureInputError(f"cams: shape {cams.shape}, expected (N, H, W) with H*W >= 2")
+        raise input_error("cams", f"shape {cams.shape}", "(N, H, W) with H*W >= 2", raw=True)
     if np.any(cams < 0) or not np.all(np.isfinite(cams)):
-        raise MedsureInputError("cams: expected finite non-negative maps (Grad-CAM after ReLU)")
+        raise input_error(
+            "cams", "negative or non-finite values", "finite non-negative maps (Grad-CAM after ReLU)", raw=True
+        )
     flat = cams.reshape(cams.shape[0], -1)
     total = flat.sum(axis=1, keepdims=True)
     dist = np.where(total > 0, flat / np.where(total > 0, total, 1.0), 1.0 / flat.shape[1])

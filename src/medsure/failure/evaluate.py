@@ -46,12 +46,23 @@ COMBINED = "combined"
 CURVE_CSFS = ("msr", "doctor", "energy", COMBINED)
 
 
-def prediction_errors(pred: Predictions) -> np.ndarray:
-    """Binary errors ``(N,)``: 1 where ``argmax`` of the predictive probabilities != label."""
+def prediction_errors(pred: Predictions, what: str = "predictions") -> np.ndarray:
+    """Binary errors ``(N,)``: 1 where ``argmax`` of the predictive probabilities != label.
+
+    ``what`` names ``pred`` in error messages (``"test"``, ``"--test 'test.npz'"``).
+    """
     if pred.task != "classification":
-        raise MedsureInputError(f"task is {pred.task}; failure detection here needs classification predictions")
+        raise input_error(
+            what,
+            f"a {pred.task} prediction file",
+            "a classification prediction file",
+            "failure detection here needs classes",
+            raw=True,
+        )
     if pred.labels is None:
-        raise MedsureInputError("predictions have no 'labels'; failure metrics need ground truth")
+        raise input_error(
+            what, "no 'labels' key", "labelled predictions", "failure metrics need ground truth", raw=True
+        )
     return (pred.probabilities().argmax(axis=1) != pred.labels).astype(np.int64)
 
 
@@ -81,21 +92,23 @@ def compute_csfs(
             continue
         if not source.has_samples:
             if source is samples:
-                raise MedsureInputError("samples: logits have no sample axis, expected (T, N, K)")
+                raise input_error("samples", "logits without a sample axis", "logits (T, N, K)", raw=True)
             continue
         if source is samples and list(samples.ids) != list(pred.ids):
-            raise MedsureInputError("samples: ids differ from the predictions' ids (same cases, same order needed)")
+            raise input_error(
+                "samples ids", "ids that differ from the predictions' ids", "the same cases in the same order", raw=True
+            )
         out.update(sample_csfs(source.logits, prefix=source.sample_kind or "samples"))
     if cams is not None:
         if np.shape(cams)[0] != pred.n_samples:
-            raise MedsureInputError(f"cams: {np.shape(cams)[0]} maps, expected {pred.n_samples}")
+            raise input_error("cams", f"{np.shape(cams)[0]} maps", f"{pred.n_samples} (one per case)", raw=True)
         out["cam_concentration"] = cam_concentration(cams)
     return out
 
 
 def _cal_errors_or_reason(cal: Predictions) -> tuple[np.ndarray | None, str | None]:
     try:
-        return prediction_errors(cal), None
+        return prediction_errors(cal, "cal"), None
     except MedsureInputError as exc:
         return None, str(exc)
 
@@ -139,13 +152,15 @@ def score_csfs(
     cal_errors, no_labels = _cal_errors_or_reason(cal)
     try:
         if combiner.mode == "learned" and cal_errors is None:
-            raise MedsureInputError(f"the learned combination needs labelled calibration cases ({no_labels})")
+            raise input_error(
+                "cal", "no usable labels", "labelled calibration cases for the learned combination", no_labels, raw=True
+            )
         combiner.fit({k: cal_csfs[k] for k in names}, cal_errors)
     except MedsureInputError as exc:
         record.update({"status": "undefined", "reason": str(exc)})
         return test_csfs, cal_csfs, record
-    test_csfs[COMBINED] = combiner.score(test_csfs)
-    cal_csfs[COMBINED] = combiner.score(cal_csfs)
+    test_csfs[COMBINED] = combiner.predict(test_csfs)
+    cal_csfs[COMBINED] = combiner.predict(cal_csfs)
     record.update(
         {
             "status": "fitted",
@@ -212,6 +227,9 @@ class FailureResult:
 
 
 def _worst_cases(pred: Predictions, errors: np.ndarray, msr: np.ndarray, n: int) -> list[dict[str, Any]]:
+    labels = pred.labels
+    if labels is None:  # errors were counted from these labels, so this names the file if ever reached
+        raise input_error("test", "no 'labels' key", "labelled predictions", raw=True)
     probs = pred.probabilities()
     names = [str(c) for c in pred.class_names]
     wrong = np.flatnonzero(errors)
@@ -221,7 +239,7 @@ def _worst_cases(pred: Predictions, errors: np.ndarray, msr: np.ndarray, n: int)
             "index": int(i),
             "id": str(pred.ids[i]),
             "predicted": names[int(probs[i].argmax())],
-            "truth": names[int(pred.labels[i])],
+            "truth": names[int(labels[i])],
             "probability": float(probs[i].max()),
         }
         for i in index
@@ -243,7 +261,7 @@ def _review(
     certified = math.isfinite(sgr.threshold_)
     return {
         "csf": csf,
-        **sgr.evaluate(test_csfs[csf], test_errors),
+        **sgr.score(test_csfs[csf], test_errors),
         "n_cal": sgr.n_cal_,
         "certified": certified,
         "tested": sgr.tested_,
@@ -281,7 +299,7 @@ def evaluate_failure(
         if pred.n_samples == 0:
             raise input_error(name, "0 cases", "at least one case", "the prediction file is empty", raw=True)
     n_boot = check_int("n_boot", n_boot, low=0)
-    test_errors = prediction_errors(test)
+    test_errors = prediction_errors(test, "test")
     test_csfs, cal_csfs, combined = score_csfs(
         cal,
         test,

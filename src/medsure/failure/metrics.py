@@ -52,6 +52,7 @@ import numpy as np
 
 from medsure.core import auroc_from_tie_blocks, binary_auroc, bootstrap_counts, percentile_bootstrap, tie_blocks
 from medsure.errors import MedsureInputError
+from medsure.validation import input_error
 
 __all__ = [
     "RiskCoverageCurve",
@@ -82,13 +83,13 @@ def check_confidence_errors(confidence: np.ndarray, errors: np.ndarray) -> tuple
     confidence = np.asarray(confidence)
     errors = np.asarray(errors)
     if confidence.ndim != 1 or confidence.shape[0] == 0:
-        raise MedsureInputError(f"confidence: shape {confidence.shape}, expected (N,) with N >= 1")
+        raise input_error("confidence", f"shape {confidence.shape}", "(N,) with N >= 1", raw=True)
     if errors.shape != confidence.shape:
-        raise MedsureInputError(f"errors: shape {errors.shape}, expected {confidence.shape} to match confidence")
+        raise input_error("errors", f"shape {errors.shape}", f"{confidence.shape} to match confidence", raw=True)
     if not np.issubdtype(confidence.dtype, np.number) or not np.all(np.isfinite(confidence)):
-        raise MedsureInputError("confidence: expected finite numbers (no NaN or inf)")
+        raise input_error("confidence", "NaN, inf or non-numbers", "finite numbers (no NaN or inf)", raw=True)
     if errors.dtype != bool and not np.all((errors == 0) | (errors == 1)):
-        raise MedsureInputError("errors: expected binary values (1 = wrong prediction, 0 = correct)")
+        raise input_error("errors", "non-binary values", "binary values (1 = wrong prediction, 0 = correct)", raw=True)
     return confidence.astype(np.float64), errors.astype(np.float64)
 
 
@@ -172,8 +173,11 @@ def augrc(confidence: np.ndarray, errors: np.ndarray) -> float:
 def _need_both(errors: np.ndarray, metric: str) -> None:
     n_err = int(errors.sum())
     if n_err == 0 or n_err == errors.shape[0]:
-        raise MedsureInputError(
-            f"{metric} needs both correct and wrong predictions; got {n_err} errors out of {errors.shape[0]}"
+        raise input_error(
+            "errors",
+            f"{n_err} errors out of {errors.shape[0]}",
+            f"both correct and wrong predictions for {metric}",
+            raw=True,
         )
 
 
@@ -220,7 +224,7 @@ def selective_risk_at_coverage(
     out = {}
     for c in coverages:
         if not 0.0 < float(c) <= 1.0:
-            raise MedsureInputError(f"coverage: got {c}, expected a value in (0, 1]")
+            raise input_error("coverage", c, "a value in (0, 1]")
         k = max(int(np.ceil(float(c) * n - 1e-9)), 1)
         out[float(c)] = float(e_k[k - 1] / k)
     return out
@@ -250,7 +254,7 @@ def _weighted_metrics(confidence: np.ndarray, errors: np.ndarray, weights: np.nd
     n = m.sum(axis=1)[:, None]
     cum_m, cum_s = np.cumsum(m, axis=1), np.cumsum(s, axis=1)
     prev_m, prev_s = cum_m - m, cum_s - s
-    n_int = int(round(float(n[0, 0])))
+    n_int = round(float(n[0, 0]))
     harmonic = np.r_[0.0, np.cumsum(1.0 / np.arange(1, n_int + 1))]
     h = lambda x: harmonic[np.rint(x).astype(np.int64)]  # noqa: E731
     slope = np.divide(s, m, out=np.zeros_like(s), where=m > 0)
@@ -308,7 +312,13 @@ def bootstrap_ci(
     for name in METRICS:
         interval = intervals[name]
         if interval is None:
-            raise MedsureInputError(f"bootstrap: no resample had both correct and wrong predictions for {name}")
+            raise input_error(
+                f"bootstrap of {name}",
+                "no resample with both correct and wrong predictions",
+                "resamples with both",
+                "use more cases or more errors",
+                raw=True,
+            )
         out[name] = interval
     return out
 

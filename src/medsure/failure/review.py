@@ -12,13 +12,13 @@ if none qualifies, every case goes to review.
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.stats import beta
 
-from medsure.errors import MedsureInputError
 from medsure.failure.metrics import check_confidence_errors
-from medsure.validation import Interval, validate_params
+from medsure.validation import Interval, input_error, validate_params
 
 __all__ = ["clopper_pearson_upper", "SelectiveRiskThreshold"]
 
@@ -59,7 +59,7 @@ class SelectiveRiskThreshold:
         Every threshold the search evaluated with its coverage, empirical risk and bound.
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "target_risk": [Interval(float, 0.0, 1.0, closed="neither")],
         "delta": [Interval(float, 0.0, 1.0, closed="neither")],
     }
@@ -107,7 +107,13 @@ class SelectiveRiskThreshold:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
-            raise MedsureInputError("SelectiveRiskThreshold is not fitted: call fit(cal_confidence, cal_errors)")
+            raise input_error(
+                "SelectiveRiskThreshold",
+                "an unfitted threshold",
+                "a fitted one",
+                "call fit(cal_confidence, cal_errors) first",
+                raw=True,
+            )
 
     def accept(self, confidence: np.ndarray) -> np.ndarray:
         """Boolean ``(N,)``: True where the model decides alone, False where an expert reviews."""
@@ -118,7 +124,7 @@ class SelectiveRiskThreshold:
         """Share of cases sent to the expert."""
         return float(1.0 - self.accept(confidence).mean())
 
-    def evaluate(self, confidence: np.ndarray, errors: np.ndarray) -> dict:
+    def score(self, confidence: np.ndarray, errors: np.ndarray) -> dict:
         """Coverage, review share and selective risk on new (test) data."""
         confidence, errors = check_confidence_errors(confidence, errors)
         accepted = self.accept(confidence)

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from medsure.errors import MedsureInputError
 from medsure.models.resnet import BasicBlock, Bottleneck, ResNet, stem_for
 from medsure.models.small_cnn import SmallCNN
+from medsure.validation import check_choice, check_float, check_int, input_error
 
 MODEL_NAMES = ("resnet18", "resnet50", "small_cnn", "unet")
 CLASSIFIERS = ("resnet18", "resnet50", "small_cnn")
@@ -29,6 +29,10 @@ class Normalized(nn.Module):
     ----------
     net : the wrapped network (use it to pick Grad-CAM target layers)
     """
+
+    # buffers (registered below, so they move with .to(device)); declared for the type checker
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, net: nn.Module, mean: float = 0.5, std: float = 0.25) -> None:
         super().__init__()
@@ -65,15 +69,11 @@ def build_model(
     torch.nn.Module
         Takes ``(N, C, H, W)`` float in [0, 1]; returns logits ``(N, K)`` or ``(N, K, H, W)``.
     """
-    if name not in MODEL_NAMES:
-        raise MedsureInputError(f"model name {name!r}, expected one of {MODEL_NAMES}")
-    for key, value in (("in_channels", in_channels), ("num_classes", num_classes), ("image_size", image_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MedsureInputError(f"{key}={value!r}, expected a positive integer")
-    if num_classes < 2:
-        raise MedsureInputError(f"num_classes={num_classes}, expected at least 2")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise MedsureInputError(f"dropout={dropout!r}, expected a probability in [0, 1)")
+    check_choice("model name", name, MODEL_NAMES)
+    check_int("in_channels", in_channels, low=1)
+    check_int("num_classes", num_classes, low=2, hint="background counts as a class for segmentation")
+    check_int("image_size", image_size, low=1)
+    check_float("dropout", dropout, low=0.0, high=1.0, closed="left")
     net: nn.Module
     if name == "resnet18":
         net = ResNet(
@@ -111,7 +111,7 @@ def _unet(in_channels: int, num_classes: int, image_size: int, dropout: float, w
     while depth < 3 and image_size % 2 ** (depth + 1) == 0:
         depth += 1
     if depth == 0:
-        raise MedsureInputError(f"image_size={image_size} must be even for the U-Net")
+        raise input_error("image_size", image_size, "an even size for the U-Net (it halves the image at least once)")
     channels = tuple(width * 2**i for i in range(depth + 1))
     return UNet(
         spatial_dims=2,
@@ -140,7 +140,13 @@ def gradcam_target_layer(model: nn.Module) -> nn.Module:
         return net.layers[-1]
     if isinstance(net, SmallCNN):
         return net.body[-1]
-    raise MedsureInputError(f"no default Grad-CAM layer for {type(net).__name__}; pass a target layer explicitly")
+    raise input_error(
+        "Grad-CAM target layer of the model",
+        f"a {type(net).__name__}, which has no default layer",
+        "a medsure ResNet or small CNN",
+        "pass a target layer explicitly",
+        raw=True,
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

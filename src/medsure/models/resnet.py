@@ -119,7 +119,7 @@ class ResNet(nn.Module):
             raise ValueError(f"stem {stem!r}, expected 'small', 'light' or 'imagenet'")
         stages = []
         in_planes = width
-        for index, (planes, count) in enumerate(zip((64, 128, 256, 512), layers)):
+        for index, (planes, count) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             blocks = []
             for j in range(count):
                 stride = 2 if (index > 0 and j == 0) else 1

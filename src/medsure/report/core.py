@@ -175,7 +175,7 @@ def segmentation_section(
                     images[order],
                     test.masks[order],
                     predicted[order],
-                    test.ids[order],
+                    [str(i) for i in test.ids[order]],
                     shown_dice[order],
                     test.n_classes,
                 )

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from medsure import __version__
 from medsure.utils.io import atomic_write_text
 
 
@@ -60,6 +61,7 @@ class Report:
             toc=toc,
             body=body,
             stamp=stamp,
+            version=html.escape(__version__),
             notes=f"<ul class='notes'>{notes}</ul>" if notes else "",
         )
 
@@ -97,10 +99,10 @@ def html_table(
     float_format: str = "{:.4f}",
 ) -> str:
     """Render rows (dicts, or sequences with ``header``) as an HTML table."""
-    rows = list(rows)
-    if rows and isinstance(rows[0], dict):
-        header = list(header or rows[0].keys())
-        rows = [[r.get(h, "") for h in header] for r in rows]  # type: ignore[union-attr]
+    table: list[Any] = list(rows)
+    if table and isinstance(table[0], dict):
+        header = list(header or table[0].keys())
+        table = [[r.get(h, "") for h in header] for r in table]
 
     def fmt(v: Any) -> str:
         if isinstance(v, (float, np.floating)):
@@ -108,7 +110,7 @@ def html_table(
         return html.escape(str(v))
 
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in (header or []))
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in table)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -127,5 +129,6 @@ th {{ background: #eef; }} img {{ max-width: 100%; }}
 <h1>{title}</h1><p>Generated {stamp} by medsure.</p>{notes}
 <nav><ol>{toc}</ol></nav>
 {body}
+<footer class="notes"><p>medsure {version}</p></footer>
 </body></html>
 """

@@ -230,10 +230,10 @@ class ConformalMask:
 
 
 def _probs_and_masks(pred: Predictions, role: str) -> tuple[np.ndarray, np.ndarray]:
-    from medsure.segmentation.evaluate import require_segmentation  # evaluate imports no conformal code
+    from medsure.segmentation.evaluate import ground_truth_masks, require_segmentation  # no conformal code there
 
     require_segmentation(pred, role)
-    return pred.probabilities(), pred.masks
+    return pred.probabilities(), ground_truth_masks(pred, role)
 
 
 @dataclass
@@ -302,10 +302,11 @@ def evaluate_conformal_mask(
     -------
     ConformalMaskResults
     """
-    from medsure.segmentation.evaluate import require_segmentation
+    from medsure.segmentation.evaluate import ground_truth_masks, require_segmentation
 
     require_segmentation(cal, "cal predictions")
     require_segmentation(test, "test predictions")
+    cal_masks, test_masks = ground_truth_masks(cal, "cal predictions"), ground_truth_masks(test, "test predictions")
     check_compatible(cal, test)
     needed = math.ceil(1.0 / check_alpha(alpha)) - 1
     if cal.n_samples < needed:
@@ -330,7 +331,7 @@ def evaluate_conformal_mask(
     test_fnr = mask.fnr(test)
     sets = mask.predict(test)
     k = test.n_classes
-    present = np.stack([(test.masks == j).reshape(test.n_samples, -1).any(axis=1) for j in range(1, k)], axis=1)
+    present = np.stack([(test_masks == j).reshape(test.n_samples, -1).any(axis=1) for j in range(1, k)], axis=1)
     counted = present if empty_gt == "exclude" else np.ones_like(present)
     fnr_means = [float(test_fnr[counted[:, j], j].mean()) if counted[:, j].any() else None for j in range(k - 1)]
     above = [float(np.mean(test_fnr[counted[:, j], j] > alpha)) if counted[:, j].any() else None for j in range(k - 1)]
@@ -339,7 +340,7 @@ def evaluate_conformal_mask(
     cal_probs = cal.probabilities()
     grid = np.linspace(0.0, 1.0, grid_size)
     curves = {
-        name: fnr_curve(cal_probs[:, j + 1], cal.masks == j + 1, grid).mean(axis=0) for j, name in enumerate(labels)
+        name: fnr_curve(cal_probs[:, j + 1], cal_masks == j + 1, grid).mean(axis=0) for j, name in enumerate(labels)
     }
     return ConformalMaskResults(
         alpha=float(alpha),

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -38,10 +39,21 @@ from medsure.validation import check_choice, check_int, input_error
 
 
 def require_segmentation(pred: Predictions, role: str, *, need_masks: bool = True) -> None:
-    """Raise a clear error unless ``pred`` is a segmentation artifact (with masks when needed)."""
+    """Raise a clear error unless ``pred`` is a segmentation artifact (with masks when needed).
+
+    ``role`` names the input as the user knows it (``"--pred"``, ``"cal predictions"``).
+    """
     if pred.task != "segmentation":
         raise input_error(role, f"a {pred.task} artifact", "segmentation predictions, logits (N, K, H, W)", raw=True)
-    if need_masks and pred.masks is None:
+    if need_masks:
+        ground_truth_masks(pred, role)
+    if pred.n_samples == 0:
+        raise input_error(role, "no images (N=0)", "at least one image", raw=True)
+
+
+def ground_truth_masks(pred: Predictions, role: str) -> np.ndarray:
+    """``pred.masks``, int ndarray (N, H, W); raise naming ``role`` when the artifact has none."""
+    if pred.masks is None:
         raise input_error(
             role,
             "an artifact without 'masks'",
@@ -49,8 +61,7 @@ def require_segmentation(pred: Predictions, role: str, *, need_masks: bool = Tru
             "this analysis needs labelled images",
             raw=True,
         )
-    if pred.n_samples == 0:
-        raise input_error(role, "no images (N=0)", "at least one image", raw=True)
+    return pred.masks
 
 
 def require_same_method(a: Predictions, b: Predictions, names: tuple[str, str]) -> None:
@@ -180,6 +191,7 @@ class SegmentationResults:
         return out
 
 
+_DEFAULT_INPUT_NAMES = {"pred": "predictions", "cal": "cal predictions", "shift": "shift predictions"}
 _OPTIONAL_KEYS = ("shift_auroc", "shift_auroc_by_reduction", "n_shift_images", "dice_predictor", "n_cal_images")
 
 
@@ -196,6 +208,7 @@ def evaluate_segmentation(
     n_examples: int = 4,
     seed: int = 0,
     maps: dict[str, np.ndarray] | None = None,
+    input_names: Mapping[str, str] | None = None,
 ) -> SegmentationResults:
     """All segmentation-uncertainty results of one labelled artifact.
 
@@ -215,6 +228,9 @@ def evaluate_segmentation(
     n_examples : images kept for the overlay gallery (worst, median and best Dice among them)
     seed : seeds the 2-fold cross-fitting of the Dice predictor
     maps : ``uncertainty_maps(pred)`` when the caller already has them (not recomputed)
+    input_names : how errors name the inputs, keys ``"pred"``, ``"cal"``, ``"shift"`` (default
+        "predictions", "cal predictions", "shift predictions"); the CLI passes its options
+        (``--pred 'file.npz'``) so a message names what the user typed
 
     Returns
     -------
@@ -225,7 +241,9 @@ def evaluate_segmentation(
     ``dice_pred_pearson``, ``dice_pred_mae`` (2-fold cross-fitted linear predictor), per-reduction
     Spearman and shift AUROC, and the arrays the report's figures need.
     """
-    require_segmentation(pred, "predictions")
+    role = {**_DEFAULT_INPUT_NAMES, **(input_names or {})}
+    require_segmentation(pred, role["pred"])
+    masks = ground_truth_masks(pred, role["pred"])
     check_choice("uncertainty", uncertainty, UNCERTAINTY_KINDS)
     check_choice("reduce", reduce, REDUCTIONS)
     n_bins = check_int("n_bins", n_bins, low=1)
@@ -238,13 +256,13 @@ def evaluate_segmentation(
             "predictions with a sample axis (T, N, K, H, W)",
             "MC dropout, ensemble or TTA predictions carry one",
         )
-    for other, role in ((shift, "shift predictions"), (cal, "cal predictions")):
+    for other, key in ((shift, "shift"), (cal, "cal")):
         if other is not None:
-            require_segmentation(other, role, need_masks=role.startswith("cal"))
-            check_compatible(pred, other, ("predictions", role))
-            require_same_method(pred, other, ("predictions", role))
+            require_segmentation(other, role[key], need_masks=key == "cal")
+            check_compatible(pred, other, (role["pred"], role[key]))
+            require_same_method(pred, other, (role["pred"], role[key]))
     maps = uncertainty_maps(pred) if maps is None else maps
-    probs, predicted, masks = maps["probabilities"], maps["predicted"], pred.masks
+    probs, predicted = maps["probabilities"], maps["predicted"]
     k = pred.n_classes
     names = [str(c) for c in pred.class_names[1:]]
 
@@ -303,7 +321,7 @@ def evaluate_segmentation(
             "all pixels": calibration_bins(conf, correct, n_bins=n_bins),
             "boundary band": calibration_bins(conf[band], correct[band], n_bins=n_bins),
         },
-        examples=_examples(pred, predicted, umap, per_image, n_examples),
+        examples=_examples(pred, masks, predicted, umap, per_image, n_examples),
     )
     if shift is not None:
         shift_maps = uncertainty_maps(shift)
@@ -316,7 +334,7 @@ def evaluate_segmentation(
     if cal is not None:
         cal_maps = uncertainty_maps(cal)
         cal_scores = image_scores(cal, uncertainty=uncertainty, reduce=reduce, maps=cal_maps)
-        cal_dice = image_dice(dice_per_label(cal_maps["predicted"], cal.masks, k))
+        cal_dice = image_dice(dice_per_label(cal_maps["predicted"], ground_truth_masks(cal, role["cal"]), k))
         predictor = DicePredictor().fit(cal_scores, cal_dice)
         result.dice_predictor = {
             "slope": predictor.slope_,
@@ -329,7 +347,12 @@ def evaluate_segmentation(
 
 
 def _examples(
-    pred: Predictions, predicted: np.ndarray, umap: np.ndarray, per_image: np.ndarray, n_examples: int
+    pred: Predictions,
+    masks: np.ndarray,
+    predicted: np.ndarray,
+    umap: np.ndarray,
+    per_image: np.ndarray,
+    n_examples: int,
 ) -> OverlayExamples | None:
     """Images spread from the worst to the best Dice (images with undefined Dice last resort)."""
     if n_examples == 0:
@@ -341,7 +364,7 @@ def _examples(
     return OverlayExamples(
         index=picks,
         ids=np.asarray(pred.ids)[picks],
-        masks=pred.masks[picks],
+        masks=masks[picks],
         predicted=predicted[picks],
         uncertainty=umap[picks],
         dice=per_image[picks],

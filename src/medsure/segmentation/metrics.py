@@ -18,7 +18,7 @@ by :func:`medsure.core.dice_per_label`, pinned to MONAI ``compute_dice`` by the 
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import numpy as np
 from scipy import stats
@@ -155,9 +155,18 @@ def segment_calibration(probs: np.ndarray, masks: np.ndarray, *, n_bins: int = 1
     return result
 
 
+class UEOCurve(TypedDict):
+    """What :func:`uncertainty_error_overlap` returns."""
+
+    thresholds: np.ndarray  # (M,)
+    curve: np.ndarray  # (M,) UEO per threshold
+    best: float
+    best_threshold: float
+
+
 def uncertainty_error_overlap(
     uncertainty: np.ndarray, error: np.ndarray, *, thresholds: np.ndarray | int = 100
-) -> dict[str, np.ndarray | float]:
+) -> UEOCurve:
     """Uncertainty–error overlap (UEO; Jungo & Reyes, MICCAI 2019).
 
     ``UEO(t) = Dice({u > t}, {error})`` with all pixels of all images pooled, for every
@@ -190,7 +199,7 @@ def uncertainty_error_overlap(
             raw=True,
         )
     if np.isscalar(thresholds) or np.ndim(thresholds) == 0:
-        m = int(thresholds)  # type: ignore[arg-type]
+        m = int(thresholds)
         if m < 1:
             raise input_error("thresholds", m, "at least 1")
         grid = np.linspace(u.min(), u.max(), m + 1)[:-1] if u.max() > u.min() else np.array([u.min()])

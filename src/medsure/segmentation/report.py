@@ -10,7 +10,7 @@ the demo and handed here.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -98,7 +98,7 @@ def _segmentation_sections(r: SegmentationResults, conformal: ConformalMaskResul
             "<p>Shift detection by every image-level reduction of the uncertainty map (which one "
             "works depends on the shift; see benchmarks/segmentation_shift.md):</p>" + html_table(reduction_rows)
         )
-    summary = {
+    summary: dict[str, Any] = {
         "ece": r.ece,
         "ece_boundary": r.ece_boundary,
         "segment_ece": r.segment_ece,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from medsure.core import binary_auroc
-from medsure.errors import MedsureInputError
+from medsure.validation import check_finite, input_error
 
 
 def shift_auroc(in_distribution: np.ndarray, shifted: np.ndarray) -> float:
@@ -27,9 +27,12 @@ def shift_auroc(in_distribution: np.ndarray, shifted: np.ndarray) -> float:
     a = np.asarray(in_distribution, dtype=np.float64).ravel()
     b = np.asarray(shifted, dtype=np.float64).ravel()
     if a.size == 0 or b.size == 0:
-        raise MedsureInputError(
-            f"shift AUROC needs images in both groups, got {a.size} in-distribution and {b.size} shifted"
+        raise input_error(
+            "shift AUROC images",
+            f"{a.size} in-distribution and {b.size} shifted",
+            "at least one image in each group",
+            raw=True,
         )
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise MedsureInputError("shift scores must be finite")
+    for what, scores in (("in-distribution scores", a), ("shifted scores", b)):
+        check_finite(what, scores)
     return binary_auroc(np.concatenate([a, b]), np.r_[np.zeros(a.size, bool), np.ones(b.size, bool)])

@@ -6,10 +6,33 @@ Flips and integer-pixel shifts land exactly on pixel centres, so images are not 
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 import torch.nn.functional as F
 
 
+# overloads: masks given come back as a tensor, never None
+@overload
+def random_flip_shift(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    generator: torch.Generator,
+    hflip: bool = True,
+    vflip: bool = False,
+    max_shift: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def random_flip_shift(
+    images: torch.Tensor,
+    masks: None,
+    *,
+    generator: torch.Generator,
+    hflip: bool = True,
+    vflip: bool = False,
+    max_shift: float = 0.1,
+) -> tuple[torch.Tensor, None]: ...
 def random_flip_shift(
     images: torch.Tensor,
     masks: torch.Tensor | None,

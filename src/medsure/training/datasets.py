@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from medsure.data.base import ImageDataset
-from medsure.errors import MedsureInputError
+from medsure.validation import check_int, input_error
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -14,7 +14,7 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise MedsureInputError(f"dataset option {pair!r}, expected KEY=VALUE")
+            raise input_error("dataset option", pair, "KEY=VALUE, e.g. task=segmentation")
         key, value = pair.split("=", 1)
         try:
             options[key] = json.loads(value)
@@ -59,7 +59,13 @@ def load_splits(record: dict[str, Any]) -> dict[str, ImageDataset]:
     from medsure.training.splits import standard_splits
 
     if not record or "name" not in record:
-        raise MedsureInputError("the run records no dataset name; pass the data explicitly")
+        raise input_error(
+            "the run's dataset record",
+            "no dataset name" if record else "no dataset record",
+            "a record with the dataset 'name' (train.dataset in config.json)",
+            "pass the data explicitly",
+            raw=True,
+        )
     splits = standard_splits(load_whole(record), seed=int(record.get("split_seed", 0)))
     cap = record.get("max_samples")
     if cap:
@@ -68,12 +74,11 @@ def load_splits(record: dict[str, Any]) -> dict[str, ImageDataset]:
 
 
 def _stratified_subset(ds: ImageDataset, cap: int, seed: int) -> ImageDataset:
-    """About ``cap`` samples (near-duplicate groups stay whole), seeded and stratified (samples are stored class-sorted, so the
-    first ``cap`` would often be a single class)."""
+    """About ``cap`` samples (near-duplicate groups stay whole), seeded and stratified (samples are
+    stored class-sorted, so the first ``cap`` would often be a single class)."""
     from medsure.data import split_dataset
 
-    if cap < 1:
-        raise MedsureInputError(f"max_samples={cap}, expected a positive number of samples per split")
+    check_int("max_samples", cap, low=1, hint="a number of samples per split")
     if cap >= 0.9 * len(ds):  # too little left over to stratify a remainder: keep everything
         return ds
     return split_dataset(ds, seed=seed, fractions={"keep": cap / len(ds), "rest": 1 - cap / len(ds)})["keep"]

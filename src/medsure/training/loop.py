@@ -50,11 +50,14 @@ class Augmentation:
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, task: str, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        masks = y if task == "segmentation" else None
-        x, moved = random_flip_shift(
-            x, masks, generator=generator, hflip=self.hflip, vflip=self.vflip, max_shift=self.max_shift
+        if task == "segmentation":  # label maps move with their images
+            return random_flip_shift(
+                x, y, generator=generator, hflip=self.hflip, vflip=self.vflip, max_shift=self.max_shift
+            )
+        moved, _ = random_flip_shift(
+            x, None, generator=generator, hflip=self.hflip, vflip=self.vflip, max_shift=self.max_shift
         )
-        return x, (moved if task == "segmentation" else y)
+        return moved, y
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -140,7 +143,8 @@ def validate_epoch(
     """
     was_training = model.training
     model.eval()
-    x_all, y_all = images_to_tensor(dataset.images), torch.from_numpy(dataset.targets)
+    targets = dataset.require_targets("validation split")
+    x_all, y_all = images_to_tensor(dataset.images), torch.from_numpy(targets)
     total, outputs = 0.0, []
     for start in range(0, len(dataset), batch_size):
         logits = compute.forward(model, to_unit_float(x_all[start : start + batch_size]))
@@ -152,8 +156,8 @@ def validate_epoch(
     result = {"loss": total / len(dataset)}
     stacked = np.concatenate(outputs)
     if dataset.task == "classification":
-        result["accuracy"] = accuracy(stacked, dataset.targets)
-        result["auc"] = auc(stacked, dataset.targets)
+        result["accuracy"] = accuracy(stacked, targets)
+        result["auc"] = auc(stacked, targets)
     else:
-        result["dice"] = mean_dice(stacked, dataset.targets, dataset.n_classes)
+        result["dice"] = mean_dice(stacked, targets, dataset.n_classes)
     return result

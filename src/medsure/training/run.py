@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from medsure import __version__
 from medsure.data.base import ImageDataset
 from medsure.models import build_model
 from medsure.training.checkpoint import load_checkpoint
 from medsure.training.config import TrainConfig
+from medsure.utils.io import with_version
 from medsure.validation import check_choice, input_error
 
 
@@ -38,22 +38,23 @@ def run_record(
     environment : the settings resolved for this machine (device, bf16, channels_last,
         deterministic mode); recorded, never compared on resume
     """
-    record = {
-        "medsure_version": __version__,
-        "torch_version": torch.__version__,
-        "task": train_ds.task,
-        "class_names": [str(c) for c in train_ds.class_names],
-        "model": {
-            "name": config.model,
-            "in_channels": train_ds.in_channels,
-            "num_classes": train_ds.n_classes,
-            "image_size": train_ds.image_size[0],
-            "dropout": float(config.dropout),
-            "width": config.width,
-        },
-        "train": asdict(config),
-        "data_provenance": train_ds.provenance,
-    }
+    record = with_version(  # the medsure version under the one key every output file uses
+        {
+            "torch_version": torch.__version__,
+            "task": train_ds.task,
+            "class_names": [str(c) for c in train_ds.class_names],
+            "model": {
+                "name": config.model,
+                "in_channels": train_ds.in_channels,
+                "num_classes": train_ds.n_classes,
+                "image_size": train_ds.image_size[0],
+                "dropout": float(config.dropout),
+                "width": config.width,
+            },
+            "train": asdict(config),
+            "data_provenance": train_ds.provenance,
+        }
+    )
     if environment is not None:
         record["environment"] = environment
     return record

@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 
 from medsure.data.base import ImageDataset
-from medsure.errors import MedsureInputError
 
 SPLIT_NAMES = ("train", "val", "cal", "test")
 DEFAULT_FRACTIONS = {"train": 0.5, "val": 0.15, "cal": 0.175, "test": 0.175}
@@ -40,8 +39,7 @@ def standard_splits(ds: ImageDataset, *, seed: int = 0) -> dict[str, ImageDatase
     """
     from medsure.data import split_dataset
 
-    if ds.targets is None:
-        raise MedsureInputError("standard_splits needs a labelled dataset (targets is None)")
+    ds.require_targets("standard_splits dataset")  # its labels stratify the split
     source = np.asarray(ds.meta["source_split"]).astype(str) if "source_split" in ds.meta else None
     if source is None:
         return split_dataset(ds, seed=seed, fractions=DEFAULT_FRACTIONS)

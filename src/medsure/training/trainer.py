@@ -298,7 +298,7 @@ def plan_run(config: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset) 
     if config.class_weights == "balanced":
         if task != "classification":
             raise input_error("class_weights", "'balanced' for segmentation", "classification only", raw=True)
-        class_weight = balanced_class_weight(train_ds.targets, len(train_ds.class_names))
+        class_weight = balanced_class_weight(train_ds.require_targets("split 'train'"), len(train_ds.class_names))
     loss_fn = make_loss(task, resolve_loss_name(task, config.loss), class_weight)
     augment = (
         Augmentation(hflip=config.hflip, vflip=config.vflip, max_shift=config.max_shift) if config.augment else None
@@ -314,7 +314,7 @@ def _monitor(monitor: str, task: str, val_ds: ImageDataset) -> str:
     if monitor == "auto":
         if task == "segmentation":
             return "dice"
-        return "auc" if len(np.unique(val_ds.targets)) == val_ds.n_classes else "accuracy"
+        return "auc" if len(np.unique(val_ds.require_targets("split 'val'"))) == val_ds.n_classes else "accuracy"
     applies = {"classification": ("auc", "accuracy", "loss"), "segmentation": ("dice", "loss")}[task]
     if monitor not in applies:
         raise input_error("monitor", monitor, f"a metric of {task}: one of {', '.join(applies)}")
@@ -338,5 +338,6 @@ def _model_and_optimizer(
     """The untrained model (seeded weights) on its device, and its AdamW optimizer."""
     model = build_from_record(record, seed=config.seed).to(compute.device)
     if compute.channels_last:
-        model.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format at runtime; torch's overloads for it do not declare it
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model, torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename.
 
-A killed process therefore never leaves a half-written result behind.
+A killed process therefore never leaves a half-written result behind. Every file a command writes
+as its result records the medsure version that wrote it (:func:`with_version`, issue 17).
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from medsure import __version__  # set before medsure/__init__ imports anything, so no cycle
 from medsure.validation import input_error
+
+#: The key under which results JSON files and prediction-file provenance record the medsure version.
+VERSION_KEY = "medsure_version"
 
 
 def _umask() -> int:
@@ -48,7 +53,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         raise _naming(exc, path) from exc
     try:
         # text is UTF-8 whatever the locale (the HTML report declares utf-8 and holds α, ±, ≥)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -102,3 +107,24 @@ def to_jsonable(value: Any) -> Any:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented strict JSON, atomically."""
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def with_version(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``record`` with the running medsure version under :data:`VERSION_KEY` (first key).
+
+    A version already in ``record`` is replaced: the stamp says which medsure wrote the file, so
+    that ``medsure --version``, the installed package and every output file agree.
+    """
+    return {VERSION_KEY: __version__, **{k: v for k, v in record.items() if k != VERSION_KEY}}
+
+
+def write_result_json(path: str | os.PathLike, result: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a command's JSON result (:func:`write_json`) stamped by :func:`with_version`.
+
+    Every results JSON of a command (``--out`` of conformal, calibration, failure, segment-eval,
+    conformal-mask; explain.json; the demo's results.json) goes through here. Returns what was
+    written (``result`` is not modified).
+    """
+    stamped = with_version(result)
+    write_json(path, stamped)
+    return stamped
