@@ -26,8 +26,19 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "medsure"
 
-ANALYSES = ("conformal", "calibration", "failure", "segmentation", "explain", "evaluation", "tta")
-MODELS_AND_DATA = ("data", "models", "training", "predict")
+ANALYSES = (
+    "conformal",
+    "calibration",
+    "failure",
+    "segmentation",
+    "explain",
+    "evaluation",
+    "tta",
+    "certify",
+    "evidential",
+    "handoff",
+)
+MODELS_AND_DATA = ("data", "models", "training", "predict", "denoise")
 FOUNDATION = ("errors", "validation", "core", "utils.random", "utils.progress")
 ARTIFACT = ("artifact", "utils.io", "utils")
 # what a report or plot module may import from medsure (besides other report/plot modules and results types)
@@ -127,7 +138,7 @@ def is_presentation(module: str) -> bool:
 
 def layer(module: str) -> int:
     rel = _relative(module)
-    if is_presentation(module) or _within(rel, ("cli", "demo", "__main__")):
+    if is_presentation(module) or _within(rel, ("cli", "demo", "__main__", "review")):
         return 4
     if _within(rel, FOUNDATION):
         return 0

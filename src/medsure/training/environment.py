@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from medsure.validation import check_choice, check_int, input_error
@@ -107,3 +112,87 @@ def isolated_run(device: torch.device, *, num_threads: int | None, strict_determ
         torch_threads(num_threads),
     ):
         yield
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit(start: Path) -> str | None:
+    """The commit of the git checkout holding ``start`` (``+dirty`` when files differ), or None
+    when there is no checkout or no git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=start,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def describe_environment(
+    device: str | torch.device = "cpu",
+    *,
+    autocast: bool | None = None,
+    num_threads: int | None = None,
+    wall_time_s: float | None = None,
+) -> dict[str, Any]:
+    """What changes a benchmark's numbers, to be written beside them.
+
+    Parameters
+    ----------
+    device : the device the numbers were computed on
+    autocast : whether bf16 autocast was on (None: the run's default for ``device``,
+        :func:`default_bf16`)
+    num_threads : torch intra-op threads used (None: torch's current setting)
+    wall_time_s : the benchmark's wall time, when known
+
+    Returns
+    -------
+    dict with ``medsure_version``, ``git_commit`` (None outside a checkout; ``+dirty`` when
+    tracked files differ from it), ``python``, ``torch``, ``numpy``, ``monai``, ``platform``,
+    ``cpu_model``, ``cpu_count``, ``cpu_bf16`` (native bf16 instructions, which decide the
+    training arithmetic by default), ``device`` (with the GPU name on CUDA), ``num_threads``,
+    ``autocast_bf16``, ``wall_time_s``.
+    """
+    from medsure import __version__
+
+    dev = torch.device(device)
+    try:
+        import monai
+
+        monai_version: str | None = monai.__version__
+    except ImportError:
+        monai_version = None
+    return {
+        "medsure_version": __version__,
+        "git_commit": _git_commit(Path(__file__).resolve().parent),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "monai": monai_version,
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_has_bf16(),
+        "device": (f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else dev.type),
+        "num_threads": num_threads if num_threads is not None else torch.get_num_threads(),
+        "autocast_bf16": default_bf16(dev) if autocast is None else bool(autocast),
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
+    }
