@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsure-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench-check docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ lint: $(STAMP)
 	echo "ruff format --check src tests"; $(BIN)/ruff format --check src tests || status=1; \
 	echo "mypy src"; $(BIN)/mypy src || status=1; \
 	exit $$status
+
+# Rerun the quick subset of every benchmark and compare with benchmarks/check_recorded.json: exact
+# where the environment matches the record, within each number's stated tolerance where it does not
+# (benchmarks/README.md). Non-zero exit on a mismatch. Needs ../shared/data; a few minutes on 1 thread.
+bench-check: $(STAMP)
+	$(BIN)/python -m benchmarks.check $(BENCH_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into site/: offline (no CDN, no web fonts), open
+# site/index.html in a browser. --strict: a broken link or a missing page fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .mypy_cache .ruff_cache

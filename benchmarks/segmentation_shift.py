@@ -21,7 +21,11 @@ test split; uncertainty is the predictive entropy of a single pass and of MC dro
 
     python benchmarks/segmentation_shift.py            # train (cached), predict, measure, write .md
 
-Trained runs and predictions are cached under ``--work`` (default ``.cache/seg-shift``).
+Trained runs and predictions are cached under ``--work`` (default ``.cache/seg-shift``); a killed
+run rerun with the same arguments continues where it stopped. Three training seeds by default
+(``--seeds``): the Markdown gives every AUROC per seed and as mean ± sd over seeds, and
+benchmarks/segmentation_shift.json holds the numbers with the environment. ``quick()`` is the
+small subset that ``python -m benchmarks.check`` reruns.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,17 +43,21 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _env import describe_environment, environment_line  # noqa: E402
 
 from medsure.artifact import Predictions, load_predictions, save_predictions  # noqa: E402
 from medsure.data.base import ImageDataset  # noqa: E402
 from medsure.segmentation.evaluate import evaluate_segmentation  # noqa: E402
 from medsure.segmentation.uncertainty import REDUCTIONS  # noqa: E402
-from medsure.utils.io import atomic_write_text, write_json  # noqa: E402
+from medsure.utils.io import atomic_write_text, write_json, write_result_json  # noqa: E402
 
 SEED = 0  # data split, subsets and the synthetic noise
-TRAIN_SEEDS = (0, 1)  # one model per seed and source: the ranking must hold across training runs
+TRAIN_SEEDS = (0, 1, 2)  # one model per seed and source: the ranking must hold across training runs
 MC_SAMPLES = 8
 MD_PATH = REPO / "benchmarks" / "segmentation_shift.md"
+JSON_PATH = REPO / "benchmarks" / "segmentation_shift.json"
 # per source: training settings (TrainConfig fields) and a cap on training images (CPU time)
 TRAIN = {
     "kvasir": {"epochs": 40, "hflip": True, "vflip": True, "limit": 600},
@@ -165,7 +173,12 @@ def train_and_predict(source: str, seed: int, work: Path) -> dict[str, float]:
             dataset={"name": source, "split_seed": SEED},
         )
         start = time.perf_counter()
-        train(config, {"train": splits["train"], "val": splits["val"]}, run_dir)
+        train(
+            config,
+            {"train": splits["train"], "val": splits["val"]},
+            run_dir,
+            resume=(run_dir / "checkpoint.pt").is_file(),
+        )
         timings["train_s"] = time.perf_counter() - start
         (run_dir / "done").write_text(f"{timings['train_s']:.1f}\n")
     model = load_run(run_dir).model
@@ -195,24 +208,25 @@ def measure(source: str, seed: int, work: Path) -> dict[str, dict]:
     return out
 
 
-def _versions() -> dict[str, str]:
-    import monai
-    import scipy
-    import torch
+def _spread(results: dict, label: str, reductions: list[str]) -> list[str]:
+    """Per pair: each reduction's shift AUROC as mean ± sd over training seeds, then per seed."""
+    lines = [
+        "| pair | seeds | " + " | ".join(f"`{r}`" for r in reductions) + " | best reduction per seed |",
+        "|---|---|" + "---|" * len(reductions) + "---|",
+    ]
+    for pair, by_seed in results.items():
+        seeds = list(by_seed)
+        cells = []
+        for r in reductions:
+            v = [by_seed[seed][label]["shift_auroc"][r] for seed in seeds]
+            sd = f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else ""
+            cells.append(f"{np.mean(v):.3f}{sd} ({' / '.join(f'{x:.3f}' for x in v)})")
+        best = [max(reductions, key=lambda q: by_seed[seed][label]["shift_auroc"][q]) for seed in seeds]
+        lines.append(f"| {pair} | {' / '.join(map(str, seeds))} | " + " | ".join(cells) + f" | {' / '.join(best)} |")
+    return lines
 
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor() or "n/a",
-        "cpu_count": str(os.cpu_count()),
-    }
 
-
-def write_markdown(results: dict, timings: dict, command: str) -> None:
+def write_markdown(results: dict, timings: dict, command: str, env: dict | None = None) -> None:
     """``results``: {pair: {seed: {uncertainty label: measurements}}}."""
     reductions = list(REDUCTIONS)
     labels = list(next(iter(next(iter(results.values())).values())))
@@ -229,6 +243,8 @@ def write_markdown(results: dict, timings: dict, command: str) -> None:
         "(same protocol, other patients) where a good score stays near 0.5.",
         "",
     ]
+    if env is not None:
+        lines += [environment_line(env), ""]
     evidence = []  # (pair, seed, label, auc dict) of the real and synthetic shifts
     for label in labels:
         lines += [
@@ -267,7 +283,14 @@ def write_markdown(results: dict, timings: dict, command: str) -> None:
                     + " | ".join("n/a" if rho[r] is None else f"{rho[r]:.3f}" for r in reductions)
                     + " |"
                 )
-        lines.append("")
+        lines += [
+            "",
+            "Spread over training seeds: shift AUROC mean ± sample sd, per-seed values in brackets (seed order "
+            "as in the seeds column).",
+            "",
+            *_spread(results, label, reductions),
+            "",
+        ]
     null = [
         by_label[label]["shift_auroc"]
         for by_seed in results.get("msd_lung_files", {}).values()
@@ -301,9 +324,9 @@ def write_markdown(results: dict, timings: dict, command: str) -> None:
         "```",
         json.dumps(
             {
-                "versions": _versions(),
+                "environment": env,
                 "split_and_noise_seed": SEED,
-                "train_seeds": list(TRAIN_SEEDS),
+                "train_seeds": sorted({int(seed) for by_seed in results.values() for seed in by_seed}),
                 "torch_threads": 1,
                 "image_size": "64 px (MSD lung 48 px)",
                 "model": "medsure unet, width 16, dropout 0.1, CE + Dice, AdamW lr 3e-3, batch 16, no early stopping",
@@ -341,6 +364,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(TRAIN_SEEDS))
     parser.add_argument("--phase", default="all", choices=["predict", "measure", "all"])
     args = parser.parse_args()
+    started = time.perf_counter()
     timings_path = args.work / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     for pair in args.pairs:
@@ -367,7 +391,52 @@ def main() -> None:
                 flush=True,
             )
     write_json(args.work / "results.json", results)
-    write_markdown(results, timings, "python benchmarks/segmentation_shift.py " + " ".join(sys.argv[1:]))
+    # wall time: the training and prediction of every seed (timings.json), measured when they ran
+    spent = sum(v for t in timings.values() for v in t.values())
+    env = describe_environment("cpu", num_threads=1, wall_time_s=spent + time.perf_counter() - started)
+    command = "python benchmarks/segmentation_shift.py " + " ".join(sys.argv[1:])
+    write_result_json(JSON_PATH, {"command": command, "environment": env, "timings_s": timings, "results": results})
+    write_markdown(results, timings, command, env)
+
+
+# ---- python -m benchmarks.check ----------------------------------------------------------------
+
+QUICK_TOLERANCE = {  # absolute, when the environment differs (bf16 vs fp32 training moves a 2-epoch U-Net)
+    "test_dice": 0.05,
+    **{f"shift_auroc_{r}": 0.08 for r in REDUCTIONS},
+}
+
+
+def quick() -> dict[str, float]:
+    """JSRT → synthetic acquisition change with a 2-epoch U-Net (seed 0, 1 thread): test Dice and the
+    shift AUROC of every reduction (single pass)."""
+    from medsure.predict import predict
+    from medsure.training import TrainConfig, train
+
+    splits = source_splits("jsrt")
+    config = TrainConfig(
+        model="unet",
+        batch_size=16,
+        lr=3e-3,
+        dropout=0.1,
+        width=16,
+        loss="ce_dice",
+        patience=0,
+        seed=0,
+        device="cpu",
+        num_threads=1,
+        epochs=2,
+        hflip=False,
+        vflip=False,
+        dataset={"name": "jsrt", "split_seed": SEED},
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        run = train(config, {"train": splits["train"], "val": splits["val"]}, Path(tmp) / "run").run
+    test, shift = (predict(run, splits[k], seed=SEED, device="cpu") for k in ("test", "shift"))
+    result = evaluate_segmentation(test, shift=shift, uncertainty="entropy", seed=SEED)
+    out = {"test_dice": float(result.dice_mean)}
+    out.update({f"shift_auroc_{r}": float(v) for r, v in result.shift_auroc_by_reduction.items()})
+    return out
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ Phases (each resumable; trained runs and predictions are cached under --work):
     python benchmarks/segmentation_uncertainty.py metrics --dataset jsrt
     python benchmarks/segmentation_uncertainty.py report
 ``all`` runs the four in order for the datasets given. ``report`` rewrites
-benchmarks/segmentation_uncertainty.md from the metric files found.
+benchmarks/segmentation_uncertainty.md from the metric files found, and
+benchmarks/segmentation_uncertainty.json (every metric, per member seed, with the environment).
+Each phase adds its wall time to ``settings.json``; the report's environment line gives their sum.
+``quick()`` is the small subset that ``python -m benchmarks.check`` reruns.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +34,16 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _env import describe_environment, environment_line  # noqa: E402
 
 from medsure.artifact import Predictions, load_predictions, save_predictions  # noqa: E402
 from medsure.segmentation.evaluate import evaluate_segmentation, image_scores  # noqa: E402
 from medsure.segmentation.metrics import DicePredictor, dice_per_label, image_dice  # noqa: E402
 from medsure.segmentation.shift import shift_auroc  # noqa: E402
 from medsure.segmentation.uncertainty import image_uncertainty, uncertainty_maps  # noqa: E402
-from medsure.utils.io import atomic_write_text, write_json  # noqa: E402
+from medsure.utils.io import atomic_write_text, write_json, write_result_json  # noqa: E402
 from medsure.tta import views_for_training  # noqa: E402
 
 LOSSES = ("ce", "dice", "ce_dice")
@@ -46,6 +53,7 @@ DATASETS = {
 }
 SPLIT_SEED = 0
 MD_PATH = REPO / "benchmarks" / "segmentation_uncertainty.md"
+JSON_PATH = REPO / "benchmarks" / "segmentation_uncertainty.json"
 
 
 def data_root() -> Path:
@@ -213,7 +221,8 @@ def _cell(values: list[float | None]) -> str:
         return "–"
     if vals.size == 1:
         return f"{vals[0]:.4f}"
-    return f"{np.nanmean(vals):.4f} ± {np.nanstd(vals, ddof=1):.4f}"
+    # per-seed values beside the mean: a reader sees whether one member drives the spread
+    return f"{np.nanmean(vals):.4f} ± {np.nanstd(vals, ddof=1):.4f} ({' / '.join(f'{v:.3f}' for v in vals)})"
 
 
 def table(results: dict, members: int, shift: bool) -> str:
@@ -221,7 +230,7 @@ def table(results: dict, members: int, shift: bool) -> str:
     lines = ["| loss | method | " + " | ".join(c[1] for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
     for loss in LOSSES:
         singles = [results[f"{loss}/single{m}"] for m in range(members) if f"{loss}/single{m}" in results]
-        rows = [(f"single (mean ± sd of {len(singles)})", singles)] if singles else []
+        rows = [(f"single (mean ± sd of {len(singles)}; per seed 0..{len(singles) - 1})", singles)] if singles else []
         rows += [
             (meth, [results[f"{loss}/{meth}"]])
             for meth in ("ensemble", "mc_dropout", "tta")
@@ -235,15 +244,26 @@ def table(results: dict, members: int, shift: bool) -> str:
 
 
 def phase_report(args) -> None:
-    blocks = []
+    blocks, metrics = [], {}
     for name in DATASETS:
         path = args.work / f"metrics-{name}.json"
         if path.is_file():
             results = json.loads(path.read_text())
+            metrics[name] = results
             blocks.append(f"### {name}\n\n" + table(results, args.members, DATASETS[name]["shift"] is not None))
     settings = json.loads((args.work / "settings.json").read_text()) if (args.work / "settings.json").is_file() else {}
+    wall = settings.get("wall_s", {})
+    threads = {v.get("torch_threads") for v in settings.values() if isinstance(v, dict) and "torch_threads" in v}
+    env = describe_environment(
+        "cpu",
+        num_threads=threads.pop() if len(threads) == 1 else args.threads,
+        wall_time_s=sum(wall.values()) if wall else None,
+    )
+    write_result_json(JSON_PATH, {"settings": settings, "environment": env, "metrics": metrics})
     commands = "\n".join(v["command"] for v in settings.values() if isinstance(v, dict) and "command" in v)
     text = MD_TEMPLATE.format(
+        environment=environment_line(env)
+        + " (wall time: the sum of every phase's wall time recorded in `settings.json` under `wall_s`)",
         tables="\n\n".join(blocks) or "(no results yet)",
         commands=commands,
         settings=json.dumps(settings, indent=1),
@@ -257,6 +277,53 @@ def phase_report(args) -> None:
     print(f"[report] wrote {MD_PATH}")
 
 
+# ---- python -m benchmarks.check ----------------------------------------------------------------
+
+QUICK_TOLERANCE = {  # absolute, when the environment differs (bf16 vs fp32 training moves a 2-epoch U-Net)
+    "single_dice": 0.05,
+    "single_ece": 0.02,
+    "ensemble_dice": 0.05,
+    "ensemble_ece": 0.02,
+}
+
+
+def quick() -> dict[str, float]:
+    """JSRT, soft Dice loss (the study's worst-calibrated loss; segmentation_shift's quick() covers
+    CE + Dice), a 2-member ensemble of 2-epoch U-Nets (seeds 0 and 1, 1 thread): test Dice and pixel
+    ECE of member 0 alone and of the ensemble."""
+    from medsure.predict import predict, predict_ensemble
+    from medsure.training import TrainConfig, train
+
+    splits = load_splits("jsrt")
+    members = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in (0, 1):
+            config = TrainConfig(
+                model="unet",
+                epochs=2,
+                batch_size=16,
+                lr=3e-3,
+                dropout=0.1,
+                loss="dice",
+                monitor="dice",
+                patience=0,
+                seed=seed,
+                device="cpu",
+                num_threads=1,
+                **DATASETS["jsrt"]["train"],
+                dataset={"name": "jsrt", "options": DATASETS["jsrt"]["load"], "split_seed": SPLIT_SEED},
+            )
+            members.append(train(config, {"train": splits["train"], "val": splits["val"]}, Path(tmp) / str(seed)).run)
+    single = evaluate_segmentation(predict(members[0], splits["test"], seed=0), uncertainty="entropy").to_dict()
+    ensemble = evaluate_segmentation(predict_ensemble(members, splits["test"], seed=0), uncertainty="entropy").to_dict()
+    return {
+        "single_dice": float(single["dice_mean"]),
+        "single_ece": float(single["ece"]),
+        "ensemble_dice": float(ensemble["dice_mean"]),
+        "ensemble_ece": float(ensemble["ece"]),
+    }
+
+
 FINDINGS_PLACEHOLDER = "\n(conclusions are written after the tables are in)\n"
 
 MD_TEMPLATE = """# Segmentation uncertainty study (Mehrtash et al. 2020 on the data here)
@@ -265,6 +332,8 @@ Generated by `benchmarks/segmentation_uncertainty.py` (tables) — conclusions b
 hand from these tables.
 
 ## Setup
+
+{environment}
 
 Exact commands (from the repository root), one per dataset:
 
@@ -324,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MEDSURE_NO_PROGRESS", "1")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -357,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
             phase_predict(args, name)
         if args.phase in ("metrics", "all"):
             phase_metrics(args, name)
+    if args.phase != "report":  # phase wall times add up to the study's wall time (environment line)
+        settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+        wall = settings.setdefault("wall_s", {})
+        key = f"{args.phase}:{'+'.join(args.dataset)}"
+        wall[key] = round(wall.get(key, 0.0) + time.perf_counter() - started, 1)
+        write_json(settings_path, settings)
     if args.phase in ("report", "all"):
         phase_report(args)
     return 0

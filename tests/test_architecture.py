@@ -40,7 +40,7 @@ ANALYSES = (
 )
 MODELS_AND_DATA = ("data", "models", "training", "predict", "denoise")
 FOUNDATION = ("errors", "validation", "core", "utils.random", "utils.progress")
-ARTIFACT = ("artifact", "utils.io", "utils")
+ARTIFACT = ("artifact", "shards", "utils.io", "utils")
 # what a report or plot module may import from medsure (besides other report/plot modules and results types)
 PRESENTATION_ALLOWED = ("errors", "validation", "utils", "artifact", "report")
 PLOTTING_LIBRARIES = ("matplotlib",)

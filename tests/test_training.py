@@ -378,3 +378,13 @@ def test_dataset_record_errors_speak_the_error_format():
         _stratified_subset(ds, -1, 0)
     with pytest.raises(MedsureInputError, match=r"^standard_splits dataset: got 4 images without targets; expected a"):
         standard_splits(ds)
+
+
+def test_a_record_with_the_size_among_its_options_loads() -> None:
+    """Runs recorded through the Python API may hold ``image_size`` in the loader options
+    (``medsure explain`` on such a run used to fail with 'multiple values for image_size')."""
+    from medsure.training.datasets import load_whole
+
+    whole = load_whole({"name": "busi", "options": {"image_size": 32}, "split_seed": 0})
+    assert whole.images.shape[1:3] == (32, 32)
+    assert load_whole({"name": "busi", "options": {"image_size": 32}}, image_size=16).images.shape[1:3] == (16, 16)

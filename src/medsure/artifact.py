@@ -20,6 +20,16 @@ optional, both tasks
     for galleries, ``meta__<name>`` arrays ``(N,)`` (e.g. ``meta__sex``) for group analyses,
     ``sample_kind`` str (``"mc_dropout"``, ``"ensemble"``, ``"tta"``) describing the T axis,
     ``provenance`` a JSON string (data source, MD5 check, model run, seed).
+evidential models (format 2)
+    ``alpha`` float ``> 0`` in place of ``logits``, same shapes: Dirichlet concentrations
+    (Sensoy et al. 2018). Read as ``logits = log(alpha)``, so every analysis sees the expected
+    probabilities ``softmax(log alpha) = alpha / sum(alpha)``; ``Predictions.alpha`` gives them back.
+joint classification + segmentation (format 2, ``task="joint"``)
+    one file for the same ``ids``: ``logits`` or ``alpha`` ``([T,] N, K)``, ``labels``,
+    ``class_names`` (classification) and ``seg_logits`` or ``seg_alpha`` ``([T,] N, K_seg, H, W)``,
+    ``masks``, ``seg_class_names`` (segmentation), plus the shared optional keys.
+    :func:`load_predictions` returns its classification part (``task="segmentation"`` for the
+    other), :func:`load_joint_predictions` both (:class:`JointPredictions`, ``.split()``).
 
 Loading validates shapes, finiteness and label range and names the offending key in the error.
 """
@@ -40,7 +50,7 @@ from medsure.errors import MedsureInputError
 from medsure.utils.io import atomic_write, to_jsonable, with_version
 from medsure.validation import describe, input_error
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added ``alpha`` (evidential) and ``task="joint"``; plain files are still written as 1
 Task = Literal["classification", "segmentation"]
 SAMPLE_KINDS = ("mc_dropout", "ensemble", "tta", "samples")
 _META_PREFIX = "meta__"
@@ -79,9 +89,17 @@ class Predictions:
     meta: dict[str, np.ndarray] = field(default_factory=dict)
     sample_kind: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    # True: ``logits`` hold log Dirichlet concentrations (an evidential model; saved as ``alpha``)
+    evidential: bool = False
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def alpha(self) -> np.ndarray | None:
+        """Dirichlet concentrations ``exp(logits)`` (float64, shape of ``logits``) of an evidential
+        model; None otherwise."""
+        return np.exp(self.logits.astype(np.float64)) if self.evidential else None
 
     # ---- shape helpers -------------------------------------------------------------------
     @property
@@ -324,10 +342,25 @@ def save_predictions(path: str | os.PathLike, pred: Predictions, *, compress: bo
     for name, values in pred.meta.items():
         column = np.asarray(values)
         arrays[_META_PREFIX + name] = column.astype(str) if column.dtype == object else column
+    if pred.evidential:
+        del arrays["logits"]
+        arrays["alpha"] = _alpha_to_store(pred)
+        arrays["format_version"] = np.array(FORMAT_VERSION)
+    else:
+        arrays["format_version"] = np.array(1)  # readable by every medsure since format 1
+    _write_npz(path, arrays, compress)
+    return path
+
+
+def _alpha_to_store(pred: Predictions) -> np.ndarray:
+    # classification alpha in float32; segmentation maps keep the logits' (float16) precision
+    return np.exp(pred.logits.astype(np.float64)).astype(np.float32 if pred.task == "classification" else np.float16)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool) -> None:
     saver = np.savez_compressed if compress else np.savez
     with atomic_write(path, "wb") as handle:
         saver(handle, allow_pickle=False, **arrays)  # load_predictions refuses pickled arrays anyway
-    return path
 
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip member, or an empty zip archive
@@ -391,9 +424,32 @@ def _open_npz(path: Path) -> Any:
         ) from exc
 
 
-def load_predictions(path: str | os.PathLike) -> Predictions:
-    """Read and validate a prediction file. Errors name the file and the offending key."""
+def load_predictions(path: str | os.PathLike, *, task: Task | None = None) -> Predictions:
+    """Read and validate a prediction file. Errors name the file and the offending key.
+
+    ``task`` picks a part of a joint file ("classification", the default, or "segmentation");
+    a single-task file is returned as it is (the analysis that reads it names a wrong task).
+    """
     path = Path(path)
+    arrays = _read_arrays(path)
+    try:
+        if _is_joint(arrays):
+            joint = _joint_from_arrays(arrays)
+            return joint.segmentation if task == "segmentation" else joint.classification
+        return _from_arrays(arrays)
+    except MedsureInputError as exc:
+        raise _in_file(exc, path) from exc
+
+
+def _in_file(exc: MedsureInputError, path: Path) -> MedsureInputError:
+    # The message is already in the one format (built by input_error); only its <what> gains the
+    # file: "prediction key 'labels': got ..." -> "prediction file 'cal.npz', key 'labels': got ..."
+    message = str(exc).removeprefix("prediction ")
+    return type(exc)(f"prediction file '{path}', {message}")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``; an unreadable key is named."""
     data = _open_npz(path)
     arrays = {}
     with data:
@@ -425,16 +481,30 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
                     "the file is corrupt or truncated; write it again",
                     raw=True,
                 ) from exc
-    try:
-        return _from_arrays(arrays)
-    except MedsureInputError as exc:
-        # The message is already in the one format (built by input_error); only its <what> gains the
-        # file: "prediction key 'labels': got ..." -> "prediction file 'cal.npz', key 'labels': got ..."
-        message = str(exc).removeprefix("prediction ")
-        raise type(exc)(f"prediction file '{path}', {message}") from exc
+    return arrays
+
+
+def _logits_from_alpha(key: str, alpha: np.ndarray) -> np.ndarray:
+    """``log(alpha)``, refusing anything but finite floats > 0 with one message naming ``key``."""
+    if not np.issubdtype(alpha.dtype, np.floating):
+        _fail(key, f"dtype {alpha.dtype}", "floating-point Dirichlet concentrations")
+    bad = ~np.isfinite(alpha) | (alpha <= 0)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        _fail(
+            key,
+            f"{int(bad.sum())} value(s) <= 0 or not finite (first {describe(float(alpha[first]))} at index {first})",
+            "Dirichlet concentrations alpha > 0",
+            "an evidential model gives alpha = evidence + 1 >= 1; store plain scores as 'logits'",
+        )
+    return np.log(alpha.astype(np.float32 if alpha.dtype == np.float64 else alpha.dtype))
 
 
 def _from_arrays(arrays: dict[str, np.ndarray]) -> Predictions:
+    if "alpha" in arrays:
+        if "logits" in arrays:
+            _fail("alpha", "both 'alpha' and 'logits'", "one of them", "an evidential file stores only 'alpha'")
+        arrays = {**arrays, "logits": _logits_from_alpha("alpha", arrays["alpha"])}
     if "logits" not in arrays:
         found = ", ".join(f"'{k}'" for k in sorted(arrays))
         raise input_error(
@@ -476,6 +546,7 @@ def _from_arrays(arrays: dict[str, np.ndarray]) -> Predictions:
         meta=meta,
         sample_kind=str(arrays["sample_kind"]) if "sample_kind" in arrays else None,
         provenance=provenance,
+        evidential="alpha" in arrays,
     )
 
 
@@ -486,6 +557,11 @@ def check_compatible(a: Predictions, b: Predictions, names: tuple[str, str] = ("
         raise input_error(f"{names[1]} task", b.task, f"{a.task!r} like {names[0]}", hint)
     if a.n_classes != b.n_classes:
         raise input_error(f"{names[1]} classes", f"K={b.n_classes}", f"K={a.n_classes} like {names[0]}", hint, raw=True)
+    if a.evidential != b.evidential:  # Dirichlet alpha and softmax logits are not one model's outputs
+        kinds = {True: "Dirichlet alpha", False: "logits"}
+        raise input_error(
+            f"{names[1]} outputs", kinds[b.evidential], f"{kinds[a.evidential]} like {names[0]}", hint, raw=True
+        )
     if list(a.class_names) != list(b.class_names):
         # plain strings: describe() renders numpy str_ as 'name', never np.str_('name')
         raise input_error(
@@ -495,3 +571,139 @@ def check_compatible(a: Predictions, b: Predictions, names: tuple[str, str] = ("
             hint,
             raw=True,
         )
+
+
+# ---- joint classification + segmentation files (format 2) ------------------------------------
+
+_SEG_PREFIX = "seg_"
+_SHARED_KEYS = ("format_version", "task", "ids", "thumbnails", "sample_kind", "provenance")
+
+
+@dataclass(frozen=True)
+class JointPredictions:
+    """Classification and segmentation predictions for the same cases (a joint model's output).
+
+    Attributes
+    ----------
+    classification : task "classification": logits or alpha ``([T,] N, K)``, labels
+    segmentation : task "segmentation": logits or alpha ``([T,] N, K_seg, H, W)``, masks; the
+        same ids in the same order as ``classification`` (meta, thumbnails, sample kind and
+        provenance are shared and stored once)
+    """
+
+    classification: Predictions
+    segmentation: Predictions
+
+    def __post_init__(self) -> None:
+        cls, seg = self.classification, self.segmentation
+        if cls.task != "classification":
+            _fail("task", f"a {cls.task} part as classification", "a classification part", raw=True)
+        if seg.task != "segmentation":
+            _fail("task", f"a {seg.task} part as segmentation", "a segmentation part", raw=True)
+        if cls.ids.shape != seg.ids.shape or not np.array_equal(cls.ids, seg.ids):
+            _fail(
+                "ids",
+                f"{cls.n_samples} classification and {seg.n_samples} segmentation ids that differ",
+                "the same ids in the same order for both tasks",
+            )
+        if cls.has_samples != seg.has_samples or (cls.has_samples and cls.logits.shape[0] != seg.logits.shape[0]):
+            _fail(
+                "seg_logits",
+                f"sample axes of {cls.logits.shape[:-2]} and {seg.logits.shape[:-4]}",
+                "the same T axis (or none) for both tasks",
+            )
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.classification.ids
+
+    def split(self) -> tuple[Predictions, Predictions]:
+        """The two single-task predictions ``(classification, segmentation)``, each a complete
+        artifact that every analysis accepts."""
+        return self.classification, self.segmentation
+
+    def subset(self, index: np.ndarray) -> JointPredictions:
+        return JointPredictions(self.classification.subset(index), self.segmentation.subset(index))
+
+
+def save_joint_predictions(path: str | os.PathLike, joint: JointPredictions, *, compress: bool = True) -> Path:
+    """Write ``joint`` to one ``.npz`` (``task="joint"``) atomically; returns the path."""
+    path = Path(path)
+    cls, seg = joint.split()
+    arrays: dict[str, np.ndarray] = {
+        "format_version": np.array(FORMAT_VERSION),
+        "task": np.array("joint"),
+        "ids": cls.ids.astype(str),
+        "class_names": cls.class_names.astype(str),
+        "seg_class_names": seg.class_names.astype(str),
+        "provenance": np.array(json.dumps(to_jsonable(with_version(cls.provenance)))),
+    }
+    for prefix, part in (("", cls), (_SEG_PREFIX, seg)):
+        if part.evidential:
+            arrays[prefix + "alpha"] = _alpha_to_store(part)
+        else:
+            arrays[prefix + "logits"] = part.logits
+    if cls.labels is not None:
+        arrays["labels"] = cls.labels
+    if seg.masks is not None:
+        arrays["masks"] = seg.masks.astype(np.uint8 if seg.n_classes <= 255 else np.int64)
+    thumbnails = cls.thumbnails if cls.thumbnails is not None else seg.thumbnails
+    if thumbnails is not None:
+        arrays["thumbnails"] = thumbnails
+    if cls.sample_kind is not None:
+        arrays["sample_kind"] = np.array(cls.sample_kind)
+    for name, values in {**seg.meta, **cls.meta}.items():
+        column = np.asarray(values)
+        arrays[_META_PREFIX + name] = column.astype(str) if column.dtype == object else column
+    _write_npz(path, arrays, compress)
+    return path
+
+
+def load_joint_predictions(path: str | os.PathLike) -> JointPredictions:
+    """Read and validate a joint prediction file (``task="joint"``); errors name file and key."""
+    path = Path(path)
+    arrays = _read_arrays(path)
+    try:
+        if not _is_joint(arrays):
+            task = str(arrays["task"]) if "task" in arrays else "single-task"
+            raise input_error(
+                "prediction key 'task'",
+                f"'{task}'",
+                "'joint' (a file with both classification and segmentation)",
+                "write it with medsure predict on a joint (uml) run, or load it with load_predictions",
+                raw=True,
+            )
+        return _joint_from_arrays(arrays)
+    except MedsureInputError as exc:
+        raise _in_file(exc, path) from exc
+
+
+def _is_joint(arrays: dict[str, np.ndarray]) -> bool:
+    return "task" in arrays and arrays["task"].shape == () and str(arrays["task"]) == "joint"
+
+
+def _joint_from_arrays(arrays: dict[str, np.ndarray]) -> JointPredictions:
+    """Both parts of a joint file: each is read like a single-task file from its own keys."""
+    has_seg = any(k in arrays for k in ("seg_logits", "seg_alpha"))
+    if not has_seg or not any(k in arrays for k in ("logits", "alpha")):
+        missing = "'seg_logits' or 'seg_alpha'" if not has_seg else "'logits' or 'alpha'"
+        _fail("task", "'joint' without " + missing, "both tasks' outputs in a joint file", raw=True)
+    shared = {k: v for k, v in arrays.items() if k in _SHARED_KEYS or k.startswith(_META_PREFIX)}
+    cls_arrays = {**shared, "task": np.array("classification")}
+    for key in ("logits", "alpha", "labels", "class_names"):
+        if key in arrays:
+            cls_arrays[key] = arrays[key]
+    seg_arrays = {**shared, "task": np.array("segmentation")}
+    for key in ("logits", "alpha", "class_names"):
+        if _SEG_PREFIX + key in arrays:
+            seg_arrays[key] = arrays[_SEG_PREFIX + key]
+    if "masks" in arrays:
+        seg_arrays["masks"] = arrays["masks"]
+    try:
+        segmentation = _from_arrays(seg_arrays)
+    except MedsureInputError as exc:  # name the joint file's own keys: 'logits' -> 'seg_logits'
+        message = str(exc)
+        for key in ("logits", "alpha", "class_names"):
+            message = message.replace(f"key '{key}'", f"key '{_SEG_PREFIX}{key}'")
+        raise type(exc)(message) from exc
+    return JointPredictions(_from_arrays(cls_arrays), segmentation)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsure.artifact import Predictions
+from medsure.artifact import JointPredictions, Predictions
 from medsure.data.base import ImageDataset
 from medsure.errors import MedsureInputError
 from medsure.explain import CAMResults, cam_method
@@ -82,6 +83,14 @@ def predict(
     check_int("mc_samples", mc_samples, low=0)
     check_int("batch_size", batch_size, low=1)
     net, run = _network(model, dataset)
+    if run is not None and run.task == "joint":
+        raise input_error(
+            "model",
+            "a joint (uml) run",
+            "a single-task run for predict()",
+            "use predict_joint for joint runs",
+            raw=True,
+        )
     task = dataset.task
     views = None
     if tta:
@@ -95,10 +104,96 @@ def predict(
         else:
             logits = _stacked([None], net, dataset, batch_size, target_device, seed, desc="predict")[0]
     kind = "mc_dropout" if mc_samples > 0 else ("tta" if views is not None else None)
-    record = {"mc_samples": int(mc_samples), "tta_views": list(views) if views else None}
-    return _to_predictions(
+    record: dict[str, Any] = {"mc_samples": int(mc_samples), "tta_views": list(views) if views else None}
+    evidence = run.evidential if run is not None else None
+    if evidence is not None:  # an evidential run: its outputs are evidence; the file holds alpha
+        logits = _log_alpha(logits, evidence)
+        record["evidence"] = evidence
+    pred = _to_predictions(
         logits, dataset, kind, _provenance(net, run, dataset, seed, record, provenance), thumbnail_size
     )
+    return replace(pred, evidential=True) if evidence is not None else pred
+
+
+def _log_alpha(outputs: np.ndarray, evidence: str) -> np.ndarray:
+    """``log(f(outputs) + 1)``: what an evidential artifact stores as logits (float32)."""
+    from medsure.evidential import alpha_from_outputs
+
+    return torch.log(alpha_from_outputs(torch.from_numpy(np.asarray(outputs, dtype=np.float32)), evidence)).numpy()
+
+
+def predict_joint(
+    run: LoadedRun,
+    dataset: ImageDataset,
+    *,
+    batch_size: int = 64,
+    mc_samples: int = 0,
+    seed: int = 0,
+    device: str = "auto",
+    thumbnail_size: int | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> JointPredictions:
+    """Run a joint (UML) run on a joint dataset: Dirichlet alpha for the image classes and per
+    pixel, labels and masks, for the same ids.
+
+    Parameters are as in :func:`predict` (no TTA). ``dataset`` is a joint dataset
+    (:mod:`medsure.data.joint`; unlabelled: no masks, no labels).
+
+    Returns
+    -------
+    JointPredictions
+        classification alpha ``([T,] N, K)`` and segmentation alpha ``([T,] N, K_seg, H, W)``,
+        both stored as log alpha (``evidential=True``).
+    """
+    from medsure.data.joint import LABEL_KEY, classification_view
+
+    check_int("mc_samples", mc_samples, low=0)
+    check_int("batch_size", batch_size, low=1)
+    if not isinstance(run, LoadedRun) or run.task != "joint":
+        raise input_error("run", f"a {getattr(run, 'task', type(run).__name__)} run", "a joint (uml) run", raw=True)
+    run.check_fits(dataset)
+    evidence = run.evidential or "softplus"
+    net, target_device = run.model, resolve_device(device)
+    images = torch.from_numpy(np.ascontiguousarray(np.moveaxis(dataset.images, -1, 1)))
+    passes = max(mc_samples, 1)
+    class_out: list[np.ndarray] = []
+    seg_out: list[np.ndarray] = []
+    with _prepared(net, target_device, mc=mc_samples > 0), torch.no_grad():
+        devices = [target_device.index or 0] if target_device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            bar = progress(total=passes * ((len(dataset) + batch_size - 1) // batch_size), desc="predict joint")
+            for _ in range(passes):
+                chunks: dict[str, list[torch.Tensor]] = {"class": [], "seg": []}
+                for start in range(0, len(dataset), batch_size):
+                    batch = images[start : start + batch_size]
+                    x = (batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()).to(target_device)
+                    outputs = net(x)
+                    for key in chunks:
+                        chunks[key].append(outputs[key].float().cpu())
+                    bar.update(1)
+                class_out.append(torch.cat(chunks["class"]).numpy())
+                seg_out.append(torch.cat(chunks["seg"]).numpy())
+            bar.close()
+    for name, out in (("class", class_out), ("segmentation", seg_out)):
+        if not all(np.all(np.isfinite(o)) for o in out):
+            raise input_error(f"model {name} outputs", "NaN or infinite values", "finite outputs", raw=True)
+    kind = "mc_dropout" if mc_samples > 0 else None
+    cls_logits = _log_alpha(np.stack(class_out), evidence)
+    seg_logits = _log_alpha(np.stack(seg_out), evidence)
+    if mc_samples == 0:
+        cls_logits, seg_logits = cls_logits[0], seg_logits[0]
+    record = {"mc_samples": int(mc_samples), "tta_views": None, "evidence": evidence}
+    prov = _provenance(net, run, dataset, seed, record, provenance)
+    segmentation = replace(_to_predictions(seg_logits, dataset, kind, prov, thumbnail_size), evidential=True)
+    has_labels = LABEL_KEY in dataset.meta and dataset.targets is not None
+    cls_ds = (
+        classification_view(dataset)
+        if has_labels
+        else replace(dataset, targets=None, class_names=np.asarray(run.class_names), task="classification")
+    )
+    classification = replace(_to_predictions(cls_logits, cls_ds, kind, prov, thumbnail_size or 64), evidential=True)
+    return JointPredictions(classification, segmentation)
 
 
 def _network(model: nn.Module | LoadedRun, dataset: ImageDataset) -> tuple[nn.Module, LoadedRun | None]:
@@ -138,7 +233,9 @@ def predict_ensemble(
     runs = [p.provenance.get("run") for p in members]
     record = {"ensemble_members": len(models), "runs": runs}
     prov = _provenance(None, None, dataset, seed, record, provenance)
-    return _to_predictions(logits, dataset, "ensemble", prov, thumbnail_size)
+    pred = _to_predictions(logits, dataset, "ensemble", prov, thumbnail_size)
+    # members of evidential runs hold log alpha: the ensemble file keeps their alpha (T axis = members)
+    return replace(pred, evidential=True) if all(p.evidential for p in members) else pred
 
 
 def predict_cams(

@@ -92,7 +92,10 @@ def input_error(
     kind : the exception class, :class:`~medsure.errors.MedsureInputError` unless a more specific
         medsure error applies (``DataUnavailableError`` for a missing dataset file, ``ChecksumError``)
 
-    Returns the exception (the caller raises it, so tracebacks point at the caller).
+    Returns
+    -------
+    MedsureError
+        the exception (the caller raises it, so tracebacks point at the caller)
     """
     given_text = str(given) if raw else describe(given)
     message = f"{what}: got {given_text}; expected {expected}"
@@ -196,6 +199,8 @@ def check_alpha(
         ``"class 'benign'"``), optional
     hint : what else the user can do, added to the message's advice (e.g. a fallback), optional
 
+    Notes
+    -----
     The message states ``n``, the bound ``1/(n+1)`` and the number of samples this ``alpha`` needs.
     """
     alpha = check_float(what, alpha, low=0.0, high=1.0, closed="neither")

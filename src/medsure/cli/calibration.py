@@ -40,6 +40,20 @@ def run_calibration(args: argparse.Namespace) -> int:
     out_path = plan.file("--out", args.out)
     report_path = plan.file("--report", args.report)
     cal, test = load_predictions(args.cal), load_predictions(args.test)
+    for option, path, data, needs in (
+        ("--cal", args.cal, cal, "the calibrator is fitted on calibration labels"),
+        ("--test", args.test, test, "ECE, NLL, Brier and the reliability diagrams before and after need test labels"),
+    ):
+        if data.task == "classification" and data.labels is None:
+            from medsure.validation import input_error
+
+            raise input_error(
+                f"{option} '{path}'",
+                "unlabelled predictions (no 'labels' key)",
+                "labelled predictions",
+                needs,
+                raw=True,
+            )
     result = evaluate_calibration(cal, test, method=args.method, n_bins=args.bins, seed=args.seed)
     out = result.to_dict()
     out.update({"cal": str(args.cal), "test": str(args.test)})

@@ -80,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="RESULT.json to write")
     p.add_argument("--sets", default=None, help="SETS.npz to write: boolean (N, K) 'sets', 'ids'")
     p.add_argument("--fail-invalid", action="store_true", help="exit with code 3 when coverage falls outside its band")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="also write an HTML report (coverage with its band, per-class or per-stratum coverage, set sizes)",
+    )
     p.set_defaults(func=run_conformal)
 
     s = subparsers.add_parser(
@@ -179,6 +184,7 @@ def run_conformal(args: argparse.Namespace) -> int:
     plan = OutputPlan()
     out_path = plan.file("--out", args.out)
     sets_path = plan.file("--sets", args.sets)
+    report_path = plan.file("--report", args.report)
     if args.class_conditional and args.group_key:
         raise input_error(
             "--group-key",
@@ -225,9 +231,20 @@ def run_conformal(args: argparse.Namespace) -> int:
     )
     plan.add(out_path, lambda path: write_result_json(path, result))
     plan.add(sets_path, lambda path: _write_sets(path, run.sets, test))
+    if report_path is not None:
+        from medsure.conformal.report import build_run_sections
+        from medsure.report.html import Report
+
+        report = Report(title="medsure conformal")
+        for section in build_run_sections(result):
+            report.add(section)
+        plan.add(report_path, report.write)
     plan.write_all()
     if result["coverage"] is None:
-        print(f"{args.method}: mean set size {result['mean_set_size']:.3f} (no test labels)")
+        print(
+            f"{args.method}: mean set size {result['mean_set_size']:.3f}; --test '{args.test}' has no labels: "
+            "sets and sizes are written, coverage and validity need test labels"
+        )
         return 0
     low, high = result["coverage_band"]
     print(
@@ -270,7 +287,8 @@ def run_study(args: argparse.Namespace) -> int:
             f"--test '{args.test}'",
             "no 'labels' key",
             "labelled test predictions",
-            "the analyses need labels",
+            "every study analysis (coverage per calibration size, sweep, method comparison, class overlap, "
+            "hardest cases) measures coverage on test labels; for unlabelled cases use medsure conformal",
             raw=True,
         )
     study = evaluate_conformal_study(

@@ -46,7 +46,14 @@ def listing() -> dict:
         }
         for name, e in manifest.items()
     ]
-    folder_sets = sorted(set(LOADERS) - set(manifest) - {"folder"}) + ["folder (any root/<class>/<image> set)"]
+    own = {
+        "folder": "classification: ROOT/<class>/<image>",
+        "segfolder": "segmentation: ROOT/images + ROOT/masks, paired by name (options images=, masks=, "
+        "mask_suffix=, image_pattern=, mask_pattern=, value_map=, threshold=, class_names=)",
+        "jointfolder": "class label and mask: ROOT/images/<class> + ROOT/masks/<class> (segfolder options, classes=)",
+        "manifest": "--root FILE.csv with columns image and label and/or mask, optional group and split",
+    }
+    folder_sets = sorted(set(LOADERS) - set(manifest) - set(own))
     medmnist = [
         {
             "flag": f.flag,
@@ -60,7 +67,12 @@ def listing() -> dict:
         }
         for f in FLAGS.values()
     ]
-    return {"embedded": embedded, "from_data_root": folder_sets, "medmnist_download": medmnist}
+    return {
+        "embedded": embedded,
+        "from_data_root": folder_sets,
+        "your_own_data": own,
+        "medmnist_download": medmnist,
+    }
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -99,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print("\nRead from a data folder (root=, $MEDSURE_DATA_ROOT or ../shared/data):")
     print("  " + ", ".join(info["from_data_root"]))
+    print("\nYour own data (--dataset NAME --root ROOT; every one also takes groups=FILE.csv, group_pattern=REGEX,")
+    print("dedup=true; see docs/own-data.md):")
+    for name, what in info["your_own_data"].items():
+        print(f"  {name:<12} {what}")
     print("\nMedMNIST, downloadable with official MD5 check (medsure datasets --download FLAG --size S):")
     _print_table(
         [

@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="class names or indices to explain for every case (default: the predicted class)",
     )
+    p.add_argument("--report", default=None, help="also write an HTML report: a gallery of the overlays")
     p.set_defaults(func=run_explain)
 
 
@@ -106,6 +107,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     outputs = OutputPlan()
     out = outputs.folder("--out", args.out)
+    report_path = outputs.file("--report", args.report)
     cam_method(args.method, what="--method")  # an unknown name fails before any loading
     run = load_run(args.run)
     if run.task != "classification":
@@ -135,6 +137,14 @@ def run_explain(args: argparse.Namespace) -> int:
             {"run": str(args.run), "split": args.split, "method": cams.method, "files": files, "ids": list(args.ids)},
         ),
     )
+    if report_path is not None:
+        from medsure.explain.report import build_sections
+        from medsure.report.html import Report
+
+        report = Report(title="medsure explain")
+        for section in build_sections(cams):
+            report.add(section)
+        outputs.add(report_path, report.write)
     outputs.write_all()
-    print(f"wrote {len(files)} overlays and cams.npz to {out}")
+    print(f"wrote {len(files)} overlays and cams.npz to {out}" + (f" and {args.report}" if args.report else ""))
     return 0

@@ -157,7 +157,8 @@ def run_failure(args: argparse.Namespace) -> int:
             f"--test '{args.test}'",
             "no 'labels' key",
             "labelled test predictions",
-            "failure metrics need ground truth",
+            "every failure metric (AURC, AUROC_f, the review threshold) needs test labels to know which "
+            "predictions were wrong",
             raw=True,
         )
     test_samples = load_predictions(args.samples) if args.samples else None

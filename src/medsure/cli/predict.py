@@ -26,7 +26,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dataset", default=None, help="predict another dataset (e.g. a shifted domain) instead of the run's"
     )
-    p.add_argument("--root", default=None, help="data folder for --dataset")
+    p.add_argument(
+        "--root",
+        default=None,
+        help="data folder for --dataset; without --dataset: where the run's own dataset lives now "
+        "(e.g. the data moved), same name, options and split seed",
+    )
+    p.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR_OR_CSV",
+        help="new, unlabelled images: a folder (searched recursively; ids are paths relative to it) or a "
+        "CSV with a column image (paths relative to the CSV); read at the run's image size and channels. "
+        "The prediction file has no labels/masks: analyses that need them say so",
+    )
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="option for --dataset")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--mc-samples", type=int, default=0, help="T Monte-Carlo dropout passes")
@@ -54,7 +67,29 @@ def run(args: argparse.Namespace) -> int:
     runs = [load_run(r) for r in args.run]
     first = runs[0]
     records = [r.config["train"].get("dataset", {}) for r in runs]
-    if args.dataset is not None:
+    if args.images is not None:
+        split = _check_images_args(args)
+        _check_same_model(runs)
+        if first.task == "joint":  # the joint run's data check needs image labels (medsure.data.joint)
+            raise input_error(
+                "--images",
+                "with a joint (uml) run",
+                "a classification or segmentation run",
+                "unlabelled images are not yet supported for joint runs; predict a split instead",
+            )
+        from pathlib import Path
+
+        from medsure.data.generic import read_unlabelled
+
+        spec = first.config["model"]
+        dataset = read_unlabelled(
+            Path(args.images).expanduser().resolve(),
+            class_names=first.class_names,
+            task=first.task,
+            channels=int(spec["in_channels"]),
+            image_size=int(spec["image_size"]),
+        )
+    elif args.dataset is not None:
         split = args.split or "all"
         if split != "all":
             raise input_error("--split", split, "all with --dataset (it predicts the whole dataset)")
@@ -84,7 +119,14 @@ def run(args: argparse.Namespace) -> int:
                 "one dataset and split for an ensemble",
                 raw=True,
             )
-        dataset = load_splits(records[0])[split]
+        record = dict(records[0])
+        if args.root is not None:  # the run's dataset, read from where it is now
+            from medsure.training.datasets import resolved_root
+
+            record["root"] = resolved_root(args.root)
+        dataset = load_splits(record)[split]
+    if first.task == "joint":  # a uml run: one joint file with both tasks (medsure.artifact.JointPredictions)
+        return _predict_joint(args, runs, dataset, split, outputs, out_path)
     if len(runs) > 1:
         if args.mc_samples or args.tta:
             raise input_error(
@@ -118,5 +160,65 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}: {pred.task}, logits {pred.logits.shape}"
         f"{', ' + pred.sample_kind if pred.sample_kind else ''}, split {split}"
+        + (", no labels (unlabelled images)" if pred.targets is None else "")
     )
     return 0
+
+
+def _predict_joint(args: argparse.Namespace, runs: list, dataset, split: str, outputs, out_path) -> int:
+    """Write the joint prediction file of one joint (uml) run."""
+    from medsure.artifact import JointPredictions, save_joint_predictions
+    from medsure.predict import predict_joint
+
+    if len(runs) > 1 or args.tta:
+        raise input_error(
+            "--run / --tta", "an ensemble or TTA of a joint run", "one joint run (--mc-samples works)", raw=True
+        )
+    if dataset.task == "classification" and dataset.targets is None:  # --images: no masks, no labels
+        import numpy as np
+
+        dataset = replace(dataset, task="segmentation", class_names=np.asarray(runs[0].config["seg_class_names"]))
+    joint = predict_joint(
+        runs[0], dataset, batch_size=args.batch_size, mc_samples=args.mc_samples, seed=args.seed, device=args.device
+    )
+    provenance = {**joint.classification.provenance, "split": split}
+    joint = JointPredictions(
+        replace(joint.classification, provenance=provenance), replace(joint.segmentation, provenance=provenance)
+    )
+    outputs.add(out_path, lambda path: save_joint_predictions(path, joint))
+    outputs.write_all()
+    cls, seg = joint.split()
+    print(f"wrote {args.out}: joint, class alpha {cls.logits.shape}, pixel alpha {seg.logits.shape}, split {split}")
+    return 0
+
+
+def _check_images_args(args: argparse.Namespace) -> str:
+    """--images predicts new files: the options that pick a dataset or a split do not apply."""
+    for option, value in (("--dataset", args.dataset), ("--root", args.root), ("--option", args.option)):
+        if value:
+            raise input_error(
+                option,
+                value if isinstance(value, str) else " ".join(value),
+                f"no {option} with --images",
+                "--images reads the files it is given",
+            )
+    if args.split not in (None, "all"):
+        raise input_error("--split", args.split, "no --split with --images (every image is predicted)")
+    return "unlabelled"
+
+
+def _check_same_model(runs: list) -> None:
+    """Ensemble members must agree on what the images are read as."""
+    keys = ("task", "class_names")
+    first = runs[0]
+    for run in runs[1:]:
+        same = all(run.config.get(k) == first.config.get(k) for k in keys) and all(
+            run.config["model"].get(k) == first.config["model"].get(k) for k in ("in_channels", "image_size")
+        )
+        if not same:
+            raise input_error(
+                "--run",
+                f"{run.run_dir} and {first.run_dir}, trained for different tasks, classes, channels or sizes",
+                "one task, class list, channel count and image size for an ensemble",
+                raw=True,
+            )

@@ -79,9 +79,15 @@ def run_segment_eval(args: argparse.Namespace) -> int:
     report_path = plan.file("--report", args.report)
     check_int("--bins", args.bins, low=1)
     check_int("--band-width", args.band_width, low=0)
-    pred = load_predictions(args.pred)
-    shift = load_predictions(args.shift) if args.shift else None
-    cal = load_predictions(args.cal) if args.cal else None
+    # task="segmentation": a joint (uml) file gives its segmentation part
+    pred = load_predictions(args.pred, task="segmentation")
+    shift = load_predictions(args.shift, task="segmentation") if args.shift else None
+    cal = load_predictions(args.cal, task="segmentation") if args.cal else None
+    _require_masks(
+        "--pred", args.pred, pred, "segment-eval", "Dice, HD95, calibration, UEO and Dice prediction need masks"
+    )
+    if cal is not None:
+        _require_masks("--cal", args.cal, cal, "segment-eval", "the Dice predictor is fitted on labelled --cal")
     result = evaluate_segmentation(
         pred,
         cal=cal,
@@ -131,16 +137,44 @@ def run_conformal_mask(args: argparse.Namespace) -> int:
     out_path = plan.file("--out", args.out)
     report_path = plan.file("--report", args.report)
     check_alpha(args.alpha, what="--alpha")
-    cal = load_predictions(args.cal)
-    test = load_predictions(args.test)
+    cal = load_predictions(args.cal, task="segmentation")  # a joint file: its segmentation part
+    test = load_predictions(args.test, task="segmentation")
+    for option, path, data in (("--cal", args.cal, cal), ("--test", args.test, test)):
+        _require_masks(
+            option, path, data, "conformal-mask", "λ̂ is fitted on cal masks and the test FNR needs test masks"
+        )
     result = evaluate_conformal_mask(cal, test, alpha=args.alpha, empty_gt=args.empty_gt)
     out = {**result.to_dict(), "cal_file": str(args.cal), "test_file": str(args.test)}
     plan.add(out_path, lambda path: write_result_json(path, out))
     if report_path is not None:
-        plan.add(report_path, _report_writer("medsure conformal-mask", conformal=result))
+        plan.add(
+            report_path,
+            _report_writer(
+                "medsure conformal-mask",
+                conformal=result,
+                test_thumbnails=test.thumbnails,
+                test_ids=test.ids,
+                test_truth=test.masks,
+            ),
+        )
     plan.write_all()
     print(f"conformal-mask: lambda {out['lambda']}, test FNR {out['fnr']} (alpha {args.alpha}) -> {args.out}")
     return 0
+
+
+def _require_masks(option: str, path: str, pred, command: str, needs: str) -> None:
+    """One line for an unlabelled segmentation file: which parts of ``command`` need masks."""
+    from medsure.validation import input_error
+
+    if pred.task == "segmentation" and pred.masks is None:
+        raise input_error(
+            f"{option} '{path}'",
+            "an artifact without 'masks' (unlabelled predictions)",
+            f"labelled predictions for {command}: {needs}",
+            "predict a labelled split (medsure predict --split cal/test) for this; unlabelled images are "
+            "for viewing predictions and uncertainty only",
+            raw=True,
+        )
 
 
 def _report_writer(title: str, **results):

@@ -14,19 +14,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train on the dataset's standard train split, early-stop on val; cal and "
         "test stay untouched for `medsure predict`.",
     )
-    p.add_argument("--dataset", required=True, help="dataset name, e.g. pneumoniamnist, kvasir")
     p.add_argument(
-        "--root", default=None, help="data folder (default: embedded copy or $MEDSURE_DATA_ROOT or ../shared/data)"
+        "--dataset",
+        required=True,
+        help="dataset name, e.g. pneumoniamnist, kvasir; your own data: folder (ROOT/<class>/<image>), "
+        "segfolder (ROOT/images + ROOT/masks), jointfolder (ROOT/images/<class> + ROOT/masks/<class>), "
+        "manifest (--root FILE.csv with columns image,label,mask,group,split); see `medsure datasets`",
     )
     p.add_argument(
-        "--option", action="append", metavar="KEY=VALUE", help="dataset option, e.g. task=segmentation (repeatable)"
+        "--root",
+        default=None,
+        help="data folder, or the CSV for --dataset manifest (stored as an absolute path; default: embedded "
+        "copy or $MEDSURE_DATA_ROOT or ../shared/data)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset option (repeatable), e.g. task=segmentation, mask_suffix=_mask, threshold=127, "
+        'value_map=\'{"0":0,"255":1}\' or value_map=0:0,255:1, class_names=background,vessel, '
+        "groups=groups.csv, group_pattern='^(P\\d+)_', dedup=true",
     )
     p.add_argument(
         "--model",
         default=None,
-        help="resnet18, resnet50, small_cnn or unet (default: resnet18 for classification, unet for segmentation)",
+        help="resnet18, resnet50, small_cnn or unet (default: resnet18 for classification, unet for segmentation); "
+        "uml (joint classification + segmentation with uncertainty-informed mutual learning, on a joint dataset: "
+        "ph2_joint, busi_joint, isic2017_joint, jointfolder) or its ablations uml_no_navigator, uml_no_instructor, "
+        "uml_separate",
     )
-    p.add_argument("--loss", default="auto", help="ce (classification); ce, dice or ce_dice (segmentation)")
+    p.add_argument(
+        "--loss",
+        default="auto",
+        help="ce (classification); ce, dice or ce_dice (segmentation); evidential, evidential_mse, evidential_log "
+        "or evidential_digamma (= evidential) for any model: Dirichlet outputs, prediction files with alpha "
+        "(joint models: always evidential)",
+    )
+    p.add_argument(
+        "--evidence",
+        default="softplus",
+        choices=("softplus", "relu", "exp"),
+        help="evidential losses and uml: the evidence function of the outputs",
+    )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -74,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medsure.cli._outputs import OutputPlan
-    from medsure.models import CLASSIFIERS
+    from medsure.models import CLASSIFIERS, JOINT_MODELS
     from medsure.training import TrainConfig, train
     from medsure.training.datasets import dataset_record, load_splits, parse_options
 
@@ -97,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
     splits = load_splits(record)
     task = splits["train"].task
     model = args.model or ("unet" if task == "segmentation" else "resnet18")
-    if (task == "segmentation" and model != "unet") or (task == "classification" and model not in CLASSIFIERS):
+    if model in JOINT_MODELS:  # masks and image labels: the joint format (medsure.data.joint)
+        from medsure.data.joint import joint_labels
+
+        joint_labels(splits["train"], f"--dataset {args.dataset} for --model {model}")
+    elif (task == "segmentation" and model != "unet") or (task == "classification" and model not in CLASSIFIERS):
         raise input_error(
             "--model", model, f"a {task} model: " + ("unet" if task == "segmentation" else ", ".join(CLASSIFIERS))
         )
@@ -117,9 +150,13 @@ def run(args: argparse.Namespace) -> int:
         dataset=record,
         class_weights="balanced" if args.balanced else None,
         deterministic=args.deterministic,
+        evidence=args.evidence,
     )
     sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     print(f"training {model} on {args.dataset} ({sizes}) -> {args.out}")
+    grouping = splits["train"].provenance.get("groups_across_splits") or {}
+    if grouping.get("group_disjoint"):
+        print(f"splits are group-disjoint: {grouping['n_groups']} groups, none in two splits (recorded in config.json)")
     result = train(config, splits, args.out, resume=args.resume)
     last = result.history[-1]
     print(

@@ -58,6 +58,103 @@ def _status_html(result: dict[str, Any]) -> str:
     )
 
 
+def _stratum_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "stratum": r["stratum"],
+            "n_cal": r["n_cal"],
+            "n_test": r["n_test"],
+            "coverage": r["coverage"] if r["coverage"] is not None else "-",
+            "band": (f"[{r['coverage_band'][0]:.3f}, {r['coverage_band'][1]:.3f}]" if "coverage_band" in r else "-"),
+        }
+        for r in run["per_stratum"]
+    ]
+
+
+def build_run_sections(
+    run: dict[str, Any],
+    *,
+    class_run: dict[str, Any] | None = None,
+    order: int = ORDER,
+    set_size_figure: str | None = None,
+    title: str = "Conformal prediction sets",
+    class_names: list[str] | None = None,
+) -> list[Section]:
+    """The section of one fitted conformal run: what ``medsure conformal --report`` writes and the
+    first section of the study report (``medsure conformal-study``, ``medsure demo``).
+
+    Parameters
+    ----------
+    run : the JSON result of :func:`medsure.conformal.analysis.evaluate_conformal` (``run.result``);
+        without test labels its coverage keys are None and only set sizes are shown
+    class_run : the class-conditional run of the same data (study), or None
+    order : report position
+    set_size_figure : a data URI of the set-size figure already rendered, or None to draw it here
+    title : section title
+    class_names : names of the classes (default ``run["class_names"]``)
+    """
+    from medsure.conformal import plots
+
+    alpha = run["alpha"]
+    names = list(class_names if class_names is not None else run.get("class_names") or [])
+    if set_size_figure is None:
+        set_size_figure = figure_to_data_uri(plots.plot_set_sizes(run, f"{run['method']}: set sizes"))
+    labelled = run.get("coverage") is not None
+    body = (
+        f"<p>Split conformal prediction sets ({html.escape(run['method'])}, "
+        f"{'randomized' if run['randomized'] else 'deterministic'}) at target coverage "
+        f"{1 - alpha:.3g}. Coverage of split conformal given its calibration set follows "
+        "Beta(n+1-l, l), l = floor((n+1)α); the band below is the exact central interval of the "
+        "observed test coverage (beta-binomial), so a correct pipeline leaves it with probability "
+        f"{run.get('band_delta', 0):g}.</p>"
+    )
+    if labelled:
+        body += (
+            f"<p class='guarantee'>Realised test coverage {run['coverage']:.4f} for this one calibration "
+            f"set. The promise, coverage &ge; {1 - alpha:.3g}, holds <b>on average over calibration draws</b> "
+            "(exchangeable calibration and test cases): a given calibration set may land a little below it, "
+            "within the band.</p>" + _status_html(run)
+        )
+    else:
+        body += (
+            "<p class='flag-bad'>The test file has no labels: prediction sets and their sizes are shown; "
+            "coverage, validity and per-class coverage need labels.</p>"
+        )
+    keys = ["coverage", "mean_set_size", "median_set_size", "empty_rate", "singleton_rate"]
+    keys += ["coverage_gap", "worst_class_coverage"] if labelled else []
+    body += html_table([{"metric": k, "value": run[k] if run.get(k) is not None else "-"} for k in keys])
+    if labelled and run.get("per_class_coverage") is not None:
+        body += html_table(
+            [
+                {
+                    "class": n,
+                    "coverage": c if c is not None else "-",
+                    "mean size": s if s is not None else "-",
+                    "test samples": k,
+                }
+                for n, c, s, k in zip(
+                    names, run["per_class_coverage"], run["per_class_size"], run["per_class_count"], strict=True
+                )
+            ]
+        )
+    if labelled and run.get("per_stratum"):
+        body += "<h3>Coverage per stratum</h3>" + html_table(_stratum_rows(run))
+    body += img_tag(
+        set_size_figure,
+        "Bar chart of the share of test cases per prediction-set size"
+        + (", with the coverage of each size above its bar" if labelled else ""),
+    )
+    if class_run is not None:
+        if "error" in class_run:
+            body += f"<p>Class-conditional calibration not possible: {html.escape(class_run['error'])}</p>"
+        else:
+            body += (
+                "<h3>Class-conditional (Mondrian)</h3>" + _status_html(class_run) + html_table(_stratum_rows(class_run))
+            )
+    summary = {"marginal": run, "class_conditional": class_run} if class_run is not None else {"run": run}
+    return [Section(title, body, key="conformal", order=order, summary=summary)]
+
+
 def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section]:
     """Report sections of a study; each section's ``summary`` holds the JSON result of its
     analysis.
@@ -76,78 +173,10 @@ def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section
     """
     results = study.analyses
     figs = {name: figure_to_data_uri(fig) for name, fig in figures(study).items()}
-    run = results["run"]
     names = results["class_overlap"]["class_names"]
-    alpha = run["alpha"]
-    per_class = [
-        {
-            "class": n,
-            "coverage": c if c is not None else "-",
-            "mean size": s if s is not None else "-",
-            "test samples": k,
-        }
-        for n, c, s, k in zip(
-            names, run["per_class_coverage"], run["per_class_size"], run["per_class_count"], strict=True
-        )
-    ]
-    body = (
-        f"<p>Split conformal prediction sets ({html.escape(run['method'])}, "
-        f"{'randomized' if run['randomized'] else 'deterministic'}) at target coverage "
-        f"{1 - alpha:.3g}. Coverage of split conformal given its calibration set follows "
-        "Beta(n+1-l, l), l = floor((n+1)α); the band below is the exact central interval of the "
-        "observed test coverage (beta-binomial), so a correct pipeline leaves it with probability "
-        f"{run['band_delta']:g}.</p>"
-        + _status_html(run)
-        + html_table(
-            [
-                {"metric": k, "value": run[k]}
-                for k in (
-                    "coverage",
-                    "mean_set_size",
-                    "median_set_size",
-                    "empty_rate",
-                    "singleton_rate",
-                    "coverage_gap",
-                    "worst_class_coverage",
-                )
-            ]
-        )
-        + html_table(per_class)
-        + img_tag(figs["run"], "set sizes")
+    sections = build_run_sections(
+        results["run"], class_run=results["run_class"], order=order, set_size_figure=figs["run"], class_names=names
     )
-    run_class = results["run_class"]
-    if "error" in run_class:
-        body += f"<p>Class-conditional calibration not possible: {html.escape(run_class['error'])}</p>"
-    else:
-        body += (
-            "<h3>Class-conditional (Mondrian)</h3>"
-            + _status_html(run_class)
-            + html_table(
-                [
-                    {
-                        "stratum": r["stratum"],
-                        "n_cal": r["n_cal"],
-                        "n_test": r["n_test"],
-                        "coverage": r["coverage"] if r["coverage"] is not None else "-",
-                        "band": (
-                            f"[{r['coverage_band'][0]:.3f}, {r['coverage_band'][1]:.3f}]"
-                            if "coverage_band" in r
-                            else "-"
-                        ),
-                    }
-                    for r in run_class["per_stratum"]
-                ]
-            )
-        )
-    sections = [
-        Section(
-            "Conformal prediction sets",
-            body,
-            key="conformal",
-            order=order,
-            summary={"marginal": run, "class_conditional": results["run_class"]},
-        )
-    ]
 
     cs = results["calibration_size"]
     cs_rows = [
@@ -171,12 +200,15 @@ def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section
             f"({cs['n_repeats']} per size). Small calibration sets give widely varying coverage: the "
             f"band widens as n shrinks; about {100 * cs['delta']:g}% of splits should fall outside.</p>"
             + html_table(cs_rows)
-            + img_tag(figs["calibration_size"], "calibration size study")
+            + img_tag(figs["calibration_size"], "Mean test coverage with its band against the calibration-set size")
             + "<h3>Per-class coverage stability</h3><p>The same splits, coverage within each true class "
             "(rarest class first). A marginal method promises nothing per class; a rare class's coverage "
             "swings most from one calibration draw to the next. Quantiles are over the splits.</p>"
             + html_table(stability)
-            + img_tag(figs["class_coverage_stability"], "per-class coverage stability"),
+            + img_tag(
+                figs["class_coverage_stability"],
+                "Per-class coverage over random splits, mean and 5-95% range, against the calibration-set size",
+            ),
             key="conformal-calsize",
             order=order + 1,
             summary=cs,
@@ -194,7 +226,7 @@ def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section
             "Conformal: confidence sweep",
             html_table(sweep_rows)
             + (f"<ul>{skipped}</ul>" if skipped else "")
-            + img_tag(figs["confidence_sweep"], "sweep"),
+            + img_tag(figs["confidence_sweep"], "Coverage and mean set size against the target confidence level"),
             key="conformal-sweep",
             order=order + 2,
             summary=sw,
@@ -234,7 +266,7 @@ def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section
             "<p>Top-K and deterministic scores have tied scores and over-cover by design; the others "
             "should sit inside the band.</p>"
             + html_table(mc_rows)
-            + img_tag(figs["method_comparison"], "method comparison"),
+            + img_tag(figs["method_comparison"], "Coverage and mean set size of each conformal score"),
             key="conformal-methods",
             order=order + 3,
             summary=mc,
@@ -246,7 +278,8 @@ def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section
             "Conformal: class overlap",
             "<p>Row i, column j: share of true-class-i samples whose "
             "prediction set contains class j (diagonal: per-class coverage). Large off-diagonal values "
-            "name the classes the model confuses.</p>" + img_tag(figs["class_overlap"], "class overlap"),
+            "name the classes the model confuses.</p>"
+            + img_tag(figs["class_overlap"], "Matrix of the share of true-class cases whose set contains each class"),
             key="conformal-overlap",
             order=order + 4,
             summary=results["class_overlap"],
@@ -257,13 +290,16 @@ def build_sections(study: ConformalStudy, *, order: int = ORDER) -> list[Section
     hc_rows = [_case_row(c, names) for c in hc["cases"]]
     body = (
         "<p>Test samples with the largest prediction sets (then the lowest probability of the true "
-        "label).</p>" + img_tag(figs["hardest_cases"], "hardest cases") + html_table(hc_rows)
+        "label).</p>"
+        + img_tag(figs["hardest_cases"], "Thumbnails of the test cases with the largest prediction sets")
+        + html_table(hc_rows)
     )
     if hc["pairs"]:
         body += (
             "<h3>By confused class pair</h3><p>Pairs the overlap matrix finds most often in one set "
             "(strength: the larger of the two off-diagonal shares); for each, the hardest cases whose "
-            "set contains both classes.</p>" + img_tag(figs["confused_pairs"], "confused pairs")
+            "set contains both classes.</p>"
+            + img_tag(figs["confused_pairs"], "Thumbnails of hard cases for each often-confused class pair")
         )
         for pair in hc["pairs"]:
             a, b = pair["classes"]

@@ -29,7 +29,9 @@ def _missing(what: str, path: Path, *, folder: bool = False) -> Exception:
     return input_error(what, f"{path}, which does not exist", expected, raw=True, kind=DataUnavailableError)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+# PIL modes holding more than 8 bits per pixel (16-bit PNG/TIFF, 32-bit int, float TIFF)
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def _size_tuple(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -54,7 +56,8 @@ def read_image(
 
     Parameters
     ----------
-    path : image file (PNG, JPEG, BMP, TIFF)
+    path : image file (PNG, JPEG, BMP, TIFF, GIF; 16-bit and float images are windowed to their
+        own min and max, then scaled to uint8)
     mode : "L" (grey, C=1) or "RGB" (C=3)
     image_size : optional output (height, width) or int for square
     resample : "bilinear" for images, "nearest" for label masks
@@ -75,7 +78,9 @@ def read_image(
     try:
         with Image.open(path) as opened:
             opened.load()  # decode now: truncated files fail here, with the path known
-            img = opened.convert(mode)
+            # PIL's own conversion clips 16-bit values at 255: window to the image's range instead
+            wide = opened.mode in _WIDE_MODES
+            img = (Image.fromarray(to_uint8(np.asarray(opened))) if wide else opened).convert(mode)
             if size is not None and img.size != (size[1], size[0]):
                 method = Image.Resampling.BILINEAR if resample == "bilinear" else Image.Resampling.NEAREST
                 img = img.resize((size[1], size[0]), method)
@@ -88,11 +93,72 @@ def read_image(
         raise input_error(
             f"image file {path}",
             f"an unreadable image ({exc})",
-            "a PNG, JPEG, BMP or TIFF image",
+            "a PNG, JPEG, BMP, TIFF or GIF image",
             "the file is truncated or not an image",
             raw=True,
         ) from exc
     return array[..., None] if array.ndim == 2 else array
+
+
+def read_mask(path: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Read one label mask with its raw values, int64 (H, W).
+
+    8-bit, palette (GIF) and RGB masks are read as grey values 0..255; 16-bit and 32-bit masks
+    keep their stored values (a value map then names them). Resizing is nearest-neighbour, so
+    no new values appear.
+
+    Raises
+    ------
+    MedsureInputError
+        Unreadable file; the message names it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    size = _size_tuple(image_size)
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            img = opened if opened.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N") else opened.convert("L")
+            if img.mode.startswith("I;16"):
+                img = img.convert("I")  # resizes without byte-order surprises
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.Resampling.NEAREST)
+            array = np.asarray(img).astype(np.int64)
+    except FileNotFoundError:
+        raise _missing("mask file", path) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if path.is_dir():
+            raise _missing("mask file", path) from None
+        raise input_error(
+            f"mask file {path}",
+            f"an unreadable image ({exc})",
+            "a PNG, BMP, TIFF or GIF mask",
+            "the file is truncated or not an image",
+            raw=True,
+        ) from exc
+    return array
+
+
+def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file, read from its header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+    except FileNotFoundError:
+        raise _missing("image file", path) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise input_error(
+            f"image file {path}",
+            f"an unreadable image ({exc})",
+            "a PNG, JPEG, BMP, TIFF or GIF image",
+            "the file is truncated or not an image",
+            raw=True,
+        ) from exc
+    return int(height), int(width)
 
 
 def read_images(

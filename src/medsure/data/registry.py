@@ -23,6 +23,7 @@ from medsure.data.dedup import (
     group_label_conflict,
     near_duplicate_groups,
 )
+from medsure.data.joint import JOINT_LOADERS
 from medsure.data.medmnist import (
     FLAGS,
     fetch_medmnist,
@@ -134,7 +135,27 @@ def _options(name: str, options: dict[str, Any], allowed: dict[str, Any]) -> dic
             "options among " + ", ".join(sorted(allowed)),
             raw=True,
         )
-    return {**allowed, **options}
+    return {**allowed, **_typed_options(options)}
+
+
+def _typed_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as the loaders use them, whether they came from Python or from ``--option
+    KEY=VALUE`` (JSON object keys are strings; lists may be written a,b)."""
+    from medsure.data.generic import as_bool, as_int, as_names, as_value_map
+
+    out = dict(options)
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key == "value_map":
+            out[key] = as_value_map(value)
+        elif key in ("class_names", "classes"):
+            out[key] = as_names(value, what=key)
+        elif key in ("threshold", "max_distance"):
+            out[key] = as_int(value, what=key, low=0)
+        elif key in ("dedup", "download", "verify", "binary_melanoma"):
+            out[key] = as_bool(value, what=key)
+    return out
 
 
 def _resize_dataset(
@@ -433,36 +454,74 @@ def _load_msd_lung(name: str, root, image_size, **options) -> ImageDataset:
     return _resize_dataset(ds, image_size)
 
 
-# --------------------------------------------------------------------------- generic folder
-def _load_folder(name: str, root, image_size, **options) -> ImageDataset:
-    opts = _options(
-        name, options, {"mode": "RGB", "class_names": None, "dedup": False, "max_distance": BUSI_MAX_DISTANCE}
-    )
-    if root is None:
+# --------------------------------------------------------------------------- the user's own data
+# option names and the loaders that accept them (medsure.data.generic); values from the command
+# line arrive as JSON or text and are typed there
+_GROUP_OPTIONS = {"groups": None, "group_pattern": None, "dedup": False, "max_distance": BUSI_MAX_DISTANCE}
+_MASK_OPTIONS = {
+    "masks": "masks",
+    "images": "images",
+    "mask_suffix": None,
+    "image_pattern": None,
+    "mask_pattern": None,
+    "value_map": None,
+    "threshold": None,
+    "class_names": None,
+    "mode": "auto",
+}
+_GENERIC_OPTIONS: dict[str, dict[str, Any]] = {
+    "folder": {"mode": "RGB", "class_names": None, **_GROUP_OPTIONS},
+    "segfolder": {**_MASK_OPTIONS, **_GROUP_OPTIONS},
+    "jointfolder": {**_MASK_OPTIONS, "classes": None, "task": "segmentation", **_GROUP_OPTIONS},
+    "manifest": {
+        "task": None,
+        "class_names": None,
+        "value_map": None,
+        "threshold": None,
+        "mode": "auto",
+        "group_pattern": None,
+        "dedup": False,
+        "max_distance": BUSI_MAX_DISTANCE,
+    },
+}
+_GENERIC_LAYOUT = {
+    "folder": "a folder with one sub-folder per class",
+    "segfolder": "a folder holding images/ and masks/",
+    "jointfolder": "a folder holding images/<class>/ and masks/<class>/",
+    "manifest": "a CSV file with columns image and label and/or mask (optional group, split)",
+}
+
+
+def _load_generic(name: str, root, image_size, **options) -> ImageDataset:
+    from medsure.data import generic
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if name == "folder" and "task" in given:  # the issue's first attempt: say where segmentation folders go
         raise input_error(
-            "load_dataset('folder') root", None, "a folder with one sub-folder per class", "pass root=<folder>"
+            "load_dataset('folder') option task",
+            given["task"],
+            "no task option: folder is classification (ROOT/<class>/<image>)",
+            "use --dataset segfolder (images/ + masks/), jointfolder or manifest",
         )
-    ds = read_folder_per_class(
-        root,
-        class_names=opts["class_names"],
-        mode=opts["mode"],
-        image_size=DEFAULT_IMAGE_SIZE if image_size is None else image_size,
-    )
-    if opts["dedup"]:
-        groups = near_duplicate_groups(ds.images, max_distance=opts["max_distance"])
-        ds = replace(
-            ds,
-            meta={
-                **ds.meta,
-                "dup_group": groups,
-                "label_conflict": group_label_conflict(groups, ds.require_targets(f"images under '{root}'")),
-            },
-        )
-    return ds
+    opts = _options(name, given, _GENERIC_OPTIONS[name])
+    opts = {k: v for k, v in opts.items() if k in given or _GENERIC_OPTIONS[name][k] is not None}
+    if root is None:
+        raise input_error(f"load_dataset({name!r}) root", None, _GENERIC_LAYOUT[name], "pass root= (--root)")
+    size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
+    loader = {
+        "folder": generic.load_folder,
+        "segfolder": generic.load_segfolder,
+        "jointfolder": generic.load_jointfolder,
+        "manifest": generic.load_manifest,
+    }[name]
+    return loader(Path(root).expanduser().resolve(), size, opts)
 
 
 LOADERS: dict[str, Callable[..., ImageDataset]] = {
-    "folder": _load_folder,
+    "folder": _load_generic,
+    "segfolder": _load_generic,
+    "jointfolder": _load_generic,
+    "manifest": _load_generic,
     "pneumoniamnist": _load_medmnist,
     "breastmnist": _load_medmnist,
     "busi": _load_busi,
@@ -472,6 +531,7 @@ LOADERS: dict[str, Callable[..., ImageDataset]] = {
     "kvasir": _polyp_loader("kvasir", ("polyp/kvasir_seg", "kvasir_seg", "kvasir")),
     "cvc": _polyp_loader("cvc", ("polyp/cvc_clinicdb", "cvc_clinicdb", "cvc")),
     "msd_lung": _load_msd_lung,
+    **JOINT_LOADERS,  # ph2_joint, busi_joint, isic2017_joint: image labels and masks (data/joint.py)
 }
 
 
@@ -490,8 +550,16 @@ def load_dataset(
     name : "pneumoniamnist", "breastmnist" (embedded 28x28; other sizes and every other 2-D
         MedMNIST flag with ``download=True`` or ``root=``), "busi" (embedded 64x64 grey with
         ``meta["dup_group"]``; ``root=`` a BUSI folder re-reads and re-hashes the originals),
-        "folder" (any ``root/<class>/<image>`` set; options ``mode="RGB"|"L"``, ``class_names``,
-        ``dedup=False``), "isic2017" (``subset="labelled"|"test"``), "ph2" (``task="classification"|"segmentation"``,
+        "folder" (any ``root/<class>/<image>`` set; options ``mode="RGB"|"L"``, ``class_names``),
+        "segfolder" (``root/images`` + ``root/masks``; options ``images``, ``masks``, ``mask_suffix``,
+        ``image_pattern``, ``mask_pattern``, ``value_map``, ``threshold``, ``class_names``, ``mode``),
+        "jointfolder" (``root/images/<class>`` + ``root/masks/<class>``; the segfolder options plus
+        ``classes`` and ``task``), "manifest" (``root=`` a CSV with columns image, label, mask,
+        group, split; options ``task``, ``class_names``, ``value_map``, ``threshold``, ``mode``);
+        the user-data loaders also take ``groups`` (a CSV image,group), ``group_pattern`` (a
+        regular expression on file names), ``dedup`` and ``max_distance`` (near-duplicates are
+        kept in one split); see :mod:`medsure.data.generic`. "isic2017" (``subset="labelled"|"test"``),
+        "ph2" (``task="classification"|"segmentation"``,
         ``binary_melanoma=False``), "jsrt", "kvasir", "cvc", "msd_lung" (embedded).
     root : data folder (the dataset's own folder or the folder holding it); default embedded copy,
         else env ``MEDSURE_DATA_ROOT``, else ``../shared/data``.

@@ -59,6 +59,8 @@ class BaseCAM:
     upsample : bilinearly resize maps to the input's ``(H, W)``; False keeps ``(h, w)``
     batch_size : images per forward/backward pass
 
+    Notes
+    -----
     Use as a context manager; the forward hook is registered on enter and removed on exit.
     Calling outside a ``with`` block registers and removes the hook around that one call.
     """

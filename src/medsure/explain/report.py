@@ -18,6 +18,10 @@ __all__ = ["build_sections"]
 _METHOD_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
 
 
+def _alt(method: str, case_id: str, class_name: str) -> str:
+    return f"{method} heat map over image {case_id}: where the evidence for class {class_name} lies"
+
+
 def build_sections(
     cams: CAMResults, pred: Predictions | None = None, *, order: int = 60, title: str | None = None
 ) -> list[Section]:
@@ -37,8 +41,9 @@ def build_sections(
             info = f"p={probs[k].max():.2f}"
             if labels is not None:
                 info += f", truth {html.escape(names[int(labels[k])])}"
+        tag = img_tag(image_to_data_uri(overlay_cam(image, cam)), _alt(label, case_id, names[int(cls)]), width=128)
         figures.append(
-            f"<figure>{img_tag(image_to_data_uri(overlay_cam(image, cam)), case_id, width=128)}"
+            f"<figure>{tag}"
             f"<figcaption>{html.escape(case_id)}<br>CAM for {html.escape(names[int(cls)])}<br>{info}"
             "</figcaption></figure>"
         )

@@ -6,6 +6,8 @@ Each CSF is a pure function with a declared input and direction, listed in :data
 - input ``"logits"``: one model output ``(N, K)``;
 - input ``"samples"``: a sample axis ``(T, N, K)`` from MC dropout, a deep ensemble or TTA views;
 - input ``"cam"``: Grad-CAM maps of the predicted class ``(N, H, W)``;
+- input ``"alpha"``: Dirichlet concentrations ``(N, K)`` of an evidential model (a prediction
+  file with ``alpha``; :mod:`medsure.evidential`);
 - ``higher_is_confident``: True when larger values mean "more likely correct".
 
 :func:`confidence` applies the sign so that every returned score is oriented "higher = more
@@ -21,6 +23,13 @@ import numpy as np
 from scipy.special import logsumexp
 
 from medsure.core import entropy, entropy_decomposition, softmax
+from medsure.evidential.dirichlet import (
+    check_concentration,
+    dirichlet_summary,
+    dissonance,
+    expected_entropy,
+    vacuity,
+)
 from medsure.validation import input_error
 
 __all__ = [
@@ -39,6 +48,12 @@ __all__ = [
     "sample_mutual_information",
     "sample_variance",
     "cam_concentration",
+    "evidential_u",
+    "evidential_dissonance",
+    "evidential_expected_entropy",
+    "evidential_mutual_information",
+    "evidential_csfs",
+    "EVIDENTIAL_CSFS",
     "confidence",
     "logit_csfs",
     "sample_csfs",
@@ -175,6 +190,31 @@ def cam_concentration(cams: np.ndarray) -> np.ndarray:
     return 1.0 - entropy(dist, axis=1) / np.log(flat.shape[1])
 
 
+# ---- evidential (Dirichlet) CSFs (N, K) alpha ----------------------------------------------------
+
+
+def evidential_u(alpha: np.ndarray) -> np.ndarray:
+    """Vacuity ``u = K / S`` of Dirichlet concentrations ``(N, K)`` (Sensoy et al. 2018: the
+    uncertainty mass; Zhao et al. 2020 call it vacuity). Lower = confident."""
+    return vacuity(check_concentration("alpha", alpha), axis=1)
+
+
+def evidential_dissonance(alpha: np.ndarray) -> np.ndarray:
+    """Dissonance (conflicting evidence, :func:`medsure.evidential.dissonance`). Lower = confident."""
+    return dissonance(check_concentration("alpha", alpha), axis=1)
+
+
+def evidential_expected_entropy(alpha: np.ndarray) -> np.ndarray:
+    """Expected entropy ``E_Dir[H(p)]`` (aleatoric part). Lower = confident."""
+    return expected_entropy(check_concentration("alpha", alpha), axis=1)
+
+
+def evidential_mutual_information(alpha: np.ndarray) -> np.ndarray:
+    """Entropy of ``alpha / S`` minus the expected entropy (distributional, epistemic part).
+    Lower = confident."""
+    return dirichlet_summary(alpha, axis=1).mutual_information
+
+
 # ---- registry ------------------------------------------------------------------------------
 
 
@@ -226,7 +266,23 @@ CAM_CSFS: dict[str, CSFSpec] = {
         "cam_concentration", "cam", True, cam_concentration, "1 - normalised entropy of the predicted-class Grad-CAM"
     ),
 }
+EVIDENTIAL_CSFS: dict[str, CSFSpec] = {
+    s.name: s
+    for s in [
+        CSFSpec("evidential_u", "alpha", False, evidential_u, "vacuity u = K/S of the Dirichlet"),
+        CSFSpec("evidential_dissonance", "alpha", False, evidential_dissonance, "dissonance of the evidence"),
+        CSFSpec("evidential_expected_entropy", "alpha", False, evidential_expected_entropy, "expected entropy E[H(p)]"),
+        CSFSpec(
+            "evidential_mutual_information",
+            "alpha",
+            False,
+            evidential_mutual_information,
+            "H(alpha/S) - E[H(p)] (epistemic part)",
+        ),
+    ]
+}
 CSF_SPECS = {**LOGIT_CSFS, **{f"samples_{k}": v for k, v in SAMPLE_CSFS.items()}, **CAM_CSFS}
+# kept out of CSF_SPECS (whose entries read logits, samples or CAMs): they apply only to files with alpha
 
 
 def confidence(spec: CSFSpec, data: np.ndarray) -> np.ndarray:
@@ -238,6 +294,11 @@ def confidence(spec: CSFSpec, data: np.ndarray) -> np.ndarray:
 def logit_csfs(logits: np.ndarray) -> dict[str, np.ndarray]:
     """All single-output CSFs, oriented higher = confident, keyed by name."""
     return {name: confidence(spec, logits) for name, spec in LOGIT_CSFS.items()}
+
+
+def evidential_csfs(alpha: np.ndarray) -> dict[str, np.ndarray]:
+    """The evidential family on Dirichlet concentrations ``(N, K)``, oriented higher = confident."""
+    return {name: confidence(spec, alpha) for name, spec in EVIDENTIAL_CSFS.items()}
 
 
 def sample_csfs(sample_logits: np.ndarray, prefix: str = "mc_dropout") -> dict[str, np.ndarray]:

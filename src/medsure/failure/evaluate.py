@@ -19,7 +19,14 @@ import numpy as np
 from medsure.artifact import Predictions, check_compatible
 from medsure.errors import MedsureInputError
 from medsure.failure.combine import CombinedCSF
-from medsure.failure.csf import LOGIT_CSFS, cam_concentration, confidence, logit_csfs, sample_csfs
+from medsure.failure.csf import (
+    LOGIT_CSFS,
+    cam_concentration,
+    confidence,
+    evidential_csfs,
+    logit_csfs,
+    sample_csfs,
+)
 from medsure.failure.metrics import (
     VARIANTS,
     RiskCoverageCurve,
@@ -99,6 +106,8 @@ def compute_csfs(
                 "samples ids", "ids that differ from the predictions' ids", "the same cases in the same order", raw=True
             )
         out.update(sample_csfs(source.logits, prefix=source.sample_kind or "samples"))
+    if pred.evidential:  # Dirichlet outputs: u, dissonance, expected entropy, MI beside the others
+        out.update(evidential_csfs(np.exp(pred.mean_logits().astype(np.float64))))
     if cams is not None:
         if np.shape(cams)[0] != pred.n_samples:
             raise input_error("cams", f"{np.shape(cams)[0]} maps", f"{pred.n_samples} (one per case)", raw=True)

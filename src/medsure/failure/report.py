@@ -56,7 +56,11 @@ def _gallery(result: FailureResult, pred: Predictions | None) -> str:
             f"({case['probability']:.2f}), truth {html.escape(case['truth'])}"
         )
         thumb = (
-            img_tag(image_to_data_uri(pred.thumbnails[case["index"]]), case["id"], width=96)
+            img_tag(
+                image_to_data_uri(pred.thumbnails[case["index"]]),
+                f"image {case['id']}, predicted {case['predicted']}, truly {case['truth']}",
+                width=96,
+            )
             if pred is not None and pred.thumbnails is not None
             else ""
         )
@@ -109,7 +113,11 @@ def _block(name: str, result: FailureResult, pred: Predictions | None) -> tuple[
         "Lower AURC/e-AURC/AUGRC/FPR@95 and higher AUROC_f are better; 95 % paired bootstrap intervals. "
         "AURC is the discrete mean selective risk; AURC (fd-shifts) the trapezoid form fd-shifts reports "
         "(there multiplied by 1000).</p>"
-        + img_tag(figure_to_data_uri(fig), f"risk-coverage {name}")
+        + img_tag(
+            figure_to_data_uri(fig),
+            f"Risk-coverage curves of {name}: error rate among the cases kept against the share of cases kept, "
+            "one curve per confidence score",
+        )
         + html_table(csf_table_rows(result))
         + _combined_note(result)
         + _review_html(review)

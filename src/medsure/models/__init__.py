@@ -17,9 +17,12 @@ from medsure.models.resnet import BasicBlock, Bottleneck, ResNet, stem_for
 from medsure.models.small_cnn import SmallCNN
 from medsure.validation import check_choice, check_float, check_int, input_error
 
-MODEL_NAMES = ("resnet18", "resnet50", "small_cnn", "unet")
 CLASSIFIERS = ("resnet18", "resnet50", "small_cnn")
 SEGMENTERS = ("unet",)
+# joint classification + segmentation (medsure.models.uml): the full model and its three ablations
+JOINT_MODELS = ("uml", "uml_no_navigator", "uml_no_instructor", "uml_separate")
+MODEL_NAMES = CLASSIFIERS + SEGMENTERS  # single-task models
+ALL_MODEL_NAMES = MODEL_NAMES + JOINT_MODELS
 
 
 class Normalized(nn.Module):
@@ -45,7 +48,15 @@ class Normalized(nn.Module):
 
 
 def build_model(
-    name: str, *, in_channels: int, num_classes: int, image_size: int, dropout: float = 0.0, width: int | None = None
+    name: str,
+    *,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    dropout: float = 0.0,
+    width: int | None = None,
+    num_seg_classes: int = 2,
+    evidence: str = "softplus",
 ) -> nn.Module:
     """Build an untrained model.
 
@@ -62,14 +73,17 @@ def build_model(
     dropout : float in [0, 1)
         > 0 adds dropout (before the classifier; in every U-Net unit) so MC dropout is possible.
     width : int, optional
-        Base channel count for ``small_cnn`` (default 16) and ``unet`` (default 16).
+        Base channel count for ``small_cnn``, ``unet`` and ``uml*`` (default 16).
+    num_seg_classes, evidence : joint models only: mask classes (background included) and the
+        evidence function their navigator and instructor use (:mod:`medsure.models.uml`)
 
     Returns
     -------
     torch.nn.Module
         Takes ``(N, C, H, W)`` float in [0, 1]; returns logits ``(N, K)`` or ``(N, K, H, W)``.
     """
-    check_choice("model name", name, MODEL_NAMES)
+    if name not in JOINT_MODELS:
+        check_choice("model name", name, MODEL_NAMES)
     check_int("in_channels", in_channels, low=1)
     check_int("num_classes", num_classes, low=2, hint="background counts as a class for segmentation")
     check_int("image_size", image_size, low=1)
@@ -96,6 +110,21 @@ def build_model(
     elif name == "small_cnn":
         net = SmallCNN(
             in_channels=in_channels, num_classes=num_classes, image_size=image_size, width=width or 16, dropout=dropout
+        )
+    elif name in JOINT_MODELS:
+        from medsure.models.uml import UML
+
+        net = UML(
+            in_channels,
+            num_classes,
+            num_seg_classes=num_seg_classes,
+            image_size=image_size,
+            width=width or 16,
+            dropout=dropout,
+            evidence=evidence,
+            navigator=name not in ("uml_no_navigator", "uml_separate"),
+            instructor=name not in ("uml_no_instructor", "uml_separate"),
+            shared=name != "uml_separate",
         )
     else:
         net = _unet(in_channels, num_classes, image_size, dropout, width or 16)
@@ -126,7 +155,9 @@ def _unet(in_channels: int, num_classes: int, image_size: int, dropout: float, w
 
 
 def task_of(name: str) -> str:
-    """ "classification" or "segmentation" for a model name."""
+    """ "classification", "segmentation" or "joint" (both, :data:`JOINT_MODELS`) for a model name."""
+    if name in JOINT_MODELS:
+        return "joint"
     return "segmentation" if name in SEGMENTERS else "classification"
 
 
@@ -161,6 +192,8 @@ __all__ = [
     "MODEL_NAMES",
     "CLASSIFIERS",
     "SEGMENTERS",
+    "JOINT_MODELS",
+    "ALL_MODEL_NAMES",
     "Normalized",
     "build_model",
     "task_of",

@@ -102,10 +102,13 @@ def classification_section(
     )
     body += img_tag(
         figure_to_data_uri(confusion_figure(np.array(summary["confusion_matrix"]), summary["class_names"])),
-        "confusion matrix",
+        "Confusion matrix of the test cases: true class in rows, predicted class in columns, counts in cells",
     )
     if history:
-        body += img_tag(figure_to_data_uri(training_curves_figure(history, "Training curves")), "training curves")
+        body += img_tag(
+            figure_to_data_uri(training_curves_figure(history, "Training curves")),
+            "Training curves: loss and validation metric per epoch",
+        )
     body += f"<p>Provenance: <code>{html.escape(_provenance_line(test))}</code></p>"
     return Section(title, body, key="classification", order=10, summary=summary)
 
@@ -163,7 +166,10 @@ def segmentation_section(
     rows = [{"label": k, "mean Dice": v if v is not None else "n/a"} for k, v in summary["dice_per_label"].items()]
     body = f"<p>{summary['n']} test images.</p>" + html_table(rows)
     if history:
-        body += img_tag(figure_to_data_uri(training_curves_figure(history, "Training curves")), "training curves")
+        body += img_tag(
+            figure_to_data_uri(training_curves_figure(history, "Training curves")),
+            "Training curves: loss and validation metric per epoch",
+        )
     if images is not None and image_dice is not None and test.masks is not None:
         predicted = test.probabilities().argmax(axis=1)  # the shown label map, not a metric
         shown_dice = np.nan_to_num(np.asarray(image_dice, dtype=float), nan=1.0)  # both empty: a perfect empty map
@@ -180,7 +186,7 @@ def segmentation_section(
                     test.n_classes,
                 )
             ),
-            "overlays",
+            "Test images with their ground truth and predicted masks overlaid, one row per image, with its Dice",
         )
     body += f"<p>Provenance: <code>{html.escape(_provenance_line(test))}</code></p>"
     return Section(title, body, key="segmentation", order=20, summary=summary)

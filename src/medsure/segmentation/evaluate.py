@@ -256,6 +256,15 @@ def evaluate_segmentation(
             "predictions with a sample axis (T, N, K, H, W)",
             "MC dropout, ensemble or TTA predictions carry one",
         )
+    for other, key in ((pred, "pred"), (shift, "shift"), (cal, "cal")):
+        if uncertainty == "evidential_u" and other is not None and not other.evidential:
+            raise input_error(
+                "uncertainty",
+                f"'{uncertainty}' for {role[key]}, which has no alpha",
+                "evidential prediction files (with alpha) for it",
+                "train with --loss evidential",
+                raw=True,
+            )
     for other, key in ((shift, "shift"), (cal, "cal")):
         if other is not None:
             require_segmentation(other, role[key], need_masks=key == "cal")

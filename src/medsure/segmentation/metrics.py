@@ -246,11 +246,7 @@ class DicePredictor:
     """Predict per-image Dice from image-level uncertainty with a least-squares line.
 
     Fit on calibration images, then flag test images whose predicted Dice is low for review.
-    Predictions are clipped to [0, 1].
-
-    Parameters
-    ----------
-    (none)
+    Predictions are clipped to [0, 1]. The constructor takes no parameters.
 
     Attributes
     ----------

@@ -83,15 +83,7 @@ def overlay_figure(
         if conformal is not None:
             ax = axes[r, 4]
             _background(ax, thumb, shape)
-            union = conformal[r].any(axis=0)
-            ax.imshow(
-                np.where(union, 1.0, np.nan),
-                cmap=ListedColormap([[1.0, 0.85, 0.0, 0.5]]),
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-            )
-            ax.contour(masks[r] > 0, levels=[0.5], colors="cyan", linewidths=0.8)
+            _mask_contours(ax, conformal[r].any(axis=0), masks[r] > 0)
     heads = ["ground truth", "prediction", uncertainty_name, "error", f"conformal mask (α={alpha})"]
     for c in range(cols):
         axes[0, c].set_title(heads[c], fontsize=8)
@@ -99,6 +91,57 @@ def overlay_figure(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=axes[:, 2].tolist(), fraction=0.046, pad=0.02, shrink=0.6)
+    return fig
+
+
+def _mask_contours(ax, conformal: np.ndarray, truth: np.ndarray | None) -> None:
+    """The conformal mask as a yellow contour over the image (the image stays visible), the
+    ground truth as a cyan contour; an empty mask draws nothing."""
+    for mask, style in ((conformal, {"colors": "yellow", "linewidths": 1.0}),
+                        (truth, {"colors": "cyan", "linewidths": 0.8, "linestyles": "dashed"})):  # fmt: skip
+        if mask is None or not mask.any():
+            continue
+        # contour a nearest-upsampled copy: pixel edges come out square, not as diamonds
+        f = 4
+        h, w = mask.shape
+        big = np.kron(mask.astype(float), np.ones((f, f)))
+        xs, ys = (np.arange(w * f) + 0.5) / f - 0.5, (np.arange(h * f) + 0.5) / f - 0.5
+        ax.contour(xs, ys, big, levels=[0.5], **style)
+
+
+def conformal_overlay_figure(
+    *,
+    thumbnails: np.ndarray | None,
+    conformal: np.ndarray,
+    truth: np.ndarray | None,
+    titles: Sequence[str],
+    alpha: float,
+):
+    """One panel per image: the image with the conformal mask's contour (yellow) and the ground
+    truth's contour (cyan, dashed).
+
+    Parameters
+    ----------
+    thumbnails : uint8 (R, h, w[, C]) or None (black background)
+    conformal : bool (R, K - 1, H, W); the union over labels is drawn
+    truth : int (R, H, W) ground truth or None
+    """
+    rows = conformal.shape[0]
+    cols = min(4, max(rows, 1))
+    nrows = (rows + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.4 * cols, 2.5 * nrows), squeeze=False)
+    shape = conformal.shape[2:]
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= rows:
+            ax.axis("off")
+            continue
+        _background(ax, None if thumbnails is None else thumbnails[i], shape)
+        _mask_contours(ax, conformal[i].any(axis=0), None if truth is None else truth[i] > 0)
+        ax.set_title(titles[i], fontsize=7)
+    fig.suptitle(f"conformal mask (yellow, α = {alpha}) and ground truth (cyan, dashed)", fontsize=8)
+    fig.tight_layout()
     return fig
 
 

@@ -10,6 +10,7 @@ the demo and handed here.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,14 @@ if TYPE_CHECKING:  # results types only: this module imports no analysis code
 
 
 def build_sections(
-    segmentation: SegmentationResults | None = None, conformal: ConformalMaskResults | None = None, *, order: int = 60
+    segmentation: SegmentationResults | None = None,
+    conformal: ConformalMaskResults | None = None,
+    *,
+    order: int = 60,
+    test_thumbnails: np.ndarray | None = None,
+    test_ids: Sequence[str] | None = None,
+    test_truth: np.ndarray | None = None,
+    n_examples: int = 8,
 ) -> list[Section]:
     """Segmentation-uncertainty sections of a report.
 
@@ -33,6 +41,10 @@ def build_sections(
     conformal : results of ``evaluate_conformal_mask`` on the same test images (conformal-mask
         section, and the mask column of the overlays); None leaves them out
     order : sort key of the first section
+    test_thumbnails, test_ids, test_truth : the test artifact's thumbnails ``(N, h, w[, C])``, ids
+        ``(N,)`` and ground-truth masks ``(N, H, W)`` (or None); given with ``conformal`` alone, the
+        conformal section shows up to ``n_examples`` images with the mask drawn as a contour
+    n_examples : images shown there (those with a structure first)
 
     Returns
     -------
@@ -43,7 +55,10 @@ def build_sections(
     if segmentation is not None:
         sections += _segmentation_sections(segmentation, conformal, order)
     if conformal is not None:
-        sections.append(_conformal_section(conformal, order + 3))
+        examples = None
+        if segmentation is None and test_ids is not None:
+            examples = (test_thumbnails, list(map(str, test_ids)), test_truth, n_examples)
+        sections.append(_conformal_section(conformal, order + 3, examples))
     return sections
 
 
@@ -135,7 +150,12 @@ def _segmentation_sections(r: SegmentationResults, conformal: ConformalMaskResul
                     else ""
                 )
                 + ".</p>"
-                + img_tag(figure_to_data_uri(fig), "overlays"),
+                + img_tag(
+                    figure_to_data_uri(fig),
+                    f"{len(ex.ids)} test images from worst to best Dice; columns: ground truth, prediction, "
+                    f"{r.uncertainty} map with its colour bar, error map"
+                    + (", conformal mask outlined in yellow over the image" if conformal is not None else ""),
+                ),
                 key="seg-overlays",
                 order=order + 1,
             )
@@ -161,8 +181,16 @@ def _segmentation_sections(r: SegmentationResults, conformal: ConformalMaskResul
             "Segmentation uncertainty: calibration and uncertainty quality",
             "<p>Pixel reliability over all pixels is dominated by easy background; the boundary band "
             "keeps only pixels near a predicted or true contour.</p>"
-            + img_tag(figure_to_data_uri(fig), "pixel reliability")
-            + img_tag(figure_to_data_uri(fig2), "UEO"),
+            + img_tag(
+                figure_to_data_uri(fig),
+                "Pixel reliability diagrams (accuracy against confidence per bin) for all pixels and for the "
+                "boundary band, with the diagonal of perfect calibration",
+            )
+            + img_tag(
+                figure_to_data_uri(fig2),
+                "Three panels: segment confidence against Dice, uncertainty-error overlap against the "
+                "uncertainty threshold, image uncertainty against image Dice",
+            ),
             key="seg-calibration",
             order=order + 2,
         )
@@ -170,16 +198,18 @@ def _segmentation_sections(r: SegmentationResults, conformal: ConformalMaskResul
     return sections
 
 
-def _conformal_section(c: ConformalMaskResults, order: int) -> Section:
+def _conformal_section(c: ConformalMaskResults, order: int, examples: tuple | None = None) -> Section:
     from medsure.segmentation import plots
 
     fig = plots.fnr_figure(c.grid, c.cal_fnr_curves, dict(zip(c.labels, map(float, c.lambda_), strict=True)), c.alpha)
+    on_average = "bound α = {a} holds on average over calibration draws and images; this number is one draw"
     rows = [
         {
             "label": n,
             "λ̂": float(c.lambda_[j]),
             "cal images": int(c.n_cal[j]),
-            "test mean FNR": _na(c.fnr[j]),
+            "test mean FNR (realised)": _na(c.fnr[j]),
+            "guarantee": on_average.format(a=c.alpha),
             "test images with FNR > α": _na(c.fnr_above_alpha[j]),
             "mask / image area": float(c.mask_fraction[j]),
             "arg-max area": float(c.argmax_fraction[j]),
@@ -191,14 +221,43 @@ def _conformal_section(c: ConformalMaskResults, order: int) -> Section:
         if c.empty_gt == "zero"
         else "images without the structure are excluded"
     )
-    return Section(
-        f"Segmentation uncertainty: conformal masks (α = {c.alpha})",
+    realised = ", ".join(f"{html.escape(n)} {_f(c.fnr[j])}" for j, n in enumerate(c.labels))
+    body = (
         f"<p>Conformal risk control (Angelopoulos et al. 2022) picks λ̂ per label on "
         f"{int(np.max(c.n_cal))} calibration images so that the expected per-image false-negative rate of "
-        f"the mask {{p ≥ λ̂}} on a new image is at most α = {c.alpha} ({policy}). The guarantee is on "
-        "the average over images, not on every image.</p>"
-        + html_table(rows)
-        + img_tag(figure_to_data_uri(fig), "FNR curve"),
+        f"the mask {{p ≥ λ̂}} on a new image is at most α = {c.alpha} ({policy}).</p>"
+        f"<p class='guarantee'>Realised test mean FNR: {realised}. <b>This is one draw:</b> the bound "
+        f"α = {c.alpha} holds <b>on average over calibration draws</b> (and over images), not for this "
+        "particular calibration set and not for every image; a realised value somewhat above α is "
+        "expected in some draws.</p>" + html_table(rows)
+    )
+    body += img_tag(
+        figure_to_data_uri(fig),
+        f"Mean false-negative rate on the calibration images against the pixel threshold λ, one curve per "
+        f"label, with the chosen λ̂ dotted and α = {c.alpha} dashed",
+    )
+    if examples is not None:
+        thumbnails, ids, truth, n_examples = examples
+        has = (
+            np.flatnonzero(truth.reshape(len(truth), -1).max(axis=1) > 0) if truth is not None else np.arange(len(ids))
+        )
+        shown = np.concatenate([has, np.setdiff1d(np.arange(len(ids)), has)])[:n_examples]
+        if shown.size:
+            ov = plots.conformal_overlay_figure(
+                thumbnails=None if thumbnails is None else thumbnails[shown],
+                conformal=c.test_masks[shown],
+                truth=None if truth is None else truth[shown],
+                titles=[ids[i] for i in shown],
+                alpha=c.alpha,
+            )
+            body += img_tag(
+                figure_to_data_uri(ov),
+                f"{len(shown)} test images, each with the conformal mask outlined in yellow and the ground "
+                "truth outlined in cyan (dashed)",
+            )
+    return Section(
+        f"Segmentation uncertainty: conformal masks (α = {c.alpha})",
+        body,
         key="seg-conformal",
         order=order,
         summary={"lambda": np.asarray(c.lambda_).tolist(), "fnr": list(c.fnr)},

@@ -21,7 +21,7 @@ from medsure.core import entropy as core_entropy
 from medsure.core import entropy_decomposition, softmax
 from medsure.validation import check_choice, input_error
 
-UNCERTAINTY_KINDS = ("entropy", "expected_entropy", "mutual_information", "one_minus_max_prob")
+UNCERTAINTY_KINDS = ("entropy", "expected_entropy", "mutual_information", "one_minus_max_prob", "evidential_u")
 Reduction = Literal["mean", "foreground_mean", "foreground_weighted", "top_percent", "max"]
 #: every image-level reduction of :func:`image_uncertainty`, in the order reports list them
 REDUCTIONS: tuple[str, ...] = ("mean", "foreground_mean", "foreground_weighted", "top_percent", "max")
@@ -90,7 +90,8 @@ def uncertainty_maps(pred: Predictions) -> dict[str, np.ndarray]:
     -------
     dict with ``"probabilities"`` (N, K, H, W) and, each (N, H, W): ``"entropy"`` (predictive),
     ``"expected_entropy"``, ``"mutual_information"`` (zero without a T axis),
-    ``"one_minus_max_prob"``, and ``"predicted"`` (int64 argmax labels).
+    ``"one_minus_max_prob"``, and ``"predicted"`` (int64 argmax labels); for an evidential
+    artifact (``alpha``) also ``"evidential_u"``, the pixel vacuity ``K / S`` (mean over T).
     """
     _check_segmentation(pred)
     logits = pred.sample_logits()
@@ -115,6 +116,11 @@ def uncertainty_maps(pred: Predictions) -> dict[str, np.ndarray]:
         out["mutual_information"][part] = parts.epistemic
         out["one_minus_max_prob"][part] = 1.0 - probs.max(axis=1)
         out["predicted"][part] = probs.argmax(axis=1)
+        if pred.evidential:  # logits are log alpha: u = K / sum_k alpha_k per pixel
+            if "evidential_u" not in out:
+                out["evidential_u"] = np.empty((n, h, w), np.float32)
+            strength = np.exp(logits[:, part].astype(np.float32)).sum(axis=2)
+            out["evidential_u"][part] = (k / strength).mean(axis=0)
     return out
 
 
@@ -129,6 +135,8 @@ def uncertainty_map(pred: Predictions, kind: str = "entropy") -> np.ndarray:
             "logits with a sample axis (T, N, K, H, W) for it",
             "MC dropout, ensemble or TTA predictions carry one",
         )
+    if kind == "evidential_u" and not pred.evidential:
+        raise input_error("uncertainty kind", kind, "an evidential prediction file (with alpha) for it")
     return uncertainty_maps(pred)[kind]
 
 

@@ -9,8 +9,11 @@ from typing import Any
 from medsure.validation import check_choice, check_float, check_int, input_error
 
 MONITORS = ("auto", "auc", "accuracy", "dice", "loss")
-CLASSIFICATION_LOSSES = ("ce",)
-SEGMENTATION_LOSSES = ("ce", "dice", "ce_dice")
+# evidential losses (medsure.evidential, Sensoy et al. 2018): "evidential" is the digamma form
+EVIDENTIAL_LOSSES = ("evidential", "evidential_mse", "evidential_log", "evidential_digamma")
+CLASSIFICATION_LOSSES = ("ce",) + EVIDENTIAL_LOSSES
+SEGMENTATION_LOSSES = ("ce", "dice", "ce_dice") + EVIDENTIAL_LOSSES
+EVIDENCE_FUNCTIONS = ("softplus", "relu", "exp")
 
 
 @dataclass
@@ -22,7 +25,11 @@ class TrainConfig:
     model : "resnet18", "resnet50", "small_cnn" or "unet"
     epochs : maximal number of epochs
     batch_size, lr, weight_decay : optimisation (AdamW, cosine learning-rate decay)
-    loss : "auto" (ce for classification, ce_dice for segmentation), "ce", "dice", "ce_dice"
+    loss : "auto" (ce for classification, ce_dice for segmentation, evidential for joint models),
+        "ce", "dice", "ce_dice", or an evidential loss: "evidential" (= "evidential_digamma"),
+        "evidential_mse", "evidential_log" (the model's outputs become Dirichlet evidence)
+    evidence : evidential losses and joint models: "softplus", "relu" or "exp" evidence function
+    kl_annealing_epochs : evidential losses: the KL term's weight is min(1, epoch / this)
     monitor : validation metric for early stopping and ``best.pt``: "auto" (AUC for
         classification — accuracy when a class is missing from val —, Dice for segmentation),
         "auc", "accuracy", "dice" or "loss"
@@ -71,12 +78,14 @@ class TrainConfig:
     dataset: dict[str, Any] = field(default_factory=dict)
     class_weights: str | None = None
     deterministic: bool = False
+    evidence: str = "softplus"
+    kl_annealing_epochs: int = 10
 
     def validate(self) -> None:
         """Raise :class:`~medsure.errors.MedsureInputError` naming the first bad setting."""
-        from medsure.models import MODEL_NAMES
+        from medsure.models import ALL_MODEL_NAMES
 
-        check_choice("model", self.model, MODEL_NAMES)
+        check_choice("model", self.model, ALL_MODEL_NAMES)
         check_int("epochs", self.epochs, low=1)
         check_int("batch_size", self.batch_size, low=1)
         check_int("patience", self.patience, low=0, hint="0 turns early stopping off")
@@ -88,6 +97,8 @@ class TrainConfig:
         check_choice("monitor", self.monitor, MONITORS)
         check_choice("loss", self.loss, ("auto",) + SEGMENTATION_LOSSES)
         check_choice("deterministic", self.deterministic, (True, False))
+        check_choice("evidence", self.evidence, EVIDENCE_FUNCTIONS)
+        check_int("kl_annealing_epochs", self.kl_annealing_epochs, low=0, hint="0 gives the KL term full weight")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

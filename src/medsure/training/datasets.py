@@ -10,17 +10,36 @@ from medsure.validation import check_int, input_error
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``["task=segmentation", "binary_melanoma=true"]`` → dict (values parsed as JSON if they can be)."""
+    """``["task=segmentation", "binary_melanoma=true"]`` → dict (values parsed as JSON if they can be).
+
+    Values are typed by the loader (``medsure.data.registry``): ``value_map={"0":1,"255":0}``
+    (JSON keys are strings) or ``value_map=0:1,255:0``, ``class_names=a,b`` or a JSON list,
+    ``threshold=127``, ``dedup=true``.
+    """
     options: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise input_error("dataset option", pair, "KEY=VALUE, e.g. task=segmentation")
+            raise input_error("--option", pair, "KEY=VALUE, e.g. task=segmentation")
         key, value = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise input_error("--option", pair, "KEY=VALUE with a non-empty KEY")
+        if key in options:
+            raise input_error("--option", key, "each KEY once", f"{key} is given twice")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
     return options
+
+
+def resolved_root(root: str | None) -> str | None:
+    """``--root`` as an absolute path, so the run record works from any working directory."""
+    if root is None:
+        return None
+    from pathlib import Path
+
+    return str(Path(root).expanduser().resolve())
 
 
 def dataset_record(
@@ -35,20 +54,35 @@ def dataset_record(
     """What a run stores about its data (``TrainConfig.dataset``)."""
     return {
         "name": name,
-        "root": root,
+        "root": resolved_root(root),
         "image_size": image_size,
-        "options": dict(options),
+        "options": _resolved_options(options),
         "split_seed": int(split_seed),
         "max_samples": max_samples,
     }
+
+
+def _resolved_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A group CSV given relative to the working directory is stored absolute (like ``--root``);
+    ``images=``/``masks=`` stay relative: they are relative to the root."""
+    from pathlib import Path
+
+    out = dict(options)
+    groups = out.get("groups")
+    if isinstance(groups, str) and not Path(groups).is_absolute() and Path(groups).exists():
+        out["groups"] = str(Path(groups).resolve())
+    return out
 
 
 def load_whole(record: dict[str, Any], image_size: int | None = None) -> ImageDataset:
     """The full dataset described by ``record`` (no split)."""
     from medsure.data import load_dataset
 
-    size = image_size if image_size is not None else record.get("image_size")
-    return load_dataset(record["name"], root=record.get("root"), image_size=size, **record.get("options", {}))
+    options = dict(record.get("options", {}))
+    # a record written through the Python API may carry the size among the loader options
+    option_size = options.pop("image_size", None)
+    size = next((s for s in (image_size, record.get("image_size"), option_size) if s is not None), None)
+    return load_dataset(record["name"], root=record.get("root"), image_size=size, **options)
 
 
 def load_splits(record: dict[str, Any]) -> dict[str, ImageDataset]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from medsure.data.base import ImageDataset
+from medsure.evidential import EvidentialLoss, alpha_from_outputs
 from medsure.training.augment import random_flip_shift
 from medsure.training.losses import LossFn
 from medsure.training.metrics import accuracy, auc, mean_dice
@@ -150,6 +151,8 @@ def validate_epoch(
         logits = compute.forward(model, to_unit_float(x_all[start : start + batch_size]))
         y = y_all[start : start + batch_size].to(compute.device)
         total += float(loss_fn(logits, y)) * len(y)
+        if isinstance(loss_fn, EvidentialLoss):  # metrics on alpha / S, the probabilities the artifact gives
+            logits = torch.log(alpha_from_outputs(logits, loss_fn.evidence))
         # classification keeps the logits (AUC); segmentation only the label map (memory)
         outputs.append((logits if dataset.task == "classification" else logits.argmax(1)).cpu().numpy())
     model.train(was_training)

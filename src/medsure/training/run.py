@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from medsure.data.base import ImageDataset
-from medsure.models import build_model
+from medsure.data.joint import joint_labels
+from medsure.models import build_model, task_of
 from medsure.training.checkpoint import load_checkpoint
 from medsure.training.config import TrainConfig
 from medsure.utils.io import with_version
@@ -57,6 +59,14 @@ def run_record(
     )
     if environment is not None:
         record["environment"] = environment
+    if task_of(config.model) == "joint":  # classes are the image classes; the masks' are beside them
+        labels_names = joint_labels(train_ds, "split 'train'")[1]
+        record["task"] = "joint"
+        record["class_names"] = labels_names
+        record["seg_class_names"] = [str(c) for c in train_ds.class_names]
+        record["model"].update(num_classes=len(labels_names), num_seg_classes=train_ds.n_classes)
+    if task_of(config.model) == "joint" or config.loss.startswith("evidential"):
+        record["model"]["evidence"] = config.evidence  # the outputs are Dirichlet evidence
     return record
 
 
@@ -75,6 +85,8 @@ def build_from_record(record: dict[str, Any], seed: int = 0) -> nn.Module:
             image_size=int(spec["image_size"]),
             dropout=float(spec["dropout"]),
             width=spec.get("width"),
+            num_seg_classes=int(spec.get("num_seg_classes", 2)),
+            evidence=str(spec.get("evidence", "softplus")),
         )
 
 
@@ -104,7 +116,16 @@ class LoadedRun:
         """Raise unless ``dataset`` matches what the model was trained on: task, channels,
         image size, and class names in the same order."""
         spec = self.config["model"]
-        if self.task != dataset.task:
+        if self.task == "joint":
+            from dataclasses import replace
+
+            from medsure.data.joint import CLASS_NAMES_KEY
+
+            self._check_joint_masks(dataset)
+            # the rest checks the image classes (an unlabelled set of images has none of its own)
+            names = dataset.provenance.get(CLASS_NAMES_KEY, self.class_names)
+            dataset = replace(dataset, task="classification", targets=None, class_names=np.asarray(names))
+        elif self.task != dataset.task:
             raise input_error("dataset task", dataset.task, f"{self.task}, the task the model was trained for")
         if dataset.in_channels != spec["in_channels"]:
             raise input_error(
@@ -128,6 +149,23 @@ class LoadedRun:
             raise input_error(
                 "dataset class names", names, f"{list(self.class_names)} (the model's names, in the same order)"
             )
+
+    def _check_joint_masks(self, dataset: ImageDataset) -> None:
+        names = [str(c) for c in dataset.class_names]
+        if dataset.task != "segmentation" or names != list(self.config.get("seg_class_names", [])):
+            raise input_error(
+                "dataset",
+                f"a {dataset.task} dataset with classes {names}",
+                f"a joint dataset with masks of {self.config.get('seg_class_names')} (the joint model's)",
+                raw=True,
+            )
+
+    @property
+    def evidential(self) -> str | None:
+        """The evidence function when the model's outputs are Dirichlet evidence (an evidential
+        loss or a joint model), else None."""
+        spec = self.config["model"]
+        return str(spec["evidence"]) if "evidence" in spec else None
 
     def provenance(self) -> dict[str, Any]:
         """What a prediction artifact records about this run: its folder and its record

@@ -12,7 +12,13 @@ Policy, by the dataset's official splits (``meta["source_split"]``):
 - val and test (MSD lung patches, patient-disjoint files): the "val" file gives train 80 % and
   val 20 %; the "test" file is cut into ``cal`` and ``test`` halves;
 - no official split: train 50 %, val 15 %, cal 17.5 %, test 17.5 %, stratified, with
-  near-duplicate groups (``meta["dup_group"]``) kept within one split.
+  near-duplicate groups (``meta["dup_group"]``) kept within one split;
+- a user's manifest with a ``split`` column (``meta["manifest_split"]``): rows keep their split;
+  the splits the manifest leaves out are cut from its train rows and its rows without a split,
+  in the proportions above, group-disjoint.
+
+Every split's provenance records under ``"groups"`` whether the four splits are disjoint in
+``meta["dup_group"]`` (patients, user groups, near-duplicates) — checked, not assumed.
 """
 
 from __future__ import annotations
@@ -37,9 +43,15 @@ def standard_splits(ds: ImageDataset, *, seed: int = 0) -> dict[str, ImageDatase
     -------
     dict with keys "train", "val", "cal", "test"
     """
+    ds.require_targets("standard_splits dataset")  # its labels stratify the split
+    return _record_groups(_standard_splits(ds, seed))
+
+
+def _standard_splits(ds: ImageDataset, seed: int) -> dict[str, ImageDataset]:
     from medsure.data import split_dataset
 
-    ds.require_targets("standard_splits dataset")  # its labels stratify the split
+    if "manifest_split" in ds.meta:
+        return _manifest_splits(ds, seed)
     source = np.asarray(ds.meta["source_split"]).astype(str) if "source_split" in ds.meta else None
     if source is None:
         return split_dataset(ds, seed=seed, fractions=DEFAULT_FRACTIONS)
@@ -61,6 +73,72 @@ def standard_splits(ds: ImageDataset, *, seed: int = 0) -> dict[str, ImageDatase
         held_out = split_dataset(part("test"), seed=seed, fractions={"cal": 0.5, "test": 0.5})
         return {**pool, **held_out}
     return split_dataset(ds, seed=seed, fractions=DEFAULT_FRACTIONS)
+
+
+def _manifest_splits(ds: ImageDataset, seed: int) -> dict[str, ImageDataset]:
+    """Splits given by the user's manifest; missing ones are cut from the train and unassigned rows."""
+    from medsure.data import split_dataset
+
+    given = np.asarray(ds.meta["manifest_split"]).astype(str)
+    out = {name: ds.subset(np.flatnonzero(given == name)) for name in SPLIT_NAMES if np.any(given == name)}
+    missing = [name for name in SPLIT_NAMES if name not in out]
+    pool_index = np.flatnonzero((given == "") | (given == "train"))
+    if not missing:
+        unassigned = np.flatnonzero(given == "")
+        if len(unassigned):  # shared out like the rest of train: keep them in train
+            out["train"] = ds.subset(np.flatnonzero((given == "train") | (given == "")))
+        return {name: out[name] for name in SPLIT_NAMES}
+    fractions = {name: DEFAULT_FRACTIONS[name] for name in ("train", *missing) if name in DEFAULT_FRACTIONS}
+    total = sum(fractions.values())
+    fractions = {k: v / total for k, v in fractions.items()}
+    pool = ds.subset(pool_index)
+    if len(pool) == 0:
+        from medsure.validation import input_error
+
+        raise input_error(
+            "manifest split column",
+            f"no train rows and no rows without a split, but no {missing} rows",
+            "rows for every split (train, val, cal, test) or rows medsure may share out",
+            raw=True,
+        )
+    carved = split_dataset(pool, seed=seed, fractions=fractions)
+    out.update(carved)
+    return {name: out[name] for name in SPLIT_NAMES}
+
+
+def _record_groups(splits: dict[str, ImageDataset]) -> dict[str, ImageDataset]:
+    """Check that no ``dup_group`` (patient, user group, near-duplicate component) straddles two
+    splits and write the answer into every split's provenance (and so into the run record)."""
+    from dataclasses import replace
+
+    from medsure.validation import input_error
+
+    keyed = {k: np.asarray(v.meta["dup_group"]).astype(str) for k, v in splits.items() if "dup_group" in v.meta}
+    record: dict[str, object]
+    if len(keyed) < len(splits):
+        record = {"group_key": None, "group_disjoint": None, "note": "no groups: every image its own group"}
+    else:
+        seen: dict[str, str] = {}
+        shared: list[str] = []
+        for name, groups in keyed.items():
+            shared += [g for g in np.unique(groups) if seen.setdefault(g, name) != name]
+        official = any("source_split" in v.meta for v in splits.values())
+        if shared and not official:
+            raise input_error(
+                "groups",
+                f"{len(shared)} group(s) in two splits",
+                "every group within one split",
+                "report this: medsure's splitter should never do this",
+                raw=True,
+            )
+        n_groups = len(set().union(*(set(g.tolist()) for g in keyed.values())))
+        record = {
+            "group_key": "dup_group",
+            "group_disjoint": not shared,
+            "n_groups": n_groups,
+            "shared_groups": len(shared),
+        }
+    return {k: replace(v, provenance={**v.provenance, "groups_across_splits": record}) for k, v in splits.items()}
 
 
 def _flag_train_duplicates(held_out: ImageDataset, train: ImageDataset) -> ImageDataset:

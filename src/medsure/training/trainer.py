@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from medsure.data.base import ImageDataset
+from medsure.data.joint import joint_labels
 from medsure.models import task_of
 from medsure.training.checkpoint import save_best
 from medsure.training.config import TrainConfig
@@ -147,6 +148,8 @@ def train(
             state = RunState()
             write_json(out_dir / "config.json", record)
         train_xy = images_to_tensor(train_ds.images), torch.from_numpy(train_ds.targets)  # once, not per epoch
+        if plan.task == "joint":  # joint models: the image labels travel beside the masks
+            train_xy = (*train_xy, torch.from_numpy(joint_labels(train_ds)[0]))  # type: ignore[assignment]
         while not state.finished and state.epoch < config.epochs:
             entry = _run_epoch(
                 state.epoch + 1, model, optimizer, streams, state, config, plan, train_xy, val_ds, out_dir
@@ -197,30 +200,35 @@ def _run_epoch(
 
     Returns the epoch's history record.
     """
-    images, targets = train_xy
+    images, targets = train_xy[:2]
     started = time.perf_counter()
+    if hasattr(plan.loss_fn, "on_epoch"):  # evidential losses anneal their KL term by epoch
+        plan.loss_fn.on_epoch(epoch)
     lr = cosine_lr(config.lr, epoch, config.epochs)
     for group in optimizer.param_groups:
         group["lr"] = lr
     bar = progress(
         epoch_batches(len(images), config.batch_size, streams.shuffle), desc=f"epoch {epoch}/{config.epochs}"
     )
-    train_loss = train_epoch(
-        model,
-        optimizer,
-        plan.loss_fn,
-        images,
-        targets,
-        bar,
-        task=plan.task,
-        compute=plan.compute,
-        augment=plan.augment,
-        augment_generator=streams.augment,
-        on_batch=lambda mean: bar.set_postfix(loss=f"{mean:.4f}"),
-    )
-    val = validate_epoch(
-        model, val_ds, loss_fn=plan.loss_fn, batch_size=max(config.batch_size, 64), compute=plan.compute
-    )
+    if plan.task == "joint":  # images, masks and image labels (medsure.training.joint)
+        train_loss, val = _joint_pass(model, optimizer, streams, config, plan, train_xy, bar, val_ds)
+    else:
+        train_loss = train_epoch(
+            model,
+            optimizer,
+            plan.loss_fn,
+            images,
+            targets,
+            bar,
+            task=plan.task,
+            compute=plan.compute,
+            augment=plan.augment,
+            augment_generator=streams.augment,
+            on_batch=lambda mean: bar.set_postfix(loss=f"{mean:.4f}"),
+        )
+        val = validate_epoch(
+            model, val_ds, loss_fn=plan.loss_fn, batch_size=max(config.batch_size, 64), compute=plan.compute
+        )
     bar.set_postfix(loss=f"{train_loss:.4f}", **{f"val_{plan.monitor}": f"{val[plan.monitor]:.4f}"})
     bar.close()
     metric = val[plan.monitor]
@@ -243,6 +251,41 @@ def _run_epoch(
     return entry
 
 
+def _joint_pass(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    streams: RandomStreams,
+    config: TrainConfig,
+    plan: _Plan,
+    train_xy: tuple[torch.Tensor, ...],
+    bar: Any,
+    val_ds: ImageDataset,
+) -> tuple[float, dict[str, float]]:
+    """One training epoch and one validation pass of a joint model (UML): the training loss and
+    the validation metrics (``train_xy``: images, masks, image labels)."""
+    from medsure.training.joint import joint_train_epoch, joint_validate_epoch
+
+    images, masks, labels = train_xy
+    loss_fn: Any = plan.loss_fn  # a UMLLoss (make_loss for task "joint")
+    train_loss = joint_train_epoch(
+        model,
+        optimizer,
+        loss_fn,
+        images,
+        masks,
+        labels,
+        bar,
+        compute=plan.compute,
+        augment=plan.augment,
+        augment_generator=streams.augment,
+        on_batch=lambda mean: bar.set_postfix(loss=f"{mean:.4f}"),
+    )
+    val = joint_validate_epoch(
+        model, val_ds, loss_fn=loss_fn, batch_size=max(config.batch_size, 64), compute=plan.compute
+    )
+    return train_loss, val
+
+
 # ---- the steps before the first epoch -------------------------------------------------------
 
 
@@ -254,7 +297,9 @@ def check_datasets(datasets: dict[str, ImageDataset], task: str) -> tuple[ImageD
             raise input_error("datasets", sorted(datasets), f"a '{key}' split among the keys")
     train_ds, val_ds = datasets["train"], datasets["val"]
     for key, ds in (("train", train_ds), ("val", val_ds)):
-        if ds.task != task:
+        if task == "joint":  # masks as targets, image labels in meta (medsure.data.joint)
+            joint_labels(ds, f"split '{key}'")
+        elif ds.task != task:
             raise input_error(f"split '{key}'", f"a {ds.task} dataset", f"{task}, the model's task", raw=True)
         if ds.targets is None:
             raise input_error(f"split '{key}'", "no targets", "labels or masks; training needs them", raw=True)
@@ -287,7 +332,7 @@ def check_datasets(datasets: dict[str, ImageDataset], task: str) -> tuple[ImageD
 
 def plan_run(config: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset) -> _Plan:
     """Resolve the config's automatic choices: device defaults, loss, class weights, monitor."""
-    task = train_ds.task
+    task = "joint" if task_of(config.model) == "joint" else train_ds.task
     device = resolve_device(config.device)
     compute = Compute(
         device=device,
@@ -299,7 +344,13 @@ def plan_run(config: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset) 
         if task != "classification":
             raise input_error("class_weights", "'balanced' for segmentation", "classification only", raw=True)
         class_weight = balanced_class_weight(train_ds.require_targets("split 'train'"), len(train_ds.class_names))
-    loss_fn = make_loss(task, resolve_loss_name(task, config.loss), class_weight)
+    loss_fn = make_loss(
+        task,
+        resolve_loss_name(task, config.loss),
+        class_weight,
+        evidence=config.evidence,
+        annealing_epochs=config.kl_annealing_epochs,
+    )
     augment = (
         Augmentation(hflip=config.hflip, vflip=config.vflip, max_shift=config.max_shift) if config.augment else None
     )
@@ -312,10 +363,16 @@ def _monitor(monitor: str, task: str, val_ds: ImageDataset) -> str:
     """``"auto"``: Dice for segmentation; AUC for classification unless a class is missing from
     val (AUC is then undefined), accuracy there."""
     if monitor == "auto":
+        if task == "joint":  # mean of the classification AUC (or accuracy) and the Dice
+            return "joint"
         if task == "segmentation":
             return "dice"
         return "auc" if len(np.unique(val_ds.require_targets("split 'val'"))) == val_ds.n_classes else "accuracy"
-    applies = {"classification": ("auc", "accuracy", "loss"), "segmentation": ("dice", "loss")}[task]
+    applies = {
+        "classification": ("auc", "accuracy", "loss"),
+        "segmentation": ("dice", "loss"),
+        "joint": ("auc", "accuracy", "dice", "loss"),
+    }[task]
     if monitor not in applies:
         raise input_error("monitor", monitor, f"a metric of {task}: one of {', '.join(applies)}")
     return monitor

@@ -1,0 +1,60 @@
+"""Evidential deep learning: Dirichlet outputs, their uncertainty and their losses (layer 2).
+
+A network's raw outputs ``z`` become non-negative *evidence* ``e = f(z)`` (ReLU, softplus or
+exp), Dirichlet concentrations ``alpha = e + 1`` with strength ``S = sum_k alpha_k``, expected
+probabilities ``alpha / S`` and vacuity (uncertainty mass) ``u = K / S`` (Sensoy et al., NeurIPS
+2018, "Evidential deep learning to quantify classification uncertainty"). The same holds per
+pixel for segmentation, with the class axis at position 1.
+
+Modules
+    :mod:`~medsure.evidential.dirichlet` evidence functions (torch) and the Dirichlet
+    quantities of a concentration array (numpy: vacuity, dissonance, expected entropy, entropy
+    of the expected probability, mutual information);
+    :mod:`~medsure.evidential.losses` the three evidential losses (MSE, log-likelihood,
+    digamma), the KL regulariser towards the uniform Dirichlet with its annealing, and the
+    optional soft Dice term for segmentation (torch).
+"""
+
+from medsure.evidential.dirichlet import (
+    EVIDENCE_FUNCTIONS,
+    DirichletSummary,
+    JointReliability,
+    alpha_from_outputs,
+    check_concentration,
+    dirichlet_summary,
+    dissonance,
+    evidence,
+    expected_entropy,
+    expected_probability,
+    joint_reliability,
+    vacuity,
+)
+from medsure.evidential.losses import (
+    EVIDENTIAL_LOSSES,
+    EvidentialLoss,
+    annealing_coefficient,
+    evidential_data_term,
+    kl_to_uniform,
+    soft_dice_loss,
+)
+
+__all__ = [
+    "EVIDENCE_FUNCTIONS",
+    "EVIDENTIAL_LOSSES",
+    "DirichletSummary",
+    "JointReliability",
+    "EvidentialLoss",
+    "alpha_from_outputs",
+    "annealing_coefficient",
+    "check_concentration",
+    "dirichlet_summary",
+    "dissonance",
+    "evidence",
+    "evidential_data_term",
+    "expected_entropy",
+    "expected_probability",
+    "joint_reliability",
+    "kl_to_uniform",
+    "soft_dice_loss",
+    "vacuity",
+]
