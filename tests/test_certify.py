@@ -25,6 +25,7 @@ from medsure.certify.stats import (
     binomial_pvalue_greater,
     binomial_pvalue_two_sided,
     clopper_pearson_lower,
+    never_rejected,
     reject,
     sequential_pvalues,
 )
@@ -84,6 +85,33 @@ def test_sequential_pvalues_are_a_running_minimum_of_spent_pvalues() -> None:
     second = sequential_pvalues(first, k2, 20, 0.5, 0.75)
     np.testing.assert_allclose(second, np.minimum(first, np.minimum(1.0, binomial_pvalue_greater(k2, 20, 0.75) / 0.5)))
     assert np.all(second <= first)
+
+
+@pytest.mark.parametrize("method", ["holm", "bonferroni", "bh"])
+def test_futile_pixels_are_never_rejected_and_the_rule_is_tighter_than_alpha(method: str) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        best = np.concatenate([rng.uniform(0, 1e-5, 50), rng.uniform(0, 0.01, 200), rng.uniform(0, 1, 200)])
+        futile = never_rejected(best, 0.01, method)
+        # p-values can only stay at or above ``best``; corrections are monotone, so ``best`` is the worst case
+        assert not np.any(futile & reject(best, 0.01, method))
+        assert not np.any(futile & reject(np.minimum(1, best * rng.uniform(1, 3, best.size)), 0.01, method))
+        if method != "bonferroni":  # the closed form equals the iteration it summarises
+            assert np.array_equal(futile, _futile_by_iteration(best, 0.01, method))
+    if method != "bonferroni":
+        assert futile.sum() > (best > 0.01).sum()  # tighter than the loosest threshold alone
+
+
+def _futile_by_iteration(best: np.ndarray, alpha: float, method: str) -> np.ndarray:
+    m, futile = best.size, best > alpha
+    while True:
+        r = m - int(futile.sum())
+        if r == 0:
+            return futile
+        grown = best > (alpha / (m - r + 1) if method == "holm" else alpha * r / m)
+        if np.array_equal(grown, futile):
+            return futile
+        futile = grown
 
 
 # ---- radii ------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_sigma_beyond_the_schedule_is_refused() -> None:
         sigma_to_timestep(0.0, ALPHA_BAR)
 
 
-def _dataset(n: int = 12, size: int = 16) -> ImageDataset:
+def _dataset(n: int = 6, size: int = 16) -> ImageDataset:
     rng = np.random.default_rng(0)
     images = (rng.uniform(0.2, 0.8, (n, size, size, 1)) * 255).astype(np.uint8)
     return ImageDataset(
@@ -70,7 +70,7 @@ def _dataset(n: int = 12, size: int = 16) -> ImageDataset:
 
 
 def _config(epochs: int) -> DenoiserConfig:
-    return DenoiserConfig(epochs=epochs, batch_size=6, lr=1e-3, seed=3, channels=(8, 8), sigmas=(0.25,))
+    return DenoiserConfig(epochs=epochs, batch_size=3, lr=1e-3, seed=3, channels=(8, 8), sigmas=(0.25,))
 
 
 def test_training_is_seeded_and_resumable(tmp_path: Path) -> None:

@@ -219,6 +219,26 @@ def test_busi_joint_masks_and_duplicate_groups_stay_in_one_split():
             assert where.setdefault(int(group), name) == name, f"group {group} in two splits"
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_isic2017_joint_pairs_every_image_with_its_mask():
+    shared_path("isic2017", "ISIC-2017_Validation_Part1_GroundTruth_256")
+    from medsure.data import load_dataset
+
+    ds = load_dataset("isic2017_joint", image_size=32)
+    labels, names = joint_labels(ds)
+    assert names == ["non-melanoma", "melanoma"] and len(ds) == 2150
+    assert np.bincount(labels).tolist() == [1746, 404]
+    assert set(np.unique(ds.meta["source_split"])) == {"train", "val"}
+    area = ds.targets.reshape(len(ds), -1).mean(1)
+    assert (area > 0).mean() > 0.99  # every ISIC image shows a lesion (a few tiny ones vanish at 32 px)
+    # masks are aligned with their images: the lesion is darker than the skin around it on average
+    grey = ds.images.mean(-1)
+    inside = (grey * ds.targets).sum((1, 2)) / np.maximum(ds.targets.sum((1, 2)), 1)
+    outside = (grey * (1 - ds.targets)).sum((1, 2)) / np.maximum((1 - ds.targets).sum((1, 2)), 1)
+    assert np.mean(inside < outside) > 0.85
+
+
 # ---- training, predicting and the CLI --------------------------------------------------------
 
 

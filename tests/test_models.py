@@ -64,7 +64,11 @@ def test_dropout_layers_only_when_requested(name: str) -> None:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": "vgg"}, r"^model name: got 'vgg'; expected one of 'resnet18', 'resnet50', 'small_cnn', 'unet'$"),
+        (
+            {"name": "vgg"},
+            r"^model name: got 'vgg'; expected one of 'resnet18', 'resnet50', 'small_cnn', 'unet', 'uml', "
+            r"'uml_no_navigator', 'uml_no_instructor', 'uml_separate'$",
+        ),
         ({"num_classes": 1}, r"^num_classes: got 1; expected an integer >= 2\. Background counts"),
         ({"dropout": 1.0}, r"^dropout: got 1\.0; expected a finite number in \[0\.0, 1\.0\)$"),
         ({"in_channels": 0}, r"^in_channels: got 0; expected an integer >= 1$"),

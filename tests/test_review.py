@@ -268,3 +268,21 @@ def test_queue_is_paged(tmp_path, monkeypatch):
         text = client.get("/", params={"decision": "all", "page": page}, headers=_auth()).text
         seen += [c["id"] for c in worklist.cases if f"data-href='/case/{c['id'].replace('/', '%2F')}'" in text]
     assert seen == [c["id"] for c in worklist.cases]  # 40 cases on 6 pages of 7, in priority order, each once
+
+
+def test_the_expert_decides_blind_of_a_label_in_the_file(tmp_path):
+    """A prediction file that carries labels (a retrospective study) must not show them on the case
+    page: the expert's label is compared with them afterwards, by the audit."""
+    folder = make_worklist(tmp_path / "a")
+    policy = tmp_path / "a" / "policy.json"
+    wl = tmp_path / "labelled"
+    args = ["triage", "--policy", str(policy), "--pred", str(tmp_path / "a" / "cal.npz"), "--out", str(wl)]
+    assert main([*args, "--image-size", "16"]) == 0
+    worklist = load_worklist(wl)
+    assert any(case.get("label") for case in worklist.cases)  # the worklist does hold the labels
+    db = ReviewDB(tmp_path / "r.sqlite", worklist_id=worklist.document["policy"]["worklist_id"])
+    client = TestClient(create_app(worklist, db, TOKEN), follow_redirects=False)
+    case = next(c for c in worklist.cases if c.get("label"))
+    page = client.get(f"/case/{case['id']}", headers=_auth())
+    assert page.status_code == 200 and folder.exists()
+    assert "truth" not in page.text.lower()

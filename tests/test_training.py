@@ -364,7 +364,7 @@ def test_dataset_record_errors_speak_the_error_format():
     from medsure.training.datasets import _stratified_subset, load_splits, parse_options
     from medsure.training.splits import standard_splits
 
-    with pytest.raises(MedsureInputError, match=r"^dataset option: got 'task'; expected KEY=VALUE"):
+    with pytest.raises(MedsureInputError, match=r"^--option: got 'task'; expected KEY=VALUE"):
         parse_options(["task"])
     with pytest.raises(MedsureInputError, match=r"^the run's dataset record: got no dataset record; expected a record"):
         load_splits({})

@@ -6,6 +6,7 @@
 # here and in CITATION.cff, and date its section in CHANGELOG.md (tests/test_packaging.py checks all agree).
 __version__ = "0.1.0"
 
+from medsure import shards  # noqa: F401  (registers load_predictions' reader of shard folders)
 from medsure.artifact import Predictions, load_predictions, make_predictions, save_predictions
 
 __all__ = ["Predictions", "__version__", "load_predictions", "make_predictions", "save_predictions"]

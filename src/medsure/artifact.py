@@ -424,13 +424,21 @@ def _open_npz(path: Path) -> Any:
         ) from exc
 
 
+#: The reader of shard folders: medsure.shards (which builds on this module) registers
+#: ``load_sharded`` here when the medsure package is imported, so this module needs no import of it.
+_SHARD_FOLDER_READER: list[Any] = []
+
+
 def load_predictions(path: str | os.PathLike, *, task: Task | None = None) -> Predictions:
     """Read and validate a prediction file. Errors name the file and the offending key.
 
     ``task`` picks a part of a joint file ("classification", the default, or "segmentation");
     a single-task file is returned as it is (the analysis that reads it names a wrong task).
+    A shard folder (:mod:`medsure.shards`, a folder with ``manifest.json``) is read whole.
     """
     path = Path(path)
+    if path.is_dir() and (path / "manifest.json").is_file() and _SHARD_FOLDER_READER:
+        return _SHARD_FOLDER_READER[0](path, task=task)  # medsure.shards.load_sharded
     arrays = _read_arrays(path)
     try:
         if _is_joint(arrays):

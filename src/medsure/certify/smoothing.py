@@ -27,7 +27,7 @@ from medsure.certify.stats import (
     binomial_pvalue_greater,
     binomial_pvalue_two_sided,
     clopper_pearson_lower,
-    loosest_threshold,
+    never_rejected,
     reject,
     sequential_pvalues,
     spending_weights,
@@ -293,8 +293,9 @@ def certify_segmentation(
 
     ``sequential=True`` draws the n passes in rounds of ``round_size`` and stops once every pixel
     is decided: certified by the correction applied to the running alpha-spending p-values
-    (:func:`~medsure.certify.stats.sequential_pvalues`), or unable to reach the correction's
-    loosest threshold even if all remaining samples agreed. Because the running p-values only
+    (:func:`~medsure.certify.stats.sequential_pvalues`), or unable to reach any threshold the
+    correction could give it even if all remaining samples agreed
+    (:func:`~medsure.certify.stats.never_rejected`). Because the running p-values only
     fall and the corrections are monotone, stopping there returns exactly what running all
     ``n`` passes with the same p-values would return, so the guarantee is that of the full run.
     The price is the spending factor (the number of looks) on every p-value.
@@ -322,7 +323,6 @@ def certify_segmentation(
     looks = np.unique(np.minimum(np.arange(1, math.ceil(n / round_size) + 1) * round_size, n))
     weights = spending_weights(looks)
     m = int(np.prod(shape))
-    threshold = loosest_threshold(alpha, m, correction)
     hits = np.zeros(m, dtype=np.int64)
     running: np.ndarray = np.ones(m)
     seen = 0
@@ -340,7 +340,7 @@ def certify_segmentation(
         for later, w in zip(looks[j + 1 :], weights[j + 1 :], strict=True):
             extra = int(later) - seen
             best = np.minimum(best, binomial_pvalue_greater(hits + extra, int(later), tau) / w)
-        if np.all(certified_mask | (best > threshold)):
+        if np.all(certified_mask | never_rejected(best, alpha, correction)):
             break
     return PixelCertificate(
         np.where(certified_mask.reshape(shape), selected, ABSTAIN),

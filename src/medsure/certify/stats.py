@@ -28,6 +28,7 @@ __all__ = [
     "adjust_pvalues",
     "reject",
     "loosest_threshold",
+    "never_rejected",
     "spending_weights",
     "sequential_pvalues",
 ]
@@ -165,6 +166,43 @@ def loosest_threshold(alpha: float, m: int, method: str) -> float:
     p-value stays above it can never be certified (the sequential mode's futility rule)."""
     check_choice("correction", method, CORRECTIONS)
     return alpha / max(m, 1) if method == "bonferroni" else alpha
+
+
+def never_rejected(best: np.ndarray, alpha: float, method: str) -> np.ndarray:
+    """Which hypotheses the correction can never reject when their p-values stay >= ``best``.
+
+    A pixel is futile when its best reachable p-value exceeds the largest threshold the
+    correction could apply to it. That threshold shrinks with the number ``r`` of pixels that can
+    still be rejected at all: Holm rejects only p-values <= ``alpha / (m - r + 1)``, BH only
+    p-values <= ``alpha r / m``, Bonferroni ``alpha / m``. Removing the futile pixels from
+    ``r = m`` until nothing changes (each step only uses the futility already proven) ends at the
+    largest ``r`` whose threshold at least ``r`` best p-values clear; that ``r`` is computed
+    directly from the sorted p-values.
+
+    Parameters
+    ----------
+    best : float ndarray (m,), the smallest p-value each hypothesis can still reach
+    alpha : level; method : one of :data:`CORRECTIONS`
+
+    Returns
+    -------
+    bool ndarray (m,).
+    """
+    check_choice("correction", method, CORRECTIONS)
+    best = np.asarray(best, dtype=np.float64)
+    m = best.size
+    if method == "bonferroni":
+        return best > alpha / max(m, 1)
+    # The fixed point of "r = number of hypotheses whose best p-value clears the threshold for r"
+    # (the threshold grows with r), found at once: the largest r with count(threshold(r)) >= r.
+    ordered = np.sort(best)
+    r = np.arange(1, m + 1)
+    thresholds = alpha / (m - r + 1) if method == "holm" else alpha * r / m
+    clearing = np.searchsorted(ordered, thresholds, side="right")
+    feasible = np.nonzero(clearing >= r)[0]
+    if feasible.size == 0:
+        return np.ones(m, dtype=bool)
+    return best > thresholds[feasible[-1]]
 
 
 def spending_weights(looks: np.ndarray) -> np.ndarray:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from medsure.validation import input_error
+from medsure.validation import check_int, input_error
+
+if TYPE_CHECKING:
+    from medsure.artifact import Predictions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +53,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="test-time augmentation: identity, the flips used in training, and ±10° rotations for segmentation",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write a shard folder (--out names a folder): files of N cases each plus manifest.json; "
+        "a killed run resumes, skipping finished shards (see docs/scale.md)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: predict shards on Ray actors (a local instance, or --address); writes a shard folder "
+        "(--shard-size, default 1024); needs pip install 'medsure[ray]'",
+    )
+    p.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT (default: start a local one)")
+    p.add_argument("--workers", type=int, default=None, help="Ray actors, each holding the model once (default: CPUs)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (0: CPU)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=run)
@@ -56,14 +78,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medsure.artifact import save_predictions
+    from medsure.cli._engine import check_engine_args
     from medsure.cli._outputs import OutputPlan
-    from medsure.predict import predict, predict_ensemble
     from medsure.training import load_run
     from medsure.training.datasets import dataset_record, load_splits, load_whole, parse_options
-    from medsure.tta import views_for_training
 
     outputs = OutputPlan()
-    out_path = outputs.file("--out", args.out)
+    check_engine_args(args)
+    if args.engine == "ray" and args.shard_size is None:
+        args.shard_size = 1024  # Ray writes shards
+    if args.shard_size is not None:  # a shard folder (medsure.shards), written shard by shard
+        check_int("--shard-size", args.shard_size, low=1)
+    out_path = outputs.file("--out", args.out) if args.shard_size is None else outputs.folder("--out", args.out)
     runs = [load_run(r) for r in args.run]
     first = runs[0]
     records = [r.config["train"].get("dataset", {}) for r in runs]
@@ -126,16 +152,38 @@ def run(args: argparse.Namespace) -> int:
             record["root"] = resolved_root(args.root)
         dataset = load_splits(record)[split]
     if first.task == "joint":  # a uml run: one joint file with both tasks (medsure.artifact.JointPredictions)
+        if args.shard_size is not None:
+            raise input_error("--shard-size", args.shard_size, "no --shard-size for a joint (uml) run", raw=True)
         return _predict_joint(args, runs, dataset, split, outputs, out_path)
+    if len(runs) > 1 and (args.mc_samples or args.tta):
+        raise input_error(
+            "--mc-samples / --tta",
+            "with several --run",
+            "none of them for an ensemble (its members are the samples)",
+            raw=True,
+        )
+    if args.shard_size is not None:
+        return _predict_sharded(args, runs, dataset, split, out_path)
+    pred = _predict_part(args, runs, dataset, args.seed)
+    pred = replace(pred, provenance={**pred.provenance, "split": split})
+    outputs.add(out_path, lambda path: save_predictions(path, pred))
+    outputs.write_all()
+    print(
+        f"wrote {args.out}: {pred.task}, logits {pred.logits.shape}"
+        f"{', ' + pred.sample_kind if pred.sample_kind else ''}, split {split}"
+        + (", no labels (unlabelled images)" if pred.targets is None else "")
+    )
+    return 0
+
+
+def _predict_part(args: argparse.Namespace, runs: list, dataset, seed: int):
+    """The prediction file of ``dataset`` (the whole split, or one shard of it)."""
+    from medsure.predict import predict, predict_ensemble
+    from medsure.tta import views_for_training
+
+    first = runs[0]
     if len(runs) > 1:
-        if args.mc_samples or args.tta:
-            raise input_error(
-                "--mc-samples / --tta",
-                "with several --run",
-                "none of them for an ensemble (its members are the samples)",
-                raw=True,
-            )
-        pred = predict_ensemble(runs, dataset, batch_size=args.batch_size, seed=args.seed, device=args.device)
+        pred = predict_ensemble(runs, dataset, batch_size=args.batch_size, seed=seed, device=args.device)
     else:
         tta: bool | tuple[str, ...] = False
         if args.tta:  # only views the model saw in training (see medsure.tta.views_for_training)
@@ -151,16 +199,68 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             mc_samples=args.mc_samples,
             tta=tta,
-            seed=args.seed,
+            seed=seed,
             device=args.device,
         )
-    pred = replace(pred, provenance={**pred.provenance, "split": split})
-    outputs.add(out_path, lambda path: save_predictions(path, pred))
-    outputs.write_all()
+    return pred
+
+
+def shard_prediction(
+    args: argparse.Namespace, runs: list, dataset, split: str, index: int, start: int, stop: int
+) -> Predictions:
+    """Shard ``index`` (cases ``start:stop`` of ``dataset``), the same whichever engine or worker runs it:
+    its MC-dropout seed comes from ``--seed`` and the shard index."""
+    import numpy as np
+
+    seed = int(np.random.SeedSequence([args.seed, index]).generate_state(1)[0])
+    pred = _predict_part(args, runs, dataset.subset(np.arange(start, stop)), seed)
+    return replace(pred, provenance={**pred.provenance, "split": split, "shard": index, "shard_seed": seed})
+
+
+def _predict_sharded(args: argparse.Namespace, runs: list, dataset, split: str, folder) -> int:
+    """Write ``dataset``'s predictions as a shard folder, skipping shards already written.
+
+    Each shard's MC-dropout seed is derived from ``--seed`` and the shard index, so a resumed run
+    gives the same file as an uninterrupted one.
+    """
+    from medsure.shards import ShardWriter, shard_ranges
+    from medsure.utils.progress import progress
+
+    ranges = shard_ranges(len(dataset), args.shard_size)
+    identity = {
+        "runs": [str(r.run_dir) for r in runs],
+        "split": split,
+        "dataset": args.dataset,
+        "images": args.images,
+        "n": len(dataset),
+        "shard_size": args.shard_size,
+        "mc_samples": args.mc_samples,
+        "tta": bool(args.tta),
+        "seed": args.seed,
+    }
+    writer = ShardWriter(
+        folder,
+        task=dataset.task,
+        class_names=[str(c) for c in dataset.class_names],
+        n_shards=len(ranges),
+        provenance={"command": "medsure predict", "split": split},
+        identity=identity,
+    )
+    pending = [i for i in range(len(ranges)) if not writer.is_done(i)]
+    skipped = len(ranges) - len(pending)
+    if args.engine == "ray":
+        from medsure.cli._engine import ray_predict_shards
+
+        for entry in progress(ray_predict_shards(args, pending, ranges, dataset, split, folder), total=len(pending)):
+            writer.record(entry)
+    else:
+        for index in progress(pending, desc="shards"):
+            start, stop = ranges[index]
+            writer.write(index, shard_prediction(args, runs, dataset, split, index, start, stop))
+    manifest = writer.finish()
     print(
-        f"wrote {args.out}: {pred.task}, logits {pred.logits.shape}"
-        f"{', ' + pred.sample_kind if pred.sample_kind else ''}, split {split}"
-        + (", no labels (unlabelled images)" if pred.targets is None else "")
+        f"wrote {args.out}: {manifest.task}, {manifest.n_total} cases in {len(manifest.shards)} shard(s)"
+        f" of up to {args.shard_size}, split {split}" + (f" ({skipped} already written, skipped)" if skipped else "")
     )
     return 0
 

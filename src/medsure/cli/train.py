@@ -98,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, help="run folder to create (config.json, checkpoint.pt, best.pt, history.json)"
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="data-parallel processes on this machine (starts torchrun; gloo on CPU, NCCL on GPU); "
+        "several machines: torchrun --nnodes ... -m medsure train (see docs/scale.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -110,6 +117,16 @@ def run(args: argparse.Namespace) -> int:
     # the run folder is written epoch by epoch (that is what makes a run resumable), so it is
     # only checked here; train() refuses a folder that already holds a run unless --resume
     OutputPlan().folder("--out", args.out)
+    if args.nproc is not None:  # this command again in --nproc processes (medsure.training.distributed)
+        import os
+        import sys
+
+        from medsure.training.distributed import launch
+        from medsure.validation import check_int
+
+        check_int("--nproc", args.nproc, low=1)
+        if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            return launch(args.nproc, _without_nproc(list(getattr(args, "argv", sys.argv[1:]))))
     if args.max_samples is not None and args.max_samples < 2:
         raise input_error("--max-samples", args.max_samples, "at least 2")
     options = parse_options(args.option)
@@ -153,15 +170,39 @@ def run(args: argparse.Namespace) -> int:
         evidence=args.evidence,
     )
     sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-    print(f"training {model} on {args.dataset} ({sizes}) -> {args.out}")
+    say = print if _rank() == 0 else _quiet  # under torchrun only process 0 prints
+    say(f"training {model} on {args.dataset} ({sizes}) -> {args.out}")
     grouping = splits["train"].provenance.get("groups_across_splits") or {}
     if grouping.get("group_disjoint"):
-        print(f"splits are group-disjoint: {grouping['n_groups']} groups, none in two splits (recorded in config.json)")
+        say(f"splits are group-disjoint: {grouping['n_groups']} groups, none in two splits (recorded in config.json)")
     result = train(config, splits, args.out, resume=args.resume)
     last = result.history[-1]
-    print(
+    say(
         f"done: {len(result.history)} epochs, best val {last['monitor']} "
         f"{result.best_metric:.4f} at epoch {result.best_epoch}"
         f"{' (stopped early)' if result.stopped_early else ''}; weights in {args.out}/best.pt"
     )
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N`` (the launched processes are the N)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _quiet(*args: object, **kwargs: object) -> None:
+    """print() of the processes other than 0 under torchrun."""

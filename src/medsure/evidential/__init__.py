@@ -12,9 +12,12 @@ Modules
     of the expected probability, mutual information);
     :mod:`~medsure.evidential.losses` the three evidential losses (MSE, log-likelihood,
     digamma), the KL regulariser towards the uniform Dirichlet with its annealing, and the
-    optional soft Dice term for segmentation (torch).
+    optional soft Dice term for segmentation (torch);
+    :mod:`~medsure.evidential.analysis` :func:`evaluate_joint`, the joint analysis of a joint
+    (UML) model's prediction files (``medsure joint``); :mod:`.plots` and :mod:`.report` render it.
 """
 
+from medsure.evidential.analysis import JointCase, JointResults, evaluate_joint
 from medsure.evidential.dirichlet import (
     EVIDENCE_FUNCTIONS,
     DirichletSummary,
@@ -44,6 +47,9 @@ __all__ = [
     "DirichletSummary",
     "JointReliability",
     "EvidentialLoss",
+    "JointCase",
+    "JointResults",
+    "evaluate_joint",
     "alpha_from_outputs",
     "annealing_coefficient",
     "check_concentration",

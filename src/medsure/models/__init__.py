@@ -82,8 +82,7 @@ def build_model(
     torch.nn.Module
         Takes ``(N, C, H, W)`` float in [0, 1]; returns logits ``(N, K)`` or ``(N, K, H, W)``.
     """
-    if name not in JOINT_MODELS:
-        check_choice("model name", name, MODEL_NAMES)
+    check_choice("model name", name, ALL_MODEL_NAMES)
     check_int("in_channels", in_channels, low=1)
     check_int("num_classes", num_classes, low=2, hint="background counts as a class for segmentation")
     check_int("image_size", image_size, low=1)

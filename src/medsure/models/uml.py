@@ -42,6 +42,12 @@ def _unit(c_in: int, c_out: int, stride: int, dropout: float) -> nn.Module:
     return ResidualUnit(2, c_in, c_out, strides=stride, subunits=1, norm="batch", dropout=dropout or None)
 
 
+def _conv(c_in: int, c_out: int, kernel_size: int, dropout: float) -> nn.Module:
+    from monai.networks.blocks import Convolution
+
+    return Convolution(2, c_in, c_out, kernel_size=kernel_size, norm="batch", dropout=dropout or None)
+
+
 def _up(c_in: int, c_out: int, dropout: float) -> nn.Module:
     from monai.networks.blocks import Convolution
 
@@ -92,7 +98,9 @@ class Decoder(nn.Module):
             )
             current = channels[i - 1]
         self.ups = nn.ModuleList(ups)
-        self.fuse = _unit(current + channels[0], channels[0], 1, dropout)
+        # the top skip joins through a 1x1 convolution: a full residual unit here, at half
+        # resolution, would cost as much as the encoder's first stage (MONAI's U-Net has none)
+        self.fuse = _conv(current + channels[0], channels[0], 1, dropout)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
@@ -103,12 +111,12 @@ class Decoder(nn.Module):
 
 class UncertaintyNavigator(nn.Module):
     """Refine decoder features with the pixel uncertainty ``u0`` ``(N, 1, H, W)``:
-    ``f' = f + unit([f * (1 - u0), u0])`` (reliable pixels pass their features, unreliable ones
-    are re-estimated from context)."""
+    ``f' = f + conv3x3([f * (1 - u0), u0])`` (reliable pixels pass their features, unreliable
+    ones are re-estimated from their neighbourhood)."""
 
     def __init__(self, width: int, dropout: float) -> None:
         super().__init__()
-        self.refine = _unit(width + 1, width, 1, dropout)
+        self.refine = _conv(width + 1, width, 3, dropout)
 
     def forward(self, features: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
         return features + self.refine(torch.cat([features * (1.0 - u0), u0], dim=1))

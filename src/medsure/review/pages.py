@@ -240,14 +240,15 @@ def case_page(
         + (f"<a id='next' href='{esc(case_url(next_id))}'>next →</a>" if next_id is not None else "")
         + "</nav>"
     )
-    label_line = f"<p>Ground truth in the file: {esc(case['label'])}</p>" if case.get("label") else ""
+    # a label already in the prediction file is never shown: the expert decides blind, and the audit
+    # compares the two afterwards
     body = (
         f"{nav}<h1>Case {esc(cid)}</h1>"
         f"<p class='meta'>priority {esc(case['priority'])} · triage <b>{esc(case['decision'])}</b>"
         f"{' · model: ' + esc(case['predicted']) if case.get('predicted') else ''}</p>"
         f"<div class='case'><section>{images}{neighbour_html}</section><section>"
         f"<h2>Why review</h2>{reasons_html}{prob_table}"
-        f"<table class='scores'><tbody>{scores}</tbody></table>{label_line}"
+        f"<table class='scores'><tbody>{scores}</tbody></table>"
         f"<h2>Decision</h2>{form}<p class='keys'>Keys: <kbd>1</kbd>–<kbd>9</kbd> choose, <kbd>u</kbd> unsure, "
         "<kbd>n</kbd> note, <kbd>Enter</kbd> save and next, <kbd>j</kbd>/<kbd>k</kbd> next/previous, "
         "<kbd>q</kbd> queue.</p>"

@@ -36,6 +36,7 @@ from medsure.data.joint import joint_labels
 from medsure.models import task_of
 from medsure.training.checkpoint import save_best
 from medsure.training.config import TrainConfig
+from medsure.training.distributed import SINGLE_PROCESS, DistContext, context, rank_batches
 from medsure.training.environment import (
     default_bf16,
     default_channels_last,
@@ -135,8 +136,14 @@ def train(
     train_ds, val_ds = check_datasets(datasets, task_of(config.model))
     plan = plan_run(config, train_ds, val_ds)
     out_dir = Path(out_dir)
-    record = run_record(config, train_ds, environment=_environment_record(config, plan))
+    ctx = context(plan.compute.device)  # torchrun: this process's rank (medsure.training.distributed)
+    if ctx.enabled and plan.task == "joint":
+        raise input_error("processes", ctx.world_size, "1 for a joint (uml) run", "run it without torchrun", raw=True)
+    record = run_record(
+        config, train_ds, environment={**_environment_record(config, plan), "processes": ctx.world_size}
+    )
     resuming = check_run_folder(out_dir, record, resume)
+    ctx.barrier()  # every process checked the folder before process 0 writes to it
     out_dir.mkdir(parents=True, exist_ok=True)
     with isolated_run(plan.compute.device, num_threads=config.num_threads, strict_determinism=config.deterministic):
         torch.manual_seed(config.seed)  # dropout masks; the caller's state is restored after
@@ -146,18 +153,21 @@ def train(
             state = restore_run_state(out_dir / "checkpoint.pt", model, optimizer, streams, plan.compute.device)
         else:
             state = RunState()
-            write_json(out_dir / "config.json", record)
+            if ctx.is_main:
+                write_json(out_dir / "config.json", record)
         train_xy = images_to_tensor(train_ds.images), torch.from_numpy(train_ds.targets)  # once, not per epoch
         if plan.task == "joint":  # joint models: the image labels travel beside the masks
             train_xy = (*train_xy, torch.from_numpy(joint_labels(train_ds)[0]))  # type: ignore[assignment]
         while not state.finished and state.epoch < config.epochs:
             entry = _run_epoch(
-                state.epoch + 1, model, optimizer, streams, state, config, plan, train_xy, val_ds, out_dir
+                state.epoch + 1, model, optimizer, streams, state, config, plan, train_xy, val_ds, out_dir, ctx=ctx
             )
             if on_epoch_end is not None:
                 on_epoch_end(state.epoch, entry)
     # a run killed after its last checkpoint but before history.json resumes straight here
-    write_json(out_dir / "history.json", state.history)
+    if ctx.is_main:
+        write_json(out_dir / "history.json", state.history)
+    ctx.barrier()
     if state.best_epoch == 0:
         raise input_error(
             f"validation {plan.monitor}",
@@ -194,9 +204,12 @@ def _run_epoch(
     train_xy: tuple[torch.Tensor, torch.Tensor],
     val_ds: ImageDataset,
     out_dir: Path,
+    *,
+    ctx: DistContext = SINGLE_PROCESS,
 ) -> dict[str, Any]:
     """Train one epoch on ``train_xy`` (images ``(N, C, H, W)``, targets), validate on ``val_ds``,
-    keep ``best.pt``, update ``state`` and checkpoint it.
+    keep ``best.pt``, update ``state`` and checkpoint it. With several processes (``ctx``) each
+    trains on its part of every batch and only process 0 writes.
 
     Returns the epoch's history record.
     """
@@ -207,14 +220,13 @@ def _run_epoch(
     lr = cosine_lr(config.lr, epoch, config.epochs)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    bar = progress(
-        epoch_batches(len(images), config.batch_size, streams.shuffle), desc=f"epoch {epoch}/{config.epochs}"
-    )
+    batches = rank_batches(epoch_batches(len(images), config.batch_size, streams.shuffle), ctx)
+    bar = progress(batches, desc=f"epoch {epoch}/{config.epochs}")
     if plan.task == "joint":  # images, masks and image labels (medsure.training.joint)
         train_loss, val = _joint_pass(model, optimizer, streams, config, plan, train_xy, bar, val_ds)
     else:
         train_loss = train_epoch(
-            model,
+            ctx.wrap(model),
             optimizer,
             plan.loss_fn,
             images,
@@ -226,6 +238,10 @@ def _run_epoch(
             augment_generator=streams.augment,
             on_batch=lambda mean: bar.set_postfix(loss=f"{mean:.4f}"),
         )
+        if ctx.enabled:  # the mean over every process's cases; one model state in every process
+            seen = sum(len(b) for b in batches)
+            train_loss = ctx.mean(train_loss * seen, seen)
+            ctx.sync_buffers(model)
         val = validate_epoch(
             model, val_ds, loss_fn=plan.loss_fn, batch_size=max(config.batch_size, 64), compute=plan.compute
         )
@@ -233,7 +249,7 @@ def _run_epoch(
     bar.close()
     metric = val[plan.monitor]
     improved = state.improves(metric, plan.higher_is_better)
-    if improved:
+    if improved and ctx.is_main:
         save_best(out_dir / "best.pt", model, epoch=epoch, monitor=plan.monitor, metric=metric)
     entry = {
         "epoch": epoch,
@@ -246,8 +262,10 @@ def _run_epoch(
     }
     state.history.append(entry)
     state.end_epoch(epoch, metric, improved, patience=config.patience, epochs=config.epochs)
-    save_run_state(out_dir / "checkpoint.pt", state, model, optimizer, streams, plan.compute.device)
-    write_json(out_dir / "history.json", state.history)
+    if ctx.is_main:
+        save_run_state(out_dir / "checkpoint.pt", state, model, optimizer, streams, plan.compute.device)
+        write_json(out_dir / "history.json", state.history)
+    ctx.barrier()  # the epoch's checkpoint is on disk before any process starts the next
     return entry
 
 
