@@ -75,6 +75,24 @@ def test_conformal_streaming_equals_in_memory(method: str, params: dict, conditi
     assert score_streaming(stream, parts(test, 41)) == memory.score(test)
 
 
+@pytest.mark.parametrize("conditional", ["marginal", "class"])
+def test_conformal_streaming_row_blocks_change_nothing(monkeypatch: pytest.MonkeyPatch, conditional: str) -> None:
+    import medsure.conformal.streaming as streaming
+
+    monkeypatch.setattr(streaming, "_BLOCK_ROWS", 16)  # shards of 50 scored 16 rows at a time
+    cal, test = classification_predictions("busi")
+    memory = SplitConformalClassifier("aps", alpha=0.1, conditional=conditional, fallback="marginal").fit(cal)
+    stream = fit_streaming(
+        SplitConformalClassifier("aps", alpha=0.1, conditional=conditional, fallback="marginal"), parts(cal, 50)
+    )
+    np.testing.assert_array_equal(stream.cal_scores_, memory.cal_scores_)
+    shards = list(predict_streaming(stream, parts(test, 50)))
+    assert [len(ids) for ids, _ in shards] == [50, 50, test.n_samples - 100]  # one item per shard
+    np.testing.assert_array_equal(np.concatenate([s for _, s in shards]), memory.predict(test))
+    np.testing.assert_array_equal(np.concatenate([i for i, _ in shards]), test.ids)
+    assert score_streaming(stream, parts(test, 50)) == memory.score(test)
+
+
 def test_conformal_streaming_group_and_mc_dropout(tmp_path: Path) -> None:
     cal, test = classification_predictions("isic2017")
     for conditional, extra in (("group", {"group_key": "sex", "fallback": "include"}), ("marginal", {})):

@@ -144,6 +144,25 @@ def test_existing_run_folder_needs_resume_and_matching_config(tmp_path: Path) ->
         train(TrainConfig(epochs=1, batch_size=8, lr=0.5), splits(), tmp_path / "r", resume=True)
 
 
+def test_a_run_recorded_before_a_new_setting_existed_still_resumes(tmp_path: Path) -> None:
+    """A TrainConfig field added by a later medsure (here the evidential ones) is absent from an older
+    run's config.json; at its default it computes what the old run computed, so resume goes on;
+    at another value the run is refused as before."""
+    import json
+
+    cfg = TrainConfig(epochs=1, batch_size=8)
+    train(cfg, splits(), tmp_path / "r")
+    record_path = tmp_path / "r" / "config.json"
+    record = json.loads(record_path.read_text())
+    for added in ("evidence", "kl_annealing_epochs"):
+        del record["train"][added]
+    record_path.write_text(json.dumps(record))
+    resumed = train(cfg, splits(), tmp_path / "r", resume=True)
+    assert len(resumed.history) == 1
+    with pytest.raises(MedsureInputError, match="differs"):
+        train(TrainConfig(epochs=1, batch_size=8, kl_annealing_epochs=3), splits(), tmp_path / "r", resume=True)
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ("pwned",))

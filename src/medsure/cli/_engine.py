@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,8 @@ from medsure.errors import MedsureError
 from medsure.validation import input_error
 
 INSTALL_HINT = "install it with: pip install 'medsure[ray]'"
+#: Seconds the last Ray run spent starting its actors (each loading the run), for benchmarks.
+TIMINGS: dict[str, float] = {}
 
 
 def require_ray() -> Any:
@@ -85,6 +88,9 @@ class _Predictor:
         self.runs = [load_run(r) for r in run_dirs]
         self.args = argparse.Namespace(**options)
 
+    def ready(self) -> bool:
+        return True
+
     def predict(self, dataset: Any, index: int, start: int, stop: int, split: str, folder: str) -> Any:
         from medsure.cli.predict import shard_prediction
         from medsure.shards import write_shard_file
@@ -126,8 +132,11 @@ def ray_predict_shards(
         actor = ray.remote(num_cpus=1, num_gpus=gpus)(_Predictor)
         threads = max(1, cpus // workers) if args.address is None else 1
         run_dirs = [str(r) for r in args.run]
+        started = time.perf_counter()
         actors = [actor.remote(run_dirs, options, threads) for _ in range(workers)]
         data = ray.put(dataset)
+        ray.get([a.ready.remote() for a in actors])  # every actor has loaded the run
+        TIMINGS["startup_s"] = time.perf_counter() - started
         folder = str(folder)
         queue = list(pending)
         running: dict[Any, Any] = {}

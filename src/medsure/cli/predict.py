@@ -223,12 +223,14 @@ def _predict_sharded(args: argparse.Namespace, runs: list, dataset, split: str, 
     Each shard's MC-dropout seed is derived from ``--seed`` and the shard index, so a resumed run
     gives the same file as an uninterrupted one.
     """
+    from pathlib import Path
+
     from medsure.shards import ShardWriter, shard_ranges
     from medsure.utils.progress import progress
 
     ranges = shard_ranges(len(dataset), args.shard_size)
     identity = {
-        "runs": [str(r.run_dir) for r in runs],
+        "runs": [str(Path(r.run_dir).resolve()) for r in runs],
         "split": split,
         "dataset": args.dataset,
         "images": args.images,
@@ -248,7 +250,7 @@ def _predict_sharded(args: argparse.Namespace, runs: list, dataset, split: str, 
     )
     pending = [i for i in range(len(ranges)) if not writer.is_done(i)]
     skipped = len(ranges) - len(pending)
-    if args.engine == "ray":
+    if args.engine == "ray" and pending:
         from medsure.cli._engine import ray_predict_shards
 
         for entry in progress(ray_predict_shards(args, pending, ranges, dataset, split, folder), total=len(pending)):

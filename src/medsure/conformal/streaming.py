@@ -19,7 +19,7 @@ need every row at once: give the parameters explicitly to stream them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,27 @@ from medsure.shards import ShardSource, shards_of
 from medsure.validation import input_error, validate_params
 
 __all__ = ["fit_streaming", "predict_streaming", "score_streaming", "set_metrics_from_hits"]
+
+
+#: Rows scored at a time within a shard: the score's (rows, K) temporaries stay small whatever
+#: the shard size (scores, sets and randomization are per row, so blocks change no result).
+_BLOCK_ROWS = 1 << 16
+
+
+def _row_blocks(parts: Iterable[Predictions]) -> Iterator[Predictions]:
+    """Every part cut into consecutive blocks of at most :data:`_BLOCK_ROWS` cases, in order."""
+    for part in parts:
+        if part.n_samples <= _BLOCK_ROWS:
+            yield part
+            continue
+        for start in range(0, part.n_samples, _BLOCK_ROWS):
+            yield part.subset(np.arange(start, min(start + _BLOCK_ROWS, part.n_samples)))
+        del part  # the shard is released before the next one is read
+
+
+def _small_int(bound: int) -> type[np.signedinteger]:
+    """The smallest signed integer type holding ``0 .. bound`` (per-case labels and set sizes)."""
+    return np.int16 if bound < 2**15 else np.int32 if bound < 2**31 else np.int64
 
 
 def _check_part(clf: SplitConformalClassifier, part: Predictions, k: int, what: str) -> None:
@@ -73,7 +94,7 @@ def fit_streaming(clf: SplitConformalClassifier, cal: ShardSource) -> SplitConfo
     group_parts: list[np.ndarray] = []
     rank_counts: np.ndarray | None = None
     first = True
-    for part in shards_of(cal):
+    for part in _row_blocks(shards_of(cal)):
         values = clf._score_input(part, "cal")
         n, k = values.shape
         if first:
@@ -93,11 +114,12 @@ def fit_streaming(clf: SplitConformalClassifier, cal: ShardSource) -> SplitConfo
         else:
             scores = label_scores(clf.method, values, y, u, **params)
         scores_parts.append(np.asarray(scores))
-        labels_parts.append(y)
+        labels_parts.append(y.astype(_small_int(k)))  # class indices: 2 bytes per case instead of 8
     if first:
         raise input_error("cal", "no shards", "at least one calibration case", raw=True)
     scores = np.concatenate(scores_parts)
     y = np.concatenate(labels_parts)
+    del scores_parts, labels_parts, part, values  # only the 1-D values stay for the quantile
     k = clf.n_classes_
     clf.params_ = params
     clf.n_tune_ = 0
@@ -138,11 +160,15 @@ def predict_streaming(clf: SplitConformalClassifier, test: ShardSource) -> Itera
     ``clf.predict(<test loaded whole>)``, in order."""
     clf._check_fitted()
     rng = _stream(clf.seed, 3) if clf.randomized_ else None
-    for part in shards_of(test):
-        u = None if rng is None else rng.random((part.n_samples,))
-        sets = clf.predict(part, u=u)
-        _check_part(clf, part, sets.shape[1], "test")
-        yield part.ids, sets
+    for shard in shards_of(test):
+        ids, blocks = [], []
+        for part in _row_blocks([shard]):
+            u = None if rng is None else rng.random((part.n_samples,))
+            sets = clf.predict(part, u=u)
+            _check_part(clf, part, sets.shape[1], "test")
+            ids.append(part.ids)
+            blocks.append(sets)
+        yield np.concatenate(ids), np.concatenate(blocks)
 
 
 def set_metrics_from_hits(
@@ -194,15 +220,16 @@ def score_streaming(
     labels: list[np.ndarray] = []
     groups: list[np.ndarray] = []
     rng = _stream(clf.seed, 3) if clf.randomized_ else None
-    for part in shards_of(test):
+    for part in _row_blocks(shards_of(test)):
         u = None if rng is None else rng.random((part.n_samples,))
         sets = clf.predict(part, u=u)
         y = _labels_of(part, None, sets.shape[0], clf.n_classes_, "test")
         if clf.conditional == "group":
             groups.append(_groups_of(part, None, clf.group_key, sets.shape[0], "test"))
         hits.append(sets[np.arange(y.size), y])
-        sizes.append(sets.sum(axis=1))
-        labels.append(y)
+        small = _small_int(clf.n_classes_ + 1)  # sizes and labels are small integers: same values, less memory
+        sizes.append(sets.sum(axis=1).astype(small))
+        labels.append(y.astype(small))
     if not labels:
         raise input_error("test", "no shards", "at least one test case", raw=True)
     hit, size, y = np.concatenate(hits), np.concatenate(sizes), np.concatenate(labels)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medsure.training.checkpoint import CHECKPOINT_FORMAT, check_format, cpu_state, load_checkpoint, save_checkpoint
+from medsure.training.config import TrainConfig
 from medsure.utils.io import to_jsonable
 from medsure.validation import input_error
 
@@ -99,6 +100,10 @@ def check_run_folder(out_dir: Path, record: dict[str, Any], resume: bool) -> boo
             "pass resume=True (CLI: --resume) to continue it or choose a new --out folder",
         )
     saved = json.loads((out_dir / "config.json").read_text())
+    if isinstance(saved.get("train"), dict):
+        # a setting added to TrainConfig after the run started is recorded at its default: the run
+        # computed exactly what that default computes, so it is no reason to refuse the resume
+        saved["train"] = {**_train_defaults(), **saved["train"]}
     mismatch = [
         k
         for k in ("task", "class_names", "model", "train")
@@ -113,6 +118,17 @@ def check_run_folder(out_dir: Path, record: dict[str, Any], resume: bool) -> boo
             raw=True,
         )
     return True
+
+
+def _train_defaults() -> dict[str, Any]:
+    """TrainConfig's default values, as JSON (fields without a default are left out)."""
+    out: dict[str, Any] = {}
+    for f in fields(TrainConfig):
+        if f.default is not MISSING:
+            out[f.name] = to_jsonable(f.default)
+        elif f.default_factory is not MISSING:
+            out[f.name] = to_jsonable(f.default_factory())
+    return out
 
 
 def _comparable(section: Any) -> Any:
