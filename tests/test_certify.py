@@ -263,9 +263,11 @@ def test_sequential_matches_the_full_run_of_its_pvalues_and_can_stop_early() -> 
     kw = {"task": "segmentation", "class_names": ["b", "m", "h"], "n": 300, "alpha": 0.01, "n_boot": 0}
     fixed = evaluate_certification(Thresholds().eval(), images, masks, **kw)
     seq = evaluate_certification(Thresholds().eval(), images, masks, sequential=True, round_size=20, **kw)
-    # same noise stream: every pixel the sequential mode certifies, fixed-n certifies with the same class
+    # same noise stream: the same selected classes; a certified pixel keeps its selected class
+    np.testing.assert_array_equal(seq.selected, fixed.selected)
     certified = seq.certified >= 0
-    np.testing.assert_array_equal(seq.certified[certified], fixed.certified[certified])
+    np.testing.assert_array_equal(seq.certified[certified], fixed.selected[certified])
+    assert certified.any()
     assert np.all(seq.samples_used <= 10 + 300)
     const = evaluate_certification(Constant(3, 1, True), images, masks, sequential=True, round_size=10, **kw)
     assert np.all(const.certified == 1) and np.all(const.samples_used < 10 + 300)
