@@ -762,10 +762,24 @@ class SplitConformalClassifier:
         result: dict[str, Any] = self.describe()
         result["class_names"] = list(self.class_names_)
         result.update(set_metrics(sets, labels, alpha))
-        exact = self.exact_
+        hit = sets[np.arange(labels.size), labels]
+        result.update(self._validity_of_hits(hit, result["coverage"], labels, groups, delta))
+        return result
+
+    def _validity_of_hits(
+        self,
+        hit: np.ndarray,
+        coverage: float,
+        labels: np.ndarray,
+        groups: np.ndarray | None,
+        delta: float,
+    ) -> dict[str, Any]:
+        """Coverage band and validity from the per-case hits ``(N,)`` (true label in the set):
+        marginal, or per stratum for class/group runs. Shared by :meth:`score_sets` and the
+        streaming scorer, which keeps only the hits."""
+        alpha, exact = float(self.alpha), self.exact_
         if self.conditional == "marginal":
-            result.update(validity(result["coverage"], alpha, self.n_cal_, labels.size, exact=exact, delta=delta))
-            return result
+            return validity(coverage, alpha, self.n_cal_, labels.size, exact=exact, delta=delta)
         if self.conditional == "class":
             test_strata, names = labels, list(self.strata_)
         else:
@@ -777,22 +791,18 @@ class SplitConformalClassifier:
         fallback_of = {f["stratum"]: f["fallback"] for f in self.fallbacks_}
         cal_count = dict(zip(self.strata_, (int(c) for c in self.stratum_counts_), strict=True))
         modes = [fallback_of.get(name, None if name in cal_count else self.fallback) for name in names]
-        hit = sets[np.arange(labels.size), labels]
-        result.update(
-            stratified_validity(
-                hit,
-                test_strata,
-                names,
-                [cal_count.get(name, 0) for name in names],
-                modes,
-                alpha,
-                n_cal_marginal=self.n_cal_,
-                exact=exact,
-                delta=delta,
-                kind=self.conditional,
-            )
+        return stratified_validity(
+            hit,
+            test_strata,
+            names,
+            [cal_count.get(name, 0) for name in names],
+            modes,
+            alpha,
+            n_cal_marginal=self.n_cal_,
+            exact=exact,
+            delta=delta,
+            kind=self.conditional,
         )
-        return result
 
     # ---- description ------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

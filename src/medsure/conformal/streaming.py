@@ -26,7 +26,7 @@ import numpy as np
 
 from medsure.artifact import Predictions
 from medsure.conformal.classifier import SplitConformalClassifier, _groups_of, _labels_of, _stream, stratified_quantiles
-from medsure.conformal.metrics import DEFAULT_DELTA, stratified_validity, validity
+from medsure.conformal.metrics import DEFAULT_DELTA
 from medsure.conformal.quantile import conformal_quantile, conformal_quantile_of_counts
 from medsure.conformal.scores import check_params, label_scores, rank_score_table, true_label_rank
 from medsure.shards import ShardSource, shards_of
@@ -236,31 +236,6 @@ def score_streaming(
     result: dict[str, Any] = clf.describe()
     result["class_names"] = list(clf.class_names_)
     result.update(set_metrics_from_hits(hit, size, y, clf.n_classes_, alpha))
-    exact = clf.exact_
-    if clf.conditional == "marginal":
-        result.update(validity(result["coverage"], alpha, clf.n_cal_, y.size, exact=exact, delta=delta))
-        return result
-    if clf.conditional == "class":
-        test_strata, names = y, list(clf.strata_)
-    else:
-        g = np.concatenate(groups).astype(str)
-        names = sorted(set(clf.strata_) | set(np.unique(g).tolist()))
-        test_strata = np.searchsorted(np.asarray(names), g)
-    fallback_of = {f["stratum"]: f["fallback"] for f in clf.fallbacks_}
-    cal_count = dict(zip(clf.strata_, (int(c) for c in clf.stratum_counts_), strict=True))
-    modes = [fallback_of.get(name, None if name in cal_count else clf.fallback) for name in names]
-    result.update(
-        stratified_validity(
-            hit,
-            test_strata,
-            names,
-            [cal_count.get(name, 0) for name in names],
-            modes,
-            alpha,
-            n_cal_marginal=clf.n_cal_,
-            exact=exact,
-            delta=delta,
-            kind=clf.conditional,
-        )
-    )
+    g = np.concatenate(groups) if groups else None
+    result.update(clf._validity_of_hits(hit, result["coverage"], y, g, delta))
     return result
