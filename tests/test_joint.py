@@ -256,6 +256,22 @@ def test_train_uml_predict_joint_file_end_to_end(tmp_path, capsys):
     assert cls.alpha.shape == (35, 3) and seg.alpha.shape == (35, 2, 16, 16)
     assert (cls.alpha >= 1).all() and (seg.alpha >= 1 - 1e-3).all()  # alpha = evidence + 1
     assert cls.labels is not None and seg.masks is not None
+    # new, unlabelled images (another size, PNG files): the same model's joint file without labels or masks
+    from PIL import Image
+
+    new = tmp_path / "new"
+    new.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(new / f"case_{i}.png")
+    unlabelled = tmp_path / "new.npz"
+    assert main(["predict", "--run", str(run), "--images", str(new), "--out", str(unlabelled)]) == 0, (
+        capsys.readouterr().err
+    )
+    cls_new, seg_new = load_joint_predictions(unlabelled).split()
+    assert cls_new.alpha.shape == (3, 3) and seg_new.alpha.shape == (3, 2, 16, 16)
+    assert cls_new.labels is None and seg_new.masks is None
+    assert sorted(cls_new.ids.tolist()) == sorted(seg_new.ids.tolist())
 
 
 @pytest.mark.realdata

@@ -96,13 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if args.images is not None:
         split = _check_images_args(args)
         _check_same_model(runs)
-        if first.task == "joint":  # the joint run's data check needs image labels (medsure.data.joint)
-            raise input_error(
-                "--images",
-                "with a joint (uml) run",
-                "a classification or segmentation run",
-                "unlabelled images are not yet supported for joint runs; predict a split instead",
-            )
         from pathlib import Path
 
         from medsure.data.generic import read_unlabelled
