@@ -116,7 +116,10 @@ def soft_dice_loss(probs: torch.Tensor, targets: torch.Tensor, *, smooth: float 
     ----------
     probs : ``(N, K, H, W)`` probabilities (expected probabilities of the Dirichlet)
     targets : ``(N, H, W)`` integer label maps
+    smooth : added to numerator and denominator (MONAI's default)
 
+    Notes
+    -----
     Equals MONAI's ``DiceLoss(to_onehot_y=True)`` on the same probabilities (default smoothing).
     """
     y = _one_hot(targets, probs.shape[1]).to(probs.dtype)
