@@ -17,7 +17,7 @@ from torch import nn
 from medsure.data.base import ImageDataset
 from medsure.data.joint import joint_labels
 from medsure.evidential import alpha_from_outputs
-from medsure.training.loop import Augmentation, Compute, images_to_tensor, to_unit_float
+from medsure.training.loop import Augmentation, Compute, images_to_tensor, optimise_epoch, to_unit_float
 from medsure.training.losses import UMLLoss
 from medsure.training.metrics import accuracy, auc, mean_dice
 
@@ -54,22 +54,15 @@ def joint_train_epoch(
     masks : ``(N, H, W)`` label maps; labels : ``(N,)`` image classes
     augment : flips and shifts move each mask with its image; the labels do not change
     """
-    model.train()
-    total, seen = 0.0, 0
-    for index in batches:
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
         x, m, y = to_unit_float(images[index]), masks[index], labels[index]
         if augment is not None:
             x, m = augment(x, m, "segmentation", augment_generator)
-        outputs = joint_forward(compute, model, x)
-        loss = loss_fn(outputs, (m.to(compute.device), y.to(compute.device)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(index)
-        seen += len(index)
-        if on_batch is not None:
-            on_batch(total / seen)
-    return total / max(seen, 1)
+        return loss_fn(joint_forward(compute, model, x), (m.to(compute.device), y.to(compute.device)))
+
+    model.train()
+    return optimise_epoch(batch_loss, optimizer, batches, on_batch=on_batch)
 
 
 @torch.no_grad()

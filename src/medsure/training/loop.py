@@ -112,14 +112,32 @@ def train_epoch(
     augment : None for no augmentation; its draws come from ``augment_generator``
     on_batch : called with the running mean loss after each batch (e.g. a bar's postfix)
     """
-    model.train()
-    total_loss, seen = 0.0, 0
-    for index in batches:
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
         x, y = to_unit_float(images[index]), targets[index]
         if augment is not None:
             x, y = augment(x, y, task, augment_generator)
-        logits = compute.forward(model, x)
-        loss = loss_fn(logits, y.to(compute.device))
+        return loss_fn(compute.forward(model, x), y.to(compute.device))
+
+    model.train()
+    return optimise_epoch(batch_loss, optimizer, batches, on_batch=on_batch)
+
+
+def optimise_epoch(
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[torch.Tensor],
+    *,
+    on_batch: Callable[[float], Any] | None = None,
+) -> float:
+    """The optimisation steps of one epoch, shared by every trainer (single-task and joint).
+
+    ``batch_loss(index)`` returns the mean loss of the batch of those indices; returns the mean
+    loss per sample over the epoch, and calls ``on_batch`` with the running mean after each batch.
+    """
+    total_loss, seen = 0.0, 0
+    for index in batches:
+        loss = batch_loss(index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
