@@ -11,22 +11,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-_COLOURS = np.array(
-    [
-        [0, 0, 0, 0],
-        [0.9, 0.2, 0.2, 0.45],
-        [0.2, 0.5, 0.95, 0.45],
-        [0.2, 0.8, 0.3, 0.45],
-        [0.9, 0.7, 0.1, 0.45],
-        [0.7, 0.3, 0.8, 0.45],
-    ]
-)
+from medsure.segmentation.plots import _LABEL_COLOURS  # the same colour per label as the segmentation figures
+
 _ABSTAIN_COLOUR = (1.0, 0.0, 1.0, 0.85)  # magenta: no class is certified there
 
 
 def _label_cmap(k: int) -> ListedColormap:
     """Colours of labels 0..K-1 (background transparent) and of abstain, drawn as label K."""
-    colours = _COLOURS[np.arange(k) % len(_COLOURS)].copy()
+    colours = _LABEL_COLOURS[np.arange(k) % len(_LABEL_COLOURS)].copy()
     colours[0] = (0, 0, 0, 0)
     return ListedColormap(np.vstack([colours, _ABSTAIN_COLOUR]))
 
