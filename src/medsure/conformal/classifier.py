@@ -522,6 +522,16 @@ class SplitConformalClassifier:
             rank_counts = np.bincount(rank0, minlength=k)
         else:
             scores = label_scores(self.method, values, y, u_all, **self.params_)
+        self._fit_thresholds(scores, y, g, rank_counts)
+        return self
+
+    def _fit_thresholds(
+        self, scores: np.ndarray, y: np.ndarray, g: np.ndarray | None, rank_counts: np.ndarray | None
+    ) -> None:
+        """The thresholds from the calibration scores ``(n,)`` and labels ``(n,)`` (and groups):
+        marginal, per class or per group. Shared by :meth:`fit` and the streaming fit, which keeps
+        only these 1-D values. ``rank_counts`` (K,) replaces the scores for rank-only scores."""
+        alpha, k = float(self.alpha), self.n_classes_
         self.cal_scores_ = scores
         self.n_cal_ = int(y.size)
         self.fallbacks_: list[dict[str, Any]]
@@ -531,7 +541,7 @@ class SplitConformalClassifier:
             self.stratum_counts_ = np.array([y.size])
             if rank_counts is not None:  # K distinct values: count instead of partitioning
                 threshold = conformal_quantile_of_counts(
-                    rank_score_table(spec, k, self.params_), rank_counts, alpha, "the calibration set"
+                    rank_score_table(self.spec, k, self.params_), rank_counts, alpha, "the calibration set"
                 )
             else:
                 threshold = conformal_quantile(scores, alpha, "the calibration set")
@@ -552,7 +562,6 @@ class SplitConformalClassifier:
             )
             if self.fallback == "marginal":
                 self._marginal_threshold = conformal_quantile(scores, alpha, "the calibration set")
-        return self
 
     # ---- prediction -------------------------------------------------------------------------
     def _check_u_allowed(self) -> None:

@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 
 from medsure.artifact import Predictions
-from medsure.conformal.classifier import SplitConformalClassifier, _groups_of, _labels_of, _stream, stratified_quantiles
+from medsure.conformal.classifier import SplitConformalClassifier, _groups_of, _labels_of, _stream
 from medsure.conformal.metrics import DEFAULT_DELTA
-from medsure.conformal.quantile import conformal_quantile, conformal_quantile_of_counts
 from medsure.conformal.scores import check_params, label_scores, rank_score_table, true_label_rank
 from medsure.shards import ShardSource, shards_of
 from medsure.validation import input_error, validate_params
@@ -75,7 +74,6 @@ def fit_streaming(clf: SplitConformalClassifier, cal: ShardSource) -> SplitConfo
     """
     validate_params(clf)
     spec = clf.spec
-    alpha = float(clf.alpha)
     given = check_params(spec, dict(clf.params or {}), allow_missing=True)
     if spec.tune is not None and spec.needs_tuning(given):
         raise input_error(
@@ -120,38 +118,9 @@ def fit_streaming(clf: SplitConformalClassifier, cal: ShardSource) -> SplitConfo
     scores = np.concatenate(scores_parts)
     y = np.concatenate(labels_parts)
     del scores_parts, labels_parts, part, values  # only the 1-D values stay for the quantile
-    k = clf.n_classes_
     clf.params_ = params
     clf.n_tune_ = 0
-    clf.cal_scores_ = scores
-    clf.n_cal_ = int(y.size)
-    if clf.conditional == "marginal":
-        clf.strata_ = ["all"]
-        clf.stratum_counts_ = np.array([y.size])
-        if rank_counts is not None:
-            threshold = conformal_quantile_of_counts(
-                rank_score_table(spec, k, params), rank_counts, alpha, "the calibration set"
-            )
-        else:
-            threshold = conformal_quantile(scores, alpha, "the calibration set")
-        clf.thresholds_ = np.array([threshold])
-        clf.fallbacks_ = []
-    elif clf.conditional == "class":
-        clf.strata_ = list(clf.class_names_)
-        clf.stratum_counts_ = np.bincount(y, minlength=k)
-        clf.thresholds_, clf.fallbacks_ = stratified_quantiles(
-            scores, y, alpha, names=clf.strata_, fallback=clf.fallback, kind="class"
-        )
-    else:
-        g = np.concatenate(group_parts)
-        names, strata = np.unique(g, return_inverse=True)
-        clf.strata_ = [str(v) for v in names]
-        clf.stratum_counts_ = np.bincount(strata, minlength=len(names))
-        clf.thresholds_, clf.fallbacks_ = stratified_quantiles(
-            scores, strata, alpha, names=clf.strata_, fallback=clf.fallback, kind="group"
-        )
-        if clf.fallback == "marginal":
-            clf._marginal_threshold = conformal_quantile(scores, alpha, "the calibration set")
+    clf._fit_thresholds(scores, y, np.concatenate(group_parts) if group_parts else None, rank_counts)
     return clf
 
 
