@@ -7,10 +7,12 @@ Every reader returns plain arrays or an :class:`ImageDataset`; broken files rais
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,37 +69,46 @@ def read_image(
     MedsureInputError
         Unreadable, truncated or non-image file; the message names it.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if mode not in ("L", "RGB"):
         raise input_error("mode", mode, "'L' or 'RGB'")
     if resample not in ("bilinear", "nearest"):
         raise input_error("resample", resample, "'bilinear' or 'nearest'")
     size = _size_tuple(image_size)
-    path = Path(path)
+    with _decoded(Path(path), "image file", "a PNG, JPEG, BMP, TIFF or GIF image") as opened:
+        # PIL's own conversion clips 16-bit values at 255: window to the image's range instead
+        wide = opened.mode in _WIDE_MODES
+        img = (Image.fromarray(to_uint8(np.asarray(opened))) if wide else opened).convert(mode)
+        if size is not None and img.size != (size[1], size[0]):
+            method = Image.Resampling.BILINEAR if resample == "bilinear" else Image.Resampling.NEAREST
+            img = img.resize((size[1], size[0]), method)
+        array = np.asarray(img, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+@contextlib.contextmanager
+def _decoded(path: Path, what: str, accepted: str) -> Iterator[Any]:
+    """The PIL image at ``path``, decoded on entry (a truncated file fails here, with the path
+    known); any failure to open, decode or convert it inside the block is one error naming it."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as opened:
-            opened.load()  # decode now: truncated files fail here, with the path known
-            # PIL's own conversion clips 16-bit values at 255: window to the image's range instead
-            wide = opened.mode in _WIDE_MODES
-            img = (Image.fromarray(to_uint8(np.asarray(opened))) if wide else opened).convert(mode)
-            if size is not None and img.size != (size[1], size[0]):
-                method = Image.Resampling.BILINEAR if resample == "bilinear" else Image.Resampling.NEAREST
-                img = img.resize((size[1], size[0]), method)
-            array = np.asarray(img, dtype=np.uint8)
+            opened.load()
+            yield opened
     except FileNotFoundError:
-        raise _missing("image file", path) from None
+        raise _missing(what, path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if path.is_dir():
-            raise _missing("image file", path) from None
+            raise _missing(what, path) from None
         raise input_error(
-            f"image file {path}",
+            f"{what} {path}",
             f"an unreadable image ({exc})",
-            "a PNG, JPEG, BMP, TIFF or GIF image",
+            accepted,
             "the file is truncated or not an image",
             raw=True,
         ) from exc
-    return array[..., None] if array.ndim == 2 else array
 
 
 def read_mask(path: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None) -> np.ndarray:
@@ -112,31 +123,16 @@ def read_mask(path: str | os.PathLike, *, image_size: int | tuple[int, int] | No
     MedsureInputError
         Unreadable file; the message names it.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     size = _size_tuple(image_size)
-    path = Path(path)
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            img = opened if opened.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N") else opened.convert("L")
-            if img.mode.startswith("I;16"):
-                img = img.convert("I")  # resizes without byte-order surprises
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.NEAREST)
-            array = np.asarray(img).astype(np.int64)
-    except FileNotFoundError:
-        raise _missing("mask file", path) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if path.is_dir():
-            raise _missing("mask file", path) from None
-        raise input_error(
-            f"mask file {path}",
-            f"an unreadable image ({exc})",
-            "a PNG, BMP, TIFF or GIF mask",
-            "the file is truncated or not an image",
-            raw=True,
-        ) from exc
+    with _decoded(Path(path), "mask file", "a PNG, BMP, TIFF or GIF mask") as opened:
+        img = opened if opened.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N") else opened.convert("L")
+        if img.mode.startswith("I;16"):
+            img = img.convert("I")  # resizes without byte-order surprises
+        if size is not None and img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.Resampling.NEAREST)
+        array = np.asarray(img).astype(np.int64)
     return array
 
 
