@@ -51,8 +51,21 @@ def _slack(r: int) -> float:
     return 3.0 * np.sqrt(ALPHA * (1 - ALPHA) / r)
 
 
-@pytest.mark.parametrize("sequential", [False, True])
-def test_segmentation_false_certification_rate_is_at_most_alpha(image: torch.Tensor, sequential: bool) -> None:
+SEQUENTIAL_RULES = {"sequential": True, "looks": "late", "futility": 0.01, "tolerance": 0.04}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"sequential": True, "round_size": 10},
+        SEQUENTIAL_RULES,  # late looks, futility and tolerance: stopping early must not break the bound
+        {"selection": "union"},  # the n0 passes counted too, union bound over classes
+        {"selection": "union", **SEQUENTIAL_RULES},
+    ],
+    ids=["fixed", "sequential-rounds", "sequential-rules", "union", "union-sequential"],
+)
+def test_segmentation_false_certification_rate_is_at_most_alpha(image: torch.Tensor, options: dict) -> None:
     model = Thresholds().eval()
     truth = _true_probabilities(model, image)
     # the case is informative: many pixels have a class probability near tau
@@ -70,24 +83,25 @@ def test_segmentation_false_certification_rate_is_at_most_alpha(image: torch.Ten
             n=N,
             alpha=ALPHA,
             tau=TAU,
-            sequential=sequential,
-            round_size=10,
             generator=gen,
             batch_size=64,
+            **options,
         )
-        p_selected = np.take_along_axis(truth, cert.selected[None], 0)[0]
         ok = cert.certified >= 0
-        false_any += bool(np.any(ok & (p_selected <= TAU)))
+        # the true probability of the class each pixel is certified as (its selected class with "split")
+        p_certified = np.take_along_axis(truth, np.where(ok, cert.certified, cert.selected)[None], 0)[0]
+        false_any += bool(np.any(ok & (p_certified <= TAU)))
         majority_wrong += bool(np.any(ok & (cert.certified != truth.argmax(0))))
         certified_share.append(ok.mean())
-        if not sequential:  # the same counts without the correction across pixels
+        if not options:  # the same counts without the correction across pixels
+            p_selected = np.take_along_axis(truth, cert.selected[None], 0)[0]
             raw = binomial_pvalue_greater(cert.counts, N, TAU) <= ALPHA
             false_uncorrected += bool(np.any(raw & (p_selected <= TAU)))
     bound = ALPHA + _slack(reps)
     assert false_any / reps <= bound, (false_any, reps)
     assert majority_wrong / reps <= bound
     assert np.mean(certified_share) > 0.3  # it certifies, it does not just abstain
-    if not sequential:
+    if not options:
         assert false_uncorrected / reps > bound  # the check would catch a missing correction
 
 

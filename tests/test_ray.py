@@ -83,10 +83,18 @@ def test_ray_shards_equal_local_shards_and_resume(local_ray, tmp_path: Path, cap
     local, remote = load_predictions(tmp_path / "local"), load_predictions(tmp_path / "ray")
     np.testing.assert_array_equal(remote.ids, local.ids)
     np.testing.assert_array_equal(remote.labels, local.labels)
-    # same per-shard seeds: the same dropout masks whichever worker ran a shard (float32 sums of
+    # MC dropout seeded per case: the same masks whichever worker ran a case (float32 sums of
     # a conv may differ in the last bits between thread counts)
     np.testing.assert_allclose(remote.logits, local.logits, rtol=1e-5, atol=1e-5)
     assert not np.allclose(remote.logits[0], remote.logits[1])  # the MC passes differ
+    # one worker and another shard size: still the numbers of the single file
+    single = ["predict", "--run", run, "--split", "test", "--mc-samples", "3", "--out", str(tmp_path / "one.npz")]
+    assert main(single) == 0
+    one_worker = [*common[:-1], "130", "--engine", "ray", "--workers", "1", "--out", str(tmp_path / "ray1")]
+    assert main(one_worker) == 0
+    one = load_predictions(tmp_path / "one.npz")
+    for other in (remote, load_predictions(tmp_path / "ray1")):
+        np.testing.assert_allclose(other.logits, one.logits, rtol=1e-5, atol=1e-5)
     manifest = read_manifest(tmp_path / "ray")
     assert manifest.complete and len(manifest.shards) == 4
     # a lost shard is the only one predicted again

@@ -3,7 +3,9 @@
 Three ways to get a leading T axis of predictive samples:
 
 - ``mc_samples=T``: Monte-Carlo dropout (Gal & Ghahramani 2016), dropout layers active at test
-  time, seeded;
+  time, seeded per case: case ``i``'s masks in pass ``t`` come from ``(seed, first_case + i, t)``
+  only (a counter-based hash, :func:`_case_uniform_bits`), so a case gets the same samples
+  whatever the batch size, the shard it is in, or the worker that predicts it;
 - ``tta=True`` (or a list of view names): test-time augmentation; segmentation outputs are mapped
   back to the original frame before stacking (see :mod:`medsure.tta`);
 - :func:`predict_ensemble`: one member per model (deep ensembles, Lakshminarayanan et al. 2017).
@@ -53,6 +55,7 @@ def predict(
     device: str = "auto",
     thumbnail_size: int | None = None,
     provenance: dict[str, Any] | None = None,
+    first_case: int = 0,
 ) -> Predictions:
     """Run ``model`` on every image of ``dataset``.
 
@@ -72,6 +75,9 @@ def predict(
     thumbnail_size : longest side of the stored uint8 thumbnails (default 32 for classification,
         64 for segmentation)
     provenance : extra entries merged into the artifact's provenance
+    first_case : index of ``dataset``'s first case in the whole set it was cut from (a shard):
+        MC-dropout masks of case ``i`` come from ``(seed, first_case + i)``, so predicting a set
+        in shards gives exactly the samples of predicting it whole
 
     Returns
     -------
@@ -82,6 +88,7 @@ def predict(
         raise input_error("mc_samples and tta", "both", "one source of samples", "choose one", raw=True)
     check_int("mc_samples", mc_samples, low=0)
     check_int("batch_size", batch_size, low=1)
+    check_int("first_case", first_case, low=0)
     net, run = _network(model, dataset)
     if run is not None and run.task == "joint":
         raise input_error(
@@ -98,7 +105,9 @@ def predict(
     target_device = resolve_device(device)
     with _prepared(net, target_device, mc=mc_samples > 0):
         if mc_samples > 0:
-            logits = _stacked([None] * mc_samples, net, dataset, batch_size, target_device, seed, desc="MC dropout")
+            logits = _stacked(
+                [None] * mc_samples, net, dataset, batch_size, target_device, seed, "MC dropout", first_case
+            )
         elif views is not None:
             logits = _stacked(list(views), net, dataset, batch_size, target_device, seed, desc="TTA")
         else:
@@ -132,11 +141,13 @@ def predict_joint(
     device: str = "auto",
     thumbnail_size: int | None = None,
     provenance: dict[str, Any] | None = None,
+    first_case: int = 0,
 ) -> JointPredictions:
     """Run a joint (UML) run on a joint dataset: Dirichlet alpha for the image classes and per
     pixel, labels and masks, for the same ids.
 
-    Parameters are as in :func:`predict` (no TTA). ``dataset`` is a joint dataset
+    Parameters are as in :func:`predict` (no TTA; MC dropout seeded per case with ``first_case``
+    as there). ``dataset`` is a joint dataset
     (:mod:`medsure.data.joint`; unlabelled: no masks, no labels).
 
     Returns
@@ -160,14 +171,15 @@ def predict_joint(
     seg_out: list[np.ndarray] = []
     with _prepared(net, target_device, mc=mc_samples > 0), torch.no_grad():
         devices = [target_device.index or 0] if target_device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), _case_dropout(net, seed, mc_samples > 0) as masks:
             torch.manual_seed(seed)
             bar = progress(total=passes * ((len(dataset) + batch_size - 1) // batch_size), desc="predict joint")
-            for _ in range(passes):
+            for t in range(passes):
                 chunks: dict[str, list[torch.Tensor]] = {"class": [], "seg": []}
                 for start in range(0, len(dataset), batch_size):
                     batch = images[start : start + batch_size]
                     x = (batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()).to(target_device)
+                    masks.start(first_case + start, x.shape[0], t, target_device)
                     outputs = net(x)
                     for key in chunks:
                         chunks[key].append(outputs[key].float().cpu())
@@ -333,9 +345,16 @@ def _prepared(model: nn.Module, device: torch.device, mc: bool) -> Iterator[None
             "train it with dropout (e.g. --dropout 0.2)",
             raw=True,
         )
+    unsupported = sorted({type(m).__name__ for m in dropouts if not isinstance(m, _CASE_DROPOUTS)})
+    if mc and unsupported:
+        raise input_error(
+            "mc_samples > 0",
+            f"a model with {', '.join(unsupported)} layers",
+            "nn.Dropout or nn.Dropout1d/2d/3d layers (MC dropout is seeded per case for these)",
+            raw=True,
+        )
+    # dropout stays in eval mode (the identity): _case_dropout's hooks apply the per-case masks
     model.eval()
-    for module in dropouts if mc else []:
-        module.train()
     model.to(device)
     try:
         yield
@@ -354,21 +373,26 @@ def _stacked(
     device: torch.device,
     seed: int,
     desc: str,
+    first_case: int | None = None,
 ) -> np.ndarray:
-    """Logits for each pass (a view name, or None for a plain/MC pass), stacked: (T, N, ...)."""
+    """Logits for each pass (a view name, or None for a plain/MC pass), stacked: (T, N, ...).
+
+    ``first_case`` not None: MC dropout, case ``i``'s masks in pass ``t`` seeded by
+    ``(seed, first_case + i, t)`` (:func:`_case_dropout`)."""
     images = torch.from_numpy(np.ascontiguousarray(np.moveaxis(dataset.images, -1, 1)))
     n = len(dataset)
     devices = [device.index or 0] if device.type == "cuda" else []
     outputs = []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), _case_dropout(model, seed, first_case is not None) as masks:
         torch.manual_seed(seed)
         bar = progress(total=len(views) * ((n + batch_size - 1) // batch_size), desc=desc)
-        for view in views:
+        for t, view in enumerate(views):
             chunks = []
             for start in range(0, n, batch_size):
                 batch = images[start : start + batch_size]
                 x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
                 x = x.to(device)
+                masks.start((first_case or 0) + start, x.shape[0], t, device)
                 if view is not None:
                     x = apply_view(view, x)
                 logits = model(x).float()
@@ -382,6 +406,113 @@ def _stacked(
     if not np.all(np.isfinite(stacked)):
         raise input_error("model logits", "NaN or infinite values", "finite logits", raw=True)
     return stacked
+
+
+_CASE_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_M32 = 0xFFFFFFFF
+
+
+def _to_int32(value: int) -> int:
+    """``value mod 2**32`` as a signed 32-bit integer (torch has no uint32 arithmetic)."""
+    value &= _M32
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _mix32(z: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finaliser ("lowbias32", C. Wellons' hash prospector) on int32 tensors.
+
+    int32 multiplication wraps modulo 2**32 (two's complement), and ``>>`` on int32 is
+    arithmetic, so the logical shifts mask off the copied sign bits.
+    """
+    z = z ^ ((z >> 16) & 0xFFFF)
+    z = z * _to_int32(0x7FEB352D)
+    z = z ^ ((z >> 15) & 0x1FFFF)
+    z = z * _to_int32(0x846CA68B)
+    return z ^ ((z >> 16) & 0xFFFF)
+
+
+def _mix32_np(z: np.ndarray) -> np.ndarray:
+    """:func:`_mix32` on uint32 arrays (the same bits): the few per-case keys of a batch are
+    hashed in numpy, whose per-call cost on small arrays is a fraction of torch's."""
+    z = z ^ (z >> np.uint32(16))
+    z = z * np.uint32(0x7FEB352D)
+    z = z ^ (z >> np.uint32(15))
+    z = z * np.uint32(0x846CA68B)
+    return z ^ (z >> np.uint32(16))
+
+
+def _case_uniform_bits(keys: torch.Tensor, size: int, index: torch.Tensor | None = None) -> torch.Tensor:
+    """24 uniform random bits ``(B, size)`` int32 in ``[0, 2**24)``: element ``j`` of row ``b`` is a
+    hash of ``(keys[b], j)`` only (a counter-based generator: no state, any layout). ``index``:
+    ``arange(size) * 0x9E3779B9`` (int32) when the caller keeps it."""
+    if index is None:
+        index = torch.arange(size, dtype=torch.int32, device=keys.device) * _to_int32(0x9E3779B9)
+    return (_mix32(keys[:, None] + index[None, :]) >> 8) & 0xFFFFFF
+
+
+class _CaseMasks:
+    """Per-case dropout masks for the batch being run, applied by forward hooks on the dropout
+    layers (which stay in eval mode, the identity)."""
+
+    def __init__(self, seed: int, active: bool = True) -> None:
+        self.active = active
+        low, high = np.array([seed & _M32], np.uint32), np.array([(seed >> 32) & _M32], np.uint32)
+        self.seed_key = int(_mix32_np(_mix32_np(low) ^ high)[0])
+        self.keys: np.ndarray | None = None  # uint32 (B,), one key per case of the batch
+        self.device = torch.device("cpu")
+        self.calls = 0
+        self._index: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def start(self, first: int, count: int, t: int, device: torch.device) -> None:
+        """The next forward pass runs cases ``first .. first + count - 1`` in pass ``t``."""
+        if not self.active:  # no MC dropout: nothing to prepare per batch
+            return
+        if first + count > 1 << 31:
+            raise input_error("case index", first + count - 1, "below 2**31 for MC dropout", raw=True)
+        cases = np.arange(first, first + count, dtype=np.uint32)
+        key = _mix32_np(np.array([(self.seed_key + t * 0x632BE5AB) & _M32], np.uint32))
+        self.keys = _mix32_np(key + cases)
+        self.device = device
+        self.calls = 0
+
+    def hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+        if self.keys is None:  # not a batch of predict's (start() was not called): no mask
+            return output
+        p = float(module.p)  # type: ignore[arg-type]
+        if p <= 0.0:
+            return output
+        if p >= 1.0:
+            return torch.zeros_like(output)
+        # each dropout call of the forward pass gets its own stream (a layer used twice included)
+        call_keys = _mix32_np(self.keys + np.uint32(((self.calls + 1) * 0x3C6EF372) & _M32))
+        keys = torch.from_numpy(call_keys.view(np.int32)).to(self.device)
+        self.calls += 1
+        shape = tuple(output.shape)
+        if isinstance(module, nn.Dropout):  # every element
+            mask_shape = shape
+        else:  # Dropout1d/2d/3d: whole channels, (B, C, 1, ...)
+            mask_shape = (*shape[:2], *([1] * (output.dim() - 2)))
+        size = int(np.prod(mask_shape[1:]))
+        index = self._index.get((size, self.device))
+        if index is None:
+            index = torch.arange(size, dtype=torch.int32, device=self.device) * _to_int32(0x9E3779B9)
+            self._index[(size, self.device)] = index
+        keep = _case_uniform_bits(keys, size, index) >= round(p * (1 << 24))
+        mask = keep.reshape(mask_shape).to(output.dtype) / (1.0 - p)
+        return output * mask
+
+
+@contextlib.contextmanager
+def _case_dropout(model: nn.Module, seed: int, active: bool) -> Iterator[_CaseMasks]:
+    """Hooks that apply per-case seeded dropout to ``model``'s dropout layers (none when not
+    ``active``); call ``.start(...)`` before each forward pass. Hooks are removed on exit."""
+    masks = _CaseMasks(seed, active)
+    handles = [m.register_forward_hook(masks.hook) for m in _dropout_modules(model)] if active else []
+    try:
+        yield masks
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _thumbnails(images: np.ndarray, size: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from medsure.core.stats import percentile_bootstrap, undefined_as_none
 from medsure.utils.progress import progress
 from medsure.validation import check_choice, check_int, input_error
 
-__all__ = ["CertificationResults", "evaluate_certification", "images_to_tensor"]
+__all__ = ["CertificationResults", "evaluate_certification", "images_to_tensor", "summarise_certification"]
 
 TASKS = ("classification", "segmentation")
 
@@ -65,6 +65,8 @@ class CertificationResults:
         images; for per-label metrics also "per_label")
     radius_grid, certified_accuracy : classification: the certified-accuracy curve
     seconds_per_image : wall time of certification per image (model passes included)
+    selection : segmentation: "split" (n0 passes select, n estimate) or "union" (all passes count)
+    sequential_settings : with ``sequential``: ``looks`` (as given), ``futility``, ``tolerance``
     overlay_images : uint8 (M, H, W[, 3]) the first images, for the report's overlays
     """
 
@@ -94,6 +96,8 @@ class CertificationResults:
     seconds_per_image: float = float("nan")
     overlay_images: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    selection: str = "split"
+    sequential_settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``cert.json`` content: settings, radius, summaries with intervals, per-image list."""
@@ -117,6 +121,9 @@ class CertificationResults:
             out["smoothed_dice"] = self.summary.get("smoothed_dice")
             out["plain_dice"] = self.summary.get("plain_dice")
             out["plain_noisy_dice"] = self.summary.get("plain_noisy_dice")
+            out["selection"] = self.selection
+            if self.sequential_settings is not None:
+                out["sequential_settings"] = dict(self.sequential_settings)
         else:
             radii = np.asarray(self.radius, dtype=np.float64)
             certified = self.certified >= 0
@@ -207,6 +214,10 @@ def evaluate_certification(
     correction: str = "holm",
     sequential: bool = False,
     round_size: int = 10,
+    looks: Sequence[int] | str | None = None,
+    futility: float = 0.0,
+    tolerance: float = 0.0,
+    selection: str = "split",
     seed: int = 0,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
@@ -228,8 +239,12 @@ def evaluate_certification(
     ids : N image ids (default "0", "1", ...)
     sigma, n0, n, alpha, tau, correction : smoothing settings; n0/n default to 10/100
         (segmentation, as SegCertify) and 100/1000 (classification)
-    sequential : segmentation only: rounds of ``round_size`` and early stopping
+    sequential : segmentation only: looks at the counts and early stopping
         (see :func:`~medsure.certify.smoothing.certify_segmentation`)
+    round_size, looks, futility, tolerance : the sequential mode's look schedule (``looks``:
+        sample counts, "late" or "rounds"/None for every ``round_size``) and stopping rules
+    selection : segmentation: "split" (SegCertify) or "union" (the n0 passes also count, union
+        bound over classes; see :func:`~medsure.certify.smoothing.certify_labels`)
     seed : run seed; image i uses ``image_seed(seed, index_offset + i)``
     batch_size : noisy copies per forward pass
     device : where the model runs
@@ -250,6 +265,8 @@ def evaluate_certification(
     check_int("seed", seed)
     if sequential and task != "segmentation":
         raise input_error("sequential", "with a classification model", "a segmentation model (it stops per pixel)")
+    if selection != "split" and task != "segmentation":
+        raise input_error("selection", f"'{selection}' with a classification model", "a segmentation model")
     x = images_to_tensor(images)
     n_images = x.shape[0]
     ids_arr = np.asarray(ids if ids is not None else [str(i) for i in range(n_images)]).astype(str)
@@ -269,6 +286,7 @@ def evaluate_certification(
         return _certify_all(
             model, x, targets, images, task, class_names, ids_arr, sigma, n0, n, alpha, tau, correction,
             sequential, round_size, seed, batch_size, device, radius_grid, n_boot, n_overlays, index_offset,
+            {"looks": looks, "futility": futility, "tolerance": tolerance, "selection": selection},
         )  # fmt: skip
     finally:
         for module, mode in modes.items():
@@ -298,6 +316,7 @@ def _certify_all(
     n_boot: int,
     n_overlays: int,
     index_offset: int,
+    options: dict[str, Any],
 ) -> CertificationResults:
     """The loop over images and the metrics of :func:`evaluate_certification` (arguments checked there)."""
     n_images = x.shape[0]
@@ -324,6 +343,7 @@ def _certify_all(
                 round_size=round_size,
                 batch_size=batch_size,
                 device=device,
+                **options,
                 **common,  # type: ignore[arg-type]
             )
             noisy.append(cert.noisy_labels)
@@ -364,9 +384,12 @@ def _certify_all(
         targets=targets,
         seconds_per_image=elapsed / max(n_images, 1),
         overlay_images=np.asarray(images)[: max(0, n_overlays)].copy() if n_overlays else None,
+        selection=str(options["selection"]),
+        sequential_settings=sequential_settings(
+            sequential, options["looks"], round_size, options["futility"], options["tolerance"]
+        ),
     )
     results.per_image_rates["abstain_rate"] = abstain_rate(results.certified)
-    summary: dict[str, Any] = {"abstain_rate": _mean_interval(results.per_image_rates["abstain_rate"], n_boot, seed)}
     if targets is not None and n_images:
         if task == "segmentation":
             noisy_arr = np.stack(noisy)  # (N, n0, H, W)
@@ -381,27 +404,70 @@ def _certify_all(
                     dice_per_label(flat_noisy, repeated, k).reshape(n_images, noisy_arr.shape[1], k - 1)
                 ),
             }
-            names = results.class_names[1:]
-            for key, values in results.per_label.items():
-                summary[key] = _label_summary(values, names, n_boot, seed)
         else:
             labels = targets
             correct = ((results.certified == labels) & (results.certified != ABSTAIN)).astype(np.float64)
             results.per_image_rates["correct"] = correct
             results.per_image_rates["plain_correct"] = (np.asarray(clean) == labels).astype(np.float64)
             results.per_image_rates["plain_noisy_correct"] = (np.stack(noisy) == labels[:, None]).mean(axis=1)
-            summary["certified_accuracy"] = _mean_interval(correct, n_boot, seed)
-            summary["plain_accuracy"] = _mean_interval(results.per_image_rates["plain_correct"], n_boot, seed)
-            summary["plain_noisy_accuracy"] = _mean_interval(
-                results.per_image_rates["plain_noisy_correct"], n_boot, seed
-            )
+    return summarise_certification(results, n_boot=n_boot, radius_grid=radius_grid)
+
+
+def summarise_certification(
+    results: CertificationResults, *, n_boot: int = 1000, radius_grid: np.ndarray | None = None
+) -> CertificationResults:
+    """Fill ``results.summary`` (and, for classification, the certified-accuracy curve) from its
+    per-image arrays: the means over images with 95 % percentile-bootstrap intervals (seeded by
+    ``results.seed``). Used by :func:`evaluate_certification` and by the merge of certification
+    parts computed elsewhere (``medsure certify --engine ray``), so both summarise alike.
+
+    Parameters
+    ----------
+    results : per-image arrays filled (``per_image_rates`` with ``abstain_rate``; with targets,
+        ``per_label`` for segmentation or ``correct``/``plain_correct``/``plain_noisy_correct``)
+    n_boot : bootstrap resamples (0: no intervals)
+    radius_grid : classification: radii of the curve (default 0..4 sigma in 41 steps)
+
+    Returns
+    -------
+    the same ``results``, updated in place
+    """
+    seed = results.seed
+    summary: dict[str, Any] = {"abstain_rate": _mean_interval(results.per_image_rates["abstain_rate"], n_boot, seed)}
+    if results.targets is not None and len(results.ids):
+        if results.task == "segmentation":
+            names = results.class_names[1:]
+            for key, values in results.per_label.items():
+                summary[key] = _label_summary(values, names, n_boot, seed)
+        else:
+            for key, rate in (
+                ("certified_accuracy", "correct"),
+                ("plain_accuracy", "plain_correct"),
+                ("plain_noisy_accuracy", "plain_noisy_correct"),
+            ):
+                summary[key] = _mean_interval(results.per_image_rates[rate], n_boot, seed)
+            sigma = results.sigma
             grid = np.linspace(0.0, 4.0 * sigma, 41) if radius_grid is None else np.asarray(radius_grid, np.float64)
             results.radius_grid = grid
             results.certified_accuracy = certified_accuracy_curve(
-                results.certified, np.asarray(results.radius), labels, grid
+                results.certified, np.asarray(results.radius), results.targets, grid
             )
     results.summary = summary
     return results
+
+
+def sequential_settings(
+    sequential: bool, looks: Sequence[int] | str | None, round_size: int, futility: float, tolerance: float
+) -> dict[str, Any] | None:
+    """The ``sequential_settings`` recorded in ``cert.json`` (None without ``sequential``)."""
+    if not sequential:
+        return None
+    return {
+        "looks": looks if isinstance(looks, str | None) else [int(v) for v in looks],
+        "round_size": int(round_size),
+        "futility": float(futility),
+        "tolerance": float(tolerance),
+    }
 
 
 def _mean_over_samples(values: np.ndarray) -> np.ndarray:

@@ -7,7 +7,10 @@
 - :func:`binomial_pvalue_two_sided`: the two-sided test of ``p = 1/2`` behind Cohen's ``PREDICT``;
 - :func:`adjust_pvalues` / :func:`reject`: Holm (step-down, default), Bonferroni and
   Benjamini–Hochberg over the last axis, several images at once;
-- :func:`sequential_pvalues`: the alpha-spending running p-value of the sequential mode.
+- :func:`sequential_pvalues`: the alpha-spending running p-value of the sequential mode;
+- :func:`reachable_threshold`, :func:`never_rejected`, :func:`futile`: when the sequential mode may
+  stop (no pixel can still be certified, or none plausibly can: the futility rule);
+- :func:`late_looks`: a look schedule that spends alpha only where certification is possible.
 
 Counts only take the values ``0..n``, so every p-value is looked up in a table of ``n + 1``
 entries computed once: the cost per pixel is an index, whatever the image size.
@@ -28,7 +31,12 @@ __all__ = [
     "adjust_pvalues",
     "reject",
     "loosest_threshold",
+    "reachable_threshold",
     "never_rejected",
+    "clopper_pearson_upper",
+    "chance_to_reach",
+    "futile",
+    "late_looks",
     "spending_weights",
     "sequential_pvalues",
 ]
@@ -168,6 +176,35 @@ def loosest_threshold(alpha: float, m: int, method: str) -> float:
     return alpha / max(m, 1) if method == "bonferroni" else alpha
 
 
+def reachable_threshold(best: np.ndarray, alpha: float, method: str) -> float:
+    """The loosest threshold the correction can still apply to any p-value when the p-values can
+    only fall to ``best``: the fixed point described in :func:`never_rejected` (``-1`` when no
+    hypothesis can be rejected at all, so that every p-value is above it).
+
+    Parameters
+    ----------
+    best : float ndarray (m,), the smallest p-value each hypothesis can still reach
+    alpha : level; method : one of :data:`CORRECTIONS`
+
+    Returns
+    -------
+    float
+    """
+    check_choice("correction", method, CORRECTIONS)
+    best = np.asarray(best, dtype=np.float64).reshape(-1)
+    m = best.size
+    if method == "bonferroni":
+        return alpha / max(m, 1)
+    # The fixed point of "r = number of hypotheses whose best p-value clears the threshold for r"
+    # (the threshold grows with r), found at once: the largest r with count(threshold(r)) >= r.
+    ordered = np.sort(best)
+    r = np.arange(1, m + 1)
+    thresholds = alpha / (m - r + 1) if method == "holm" else alpha * r / m
+    clearing = np.searchsorted(ordered, thresholds, side="right")
+    feasible = np.nonzero(clearing >= r)[0]
+    return float(thresholds[feasible[-1]]) if feasible.size else -1.0
+
+
 def never_rejected(best: np.ndarray, alpha: float, method: str) -> np.ndarray:
     """Which hypotheses the correction can never reject when their p-values stay >= ``best``.
 
@@ -188,21 +225,149 @@ def never_rejected(best: np.ndarray, alpha: float, method: str) -> np.ndarray:
     -------
     bool ndarray (m,).
     """
-    check_choice("correction", method, CORRECTIONS)
     best = np.asarray(best, dtype=np.float64)
-    m = best.size
-    if method == "bonferroni":
-        return best > alpha / max(m, 1)
-    # The fixed point of "r = number of hypotheses whose best p-value clears the threshold for r"
-    # (the threshold grows with r), found at once: the largest r with count(threshold(r)) >= r.
-    ordered = np.sort(best)
-    r = np.arange(1, m + 1)
-    thresholds = alpha / (m - r + 1) if method == "holm" else alpha * r / m
-    clearing = np.searchsorted(ordered, thresholds, side="right")
-    feasible = np.nonzero(clearing >= r)[0]
-    if feasible.size == 0:
-        return np.ones(m, dtype=bool)
-    return best > thresholds[feasible[-1]]
+    return best > reachable_threshold(best, alpha, method)
+
+
+def clopper_pearson_upper(k: np.ndarray | int, n: int, level: float) -> np.ndarray:
+    """One-sided (1 - level) Clopper–Pearson upper bound of p from k successes in n trials.
+
+    ``Beta(1 - level; k + 1, n - k)`` quantile, 1 when ``k = n``.
+
+    Parameters
+    ----------
+    k : int ndarray, any shape, values in ``[0, n]``
+    n : trials, >= 1
+    level : in (0, 1)
+
+    Returns
+    -------
+    float64 ndarray, the shape of ``k``.
+    """
+    n = check_int("n", n, low=1)
+    level = check_float("level", level, low=0.0, high=1.0, closed="neither")
+    k = _counts(k, n)
+    table = np.ones(n + 1)
+    table[:-1] = sps.beta.ppf(1.0 - level, np.arange(n) + 1, n - np.arange(n))
+    return table[k]
+
+
+def chance_to_reach(
+    hits: np.ndarray,
+    seen: int,
+    n_final: int,
+    weight_final: float,
+    threshold: float,
+    tau: float,
+    p: np.ndarray | float,
+    *,
+    offset: int = 0,
+) -> np.ndarray:
+    """The probability that a pixel's count reaches, at the last look, what it needs to be certified.
+
+    The pixel needs the count ``k_req``: the smallest ``k`` with ``P(Bin(N, tau) >= k) /
+    weight_final <= threshold`` (``N = offset + n_final``); it has ``hits`` among ``offset + seen``
+    samples, and ``N - offset - seen`` remain, each a success with probability ``p``.
+
+    Parameters
+    ----------
+    hits : int ndarray, any shape, successes so far
+    seen, n_final : estimation samples so far and at the last look (``offset`` more are counted)
+    weight_final : spending weight of the last look in (0, 1]
+    threshold : the p-value the pixel needs at the last look (< 0: unreachable)
+    tau : the null proportion
+    p : float or float ndarray broadcast with ``hits``, the success probability assumed
+    offset : selection samples counted in ``hits``
+
+    Returns
+    -------
+    float64 ndarray, the shape of ``hits``: ``P(hits + Bin(remaining, p) >= k_req)``.
+    """
+    total, final = offset + seen, offset + n_final
+    hits = _counts(hits, total)
+    table = np.minimum(1.0, sps.binom.sf(np.arange(final + 1) - 1, final, tau) / weight_final)
+    reachable = np.nonzero(table <= threshold)[0]
+    if threshold < 0 or reachable.size == 0:
+        return np.zeros(hits.shape)
+    k_req = int(reachable[0])
+    return np.asarray(sps.binom.sf(k_req - hits - 1, final - total, p), dtype=np.float64)
+
+
+def futile(
+    hits: np.ndarray,
+    seen: int,
+    n_final: int,
+    weight_final: float,
+    threshold: float,
+    tau: float,
+    beta: float,
+    *,
+    offset: int = 0,
+) -> np.ndarray:
+    """The sequential mode's futility rule: hypotheses that will not plausibly be rejected by the end.
+
+    A pixel needs, at the last look (``n_final`` samples, spending weight ``weight_final``), a
+    count ``k_req`` (see :func:`chance_to_reach`) for the loosest threshold the correction can
+    still give (:func:`reachable_threshold`: optimistic, as if every still-reachable pixel were
+    certified). Its probability of the selected class is at most the one-sided Clopper–Pearson
+    upper bound ``p_U`` at level ``beta`` from the ``hits`` among ``seen`` samples. The pixel is
+    futile when even at ``p_U`` the remaining samples reach ``k_req`` with probability below
+    ``beta``.
+
+    This is a *cost* budget, not part of the guarantee: stopping early is allowed whatever the
+    reason (the running p-values are valid at any stopping time), and a futile pixel is simply
+    not certified if it is not certified by then. A pixel that would have reached ``k_req`` is
+    declared futile at one look with probability at most about ``2 beta`` (``p_U`` below the
+    truth, or the upper tail at ``p_U``); the certified-Dice cost is measured in
+    ``benchmarks/certification.md``.
+
+    Parameters
+    ----------
+    hits : int ndarray, any shape, successes among ``offset + seen`` samples
+    seen : estimation samples so far; n_final : at the last look
+    weight_final : spending weight of the last look in (0, 1]
+    threshold : the p-value the pixel needs at the last look; < 0 makes every pixel futile
+    tau : the null proportion; beta : the futility budget in (0, 1)
+    offset : samples counted in ``hits`` besides the estimation ones (selection passes reused)
+
+    Returns
+    -------
+    bool ndarray, the shape of ``hits``.
+    """
+    beta = check_float("beta", beta, low=0.0, high=1.0, closed="neither")
+    p_upper = clopper_pearson_upper(hits, offset + seen, beta)
+    chance = chance_to_reach(hits, seen, n_final, weight_final, threshold, tau, p_upper, offset=offset)
+    return chance < beta
+
+
+def late_looks(n: int, m: int, alpha: float, tau: float, *, n_looks: int = 3, offset: int = 0) -> np.ndarray:
+    """A look schedule for the sequential mode: the first look where a pixel could first be
+    certified at all, then geometric steps to ``n``.
+
+    The first look ``s_1`` is the smallest sample count at which a pixel whose selected class won
+    every pass clears the strictest threshold ``alpha w / m`` (``w = 1 / n_looks``: Holm's first
+    step, Bonferroni); looking earlier only spends alpha. The remaining looks are spaced
+    geometrically between ``s_1`` and ``n``. Any increasing schedule keeps the guarantee.
+
+    Parameters
+    ----------
+    n : estimation samples at most; m : pixels in the family (times the classes with reused selection)
+    alpha, tau : the test's level and null proportion
+    n_looks : looks at most (fewer when ``s_1`` is close to ``n``)
+    offset : selection samples also counted (reused selection passes)
+
+    Returns
+    -------
+    int64 ndarray, increasing, ending at ``n``.
+    """
+    n = check_int("n", n, low=1)
+    n_looks = check_int("n_looks", n_looks, low=1)
+    if n_looks == 1:
+        return np.array([n], dtype=np.int64)
+    need = np.log(alpha / (n_looks * max(m, 1))) / np.log(tau)  # tau^s <= alpha w / m
+    first = int(np.clip(np.ceil(need) - offset, 1, n))
+    looks = np.unique(np.round(np.geomspace(first, n, n_looks)).astype(np.int64))
+    return np.maximum(looks, 1)
 
 
 def spending_weights(looks: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+from typing import Any
 
 from medsure.validation import check_float, check_int, input_error
 
@@ -33,8 +35,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--correction", default=None, choices=("holm", "bonferroni", "bh"), help="segmentation: across pixels (holm)"
     )
-    p.add_argument("--sequential", action="store_true", help="segmentation: rounds of noise, stop an image early")
-    p.add_argument("--round-size", type=int, default=10, help="passes per round with --sequential")
+    p.add_argument("--sequential", action="store_true", help="segmentation: look at the counts, stop an image early")
+    p.add_argument(
+        "--round-size", type=int, default=None, help="--sequential: a look every N passes (default: --looks late)"
+    )
+    p.add_argument(
+        "--looks",
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="--sequential: estimation-pass counts at which to look, increasing and ending at --n, or 'late' "
+        "(default: 4 looks from the first count at which a pixel can be certified)",
+    )
+    p.add_argument(
+        "--futility",
+        type=float,
+        default=None,
+        help="--sequential: stop waiting for pixels that cannot plausibly be certified by --n, at this budget "
+        "(default 0.01; 0 off)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="--sequential: stop once the open pixels' expected further certifications are at most this share of "
+        "each class's certified pixels (default 0.04, about a 0.005 certified-Dice cost on JSRT; 0: decide every "
+        "pixel)",
+    )
+    p.add_argument(
+        "--selection",
+        default=None,
+        choices=("split", "union"),
+        help="segmentation: 'split' (n0 passes select the class, SegCertify; default) or 'union' (every pass "
+        "counts, union bound over classes)",
+    )
     p.add_argument("--limit", type=int, default=None, help="certify only the first N images of the split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32, help="noisy copies per forward pass")
@@ -42,6 +76,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output JSON (cert.json)")
     p.add_argument("--masks", default=None, help="segmentation: also write certified maps and counts (.npz)")
     p.add_argument("--report", default=None, help="also write an HTML report")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: certify ranges of images on Ray actors (a local instance, or --address), each holding the "
+        "model once; resumable (parts in OUT.parts); needs pip install 'medsure[ray]'",
+    )
+    p.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT (default: start a local one)")
+    p.add_argument("--workers", type=int, default=None, help="Ray actors, each holding the model once (default: CPUs)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (0: CPU)")
+    p.add_argument(
+        "--shard-size", type=int, default=None, metavar="N", help="--engine ray: images per part (default 8)"
+    )
     p.set_defaults(func=run_certify)
 
     q = subparsers.add_parser(
@@ -81,7 +128,9 @@ def _check_settings(args: argparse.Namespace, task: str) -> None:
     if args.tau is not None:
         check_float("--tau", args.tau, low=0.5, high=1.0, closed="neither", hint="a pixel is certified when p > tau")
     check_int("--batch-size", args.batch_size, low=1)
-    check_int("--round-size", args.round_size, low=1)
+    if args.round_size is not None:
+        check_int("--round-size", args.round_size, low=1)
+    _check_sequential(args)
     if args.limit is not None:
         check_int("--limit", args.limit, low=1)
     if task == "classification":
@@ -90,9 +139,43 @@ def _check_settings(args: argparse.Namespace, task: str) -> None:
             ("--correction", args.correction is not None),
             ("--sequential", args.sequential),
             ("--masks", args.masks is not None),
+            ("--selection", args.selection is not None),
         ):
             if given:
                 raise input_error(option, "with a classification run", _SEG_ONLY, raw=True)
+
+
+def _check_sequential(args: argparse.Namespace) -> None:
+    """--looks/--futility/--tolerance: values, and only with --sequential; fills in their defaults."""
+    given = [f"--{name}" for name in ("looks", "futility", "tolerance") if getattr(args, name) is not None]
+    if given and not args.sequential:
+        raise input_error(given[0], "without --sequential", "--sequential (a sequential option)", raw=True)
+    if args.looks is not None:
+        if args.round_size is not None:
+            raise input_error("--looks", "with --round-size", "one of them (both set the look schedule)", raw=True)
+        if args.looks == ["late"]:
+            args.looks = "late"
+        else:
+            try:
+                looks = [int(v) for v in args.looks]
+            except ValueError:
+                raise input_error(
+                    "--looks", " ".join(args.looks), "increasing integers ending at --n, or 'late'", raw=True
+                ) from None
+            n = 100 if args.n is None else args.n
+            if any(b <= a for a, b in itertools.pairwise(looks)) or looks[0] < 1 or looks[-1] != n:
+                raise input_error(
+                    "--looks", " ".join(args.looks), f"increasing pass counts >= 1 ending at --n ({n})", raw=True
+                )
+            args.looks = looks
+    if args.futility is not None and args.futility != 0:
+        check_float("--futility", args.futility, low=0.0, high=1.0, closed="neither", hint="e.g. 0.01, or 0 (off)")
+    if args.tolerance is not None:
+        check_float("--tolerance", args.tolerance, low=0.0, high=1.0, hint="e.g. 0.04, or 0 (decide every pixel)")
+    if args.sequential:
+        args.looks = args.looks or ("rounds" if args.round_size is not None else "late")
+        args.futility = 0.01 if args.futility is None else args.futility
+        args.tolerance = 0.04 if args.tolerance is None else args.tolerance
 
 
 def run_certify(args: argparse.Namespace) -> int:
@@ -108,6 +191,7 @@ def run_certify(args: argparse.Namespace) -> int:
     record = read_record(Path(args.run))
     task = str(record["task"])
     _check_settings(args, task)
+    _check_engine(args)
     plan = OutputPlan()
     out_path = plan.file("--out", args.out)
     masks_path = plan.file("--masks", args.masks)
@@ -137,31 +221,43 @@ def run_certify(args: argparse.Namespace) -> int:
         model = denoiser.smoothing_model(net, args.sigma)
     else:
         model = net
-    results = evaluate_certification(
-        model,
-        dataset.images[:count],
-        None if dataset.targets is None else dataset.targets[:count],
-        task=task,
-        class_names=[str(c) for c in dataset.class_names],
-        ids=[str(i) for i in dataset.ids[:count]],
-        sigma=args.sigma,
-        n0=args.n0,
-        n=args.n,
-        alpha=args.alpha,
-        tau=0.75 if args.tau is None else args.tau,
-        correction=args.correction or "holm",
-        sequential=args.sequential,
-        round_size=args.round_size,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=device,
-    )
+    settings: dict[str, Any] = {
+        "sigma": args.sigma,
+        "n0": args.n0,
+        "n": args.n,
+        "alpha": args.alpha,
+        "tau": 0.75 if args.tau is None else args.tau,
+        "correction": args.correction or "holm",
+        "sequential": args.sequential,
+        "selection": args.selection or "split",
+        **({"looks": args.looks, "futility": args.futility, "tolerance": args.tolerance} if args.sequential else {}),
+        "round_size": 10 if args.round_size is None else args.round_size,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }
+    if args.engine == "ray":  # ranges of images on Ray actors, merged into the same results
+        from medsure.cli._engine import check_parts_folder, ray_certify
+
+        identity = _parts_identity(args, count, settings)
+        check_parts_folder(args.out, identity)
+        results = ray_certify(args, dataset, count, task, settings, identity)
+    else:
+        results = evaluate_certification(
+            model,
+            dataset.images[:count],
+            None if dataset.targets is None else dataset.targets[:count],
+            task=task,
+            class_names=[str(c) for c in dataset.class_names],
+            ids=[str(i) for i in dataset.ids[:count]],
+            device=device,
+            **settings,
+        )
     results.extra.update(
         {
             "run": str(args.run),
             "split": args.split,
             "denoiser": None if args.denoiser is None else str(args.denoiser),
-            "device": str(device),
+            "device": ("cuda" if args.gpus_per_worker else "cpu") if args.engine == "ray" else str(device),
         }
     )
     summary = results.to_dict()
@@ -183,6 +279,12 @@ def run_certify(args: argparse.Namespace) -> int:
             report.add(section)
         plan.add(report_path, report.write)
     plan.write_all()
+    if args.engine == "ray":  # the outputs hold everything the parts did
+        import shutil
+
+        from medsure.cli._engine import parts_folder
+
+        shutil.rmtree(parts_folder(args.out), ignore_errors=True)
     headline = summary.get("certified_dice") if task == "segmentation" else summary["certified_accuracy"]["at_radius_0"]
     print(
         f"wrote {args.out}: {task}, {count} images, sigma {args.sigma:g}, "
@@ -190,6 +292,34 @@ def run_certify(args: argparse.Namespace) -> int:
         f"{json.dumps((headline or {}).get('mean'))}, abstain rate {summary['abstain_rate']['mean']:.3f}"
     )
     return 0
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """--engine ray and its options, checked before anything is loaded (one line, exit 2)."""
+    from medsure.cli._engine import check_engine_args
+
+    check_engine_args(args)
+    if args.engine != "ray":
+        if args.shard_size is not None:
+            raise input_error("--shard-size", args.shard_size, "--shard-size only with --engine ray")
+        return
+    args.shard_size = 8 if args.shard_size is None else args.shard_size
+    check_int("--shard-size", args.shard_size, low=1)
+
+
+def _parts_identity(args: argparse.Namespace, count: int, settings: dict) -> dict:
+    """What a parts folder must match to be resumed by this command."""
+    from pathlib import Path
+
+    return {
+        "command": "medsure certify",
+        "run": str(Path(args.run).resolve()),
+        "split": args.split,
+        "denoiser": None if args.denoiser is None else str(Path(args.denoiser).resolve()),
+        "images": count,
+        "shard_size": args.shard_size,
+        **settings,
+    }
 
 
 def run_train_denoiser(args: argparse.Namespace) -> int:

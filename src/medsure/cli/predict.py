@@ -169,8 +169,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_part(args: argparse.Namespace, runs: list, dataset, seed: int):
-    """The prediction file of ``dataset`` (the whole split, or one shard of it)."""
+def _predict_part(args: argparse.Namespace, runs: list, dataset, seed: int, first_case: int = 0):
+    """The prediction file of ``dataset`` (the whole split, or one shard of it starting at case
+    ``first_case`` of the split: MC-dropout masks are seeded per case)."""
     from medsure.predict import predict, predict_ensemble
     from medsure.tta import views_for_training
 
@@ -194,6 +195,7 @@ def _predict_part(args: argparse.Namespace, runs: list, dataset, seed: int):
             tta=tta,
             seed=seed,
             device=args.device,
+            first_case=first_case,
         )
     return pred
 
@@ -202,19 +204,19 @@ def shard_prediction(
     args: argparse.Namespace, runs: list, dataset, split: str, index: int, start: int, stop: int
 ) -> Predictions:
     """Shard ``index`` (cases ``start:stop`` of ``dataset``), the same whichever engine or worker runs it:
-    its MC-dropout seed comes from ``--seed`` and the shard index."""
+    MC dropout is seeded per case from ``--seed`` and the case's index in the split, so the shards
+    hold exactly the numbers of the single file, whatever the shard size or the worker."""
     import numpy as np
 
-    seed = int(np.random.SeedSequence([args.seed, index]).generate_state(1)[0])
-    pred = _predict_part(args, runs, dataset.subset(np.arange(start, stop)), seed)
-    return replace(pred, provenance={**pred.provenance, "split": split, "shard": index, "shard_seed": seed})
+    pred = _predict_part(args, runs, dataset.subset(np.arange(start, stop)), args.seed, first_case=start)
+    return replace(pred, provenance={**pred.provenance, "split": split, "shard": index})
 
 
 def _predict_sharded(args: argparse.Namespace, runs: list, dataset, split: str, folder) -> int:
     """Write ``dataset``'s predictions as a shard folder, skipping shards already written.
 
-    Each shard's MC-dropout seed is derived from ``--seed`` and the shard index, so a resumed run
-    gives the same file as an uninterrupted one.
+    MC dropout is seeded per case (``--seed`` and the case's index), so a resumed run gives the
+    same files as an uninterrupted one, and the shards the numbers of the single file.
     """
     from pathlib import Path
 
@@ -233,6 +235,8 @@ def _predict_sharded(args: argparse.Namespace, runs: list, dataset, split: str, 
         "tta": bool(args.tta),
         "seed": args.seed,
     }
+    if args.mc_samples:  # folders of the former per-shard MC seeds hold other samples: not resumed, not mixed
+        identity["mc_seeds"] = "per case"
     writer = ShardWriter(
         folder,
         task=dataset.task,

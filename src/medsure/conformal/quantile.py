@@ -171,6 +171,10 @@ def coverage_band(
     total = int(n_test_arr.sum())
     if total == 0:
         raise input_error("test set", "0 samples", "at least 1 sample for a coverage band", raw=True)
+    strata = [(nc, nt) for nc, nt in zip(n_cal_arr.tolist(), n_test_arr.tolist(), strict=True) if nt > 0]
+    if len(strata) == 1:  # one beta-binomial: its quantiles without holding the m + 1 pmf values
+        low, high = _betabinom_band(*coverage_beta_params(strata[0][0], alpha), total, delta)
+        return low / total, min(high, total) / total
     pmf = np.ones(1)
     for nc, nt in zip(n_cal_arr.tolist(), n_test_arr.tolist(), strict=True):
         if nt == 0:
@@ -181,6 +185,45 @@ def coverage_band(
     low = int(np.searchsorted(cdf, delta / 2 - 1e-12))  # smallest c with P(X <= c) >= delta/2
     high = int(np.searchsorted(cdf, 1 - delta / 2 - 1e-12))
     return low / total, min(high, total) / total
+
+
+_BAND_CHUNK = 1 << 18  # pmf values per chunk in _betabinom_band: 2 MB, whatever m
+
+
+def _betabinom_band(a: int, b: int, m: int, delta: float) -> tuple[int, int]:
+    """``(low, high)`` counts of :func:`coverage_band` for one ``BetaBinomial(m, a, b)``.
+
+    The same numbers as materialising the pmf over ``0..m``, taking its cumulative sum,
+    dividing by the last entry and searching the ``delta / 2`` and ``1 - delta / 2`` levels, but
+    in chunks of :data:`_BAND_CHUNK` counts: memory is O(chunk) instead of O(m) (about 0.5 GB of
+    pmf and temporaries at m = 10^7). ``np.cumsum`` adds sequentially, so carrying the running
+    sum into each chunk reproduces the whole-array cumulative sums bit for bit. One pass finds
+    the total and the running sum at every chunk end; the two chunks holding the crossings are
+    then evaluated again to locate them exactly.
+    """
+    starts = list(range(0, m + 1, _BAND_CHUNK))
+
+    def cumulative(start: int, carry: float) -> np.ndarray:
+        pmf = stats.betabinom.pmf(np.arange(start, min(start + _BAND_CHUNK, m + 1)), m, a, b)
+        pmf[0] += carry
+        return np.cumsum(pmf)
+
+    ends = np.empty(len(starts))  # running sum up to the end of each chunk
+    carry = 0.0
+    for i, start in enumerate(starts):
+        carry = float(cumulative(start, carry)[-1])
+        ends[i] = carry
+    total = carry
+    found = []
+    for level in (delta / 2 - 1e-12, 1 - delta / 2 - 1e-12):
+        # the first chunk whose normalised end reaches the level holds the first count that does
+        i = int(np.searchsorted(ends / total, level))
+        if i >= len(starts):
+            found.append(m + 1)  # as searchsorted past the end of the whole cdf
+            continue
+        cdf = cumulative(starts[i], float(ends[i - 1]) if i > 0 else 0.0) / total
+        found.append(starts[i] + int(np.searchsorted(cdf, level)))
+    return found[0], found[1]
 
 
 def _non_finite(values: np.ndarray) -> str:
