@@ -1,0 +1,44 @@
+"""The demo's joint view (issue 12): a small UML on BUSI images with masks, rendered with real
+numbers; and a plain 'skipped' section when the masks are not there."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from medsure.artifact import load_joint_predictions
+from medsure.demo import DemoSettings, _joint_sections
+
+
+@pytest.mark.slow  # reads BUSI with masks (~10 s) and trains a small UML
+@pytest.mark.realdata
+def test_joint_view_renders_real_numbers(tmp_path, shared_data):
+    if not (shared_data / "busi_masks").is_dir():
+        pytest.skip(f"real data not available: {shared_data / 'busi_masks'} is absent")
+    settings = DemoSettings(seed=0, quick=True)
+    (section,) = _joint_sections(SimpleNamespace(out_dir=tmp_path), settings)
+    summary = section.summary
+    assert section.key == "joint" and "skipped" not in summary
+    test = load_joint_predictions(tmp_path / "predictions" / "busi_joint_test.npz")
+    cls, seg = test.split()
+    # the numbers in the section are those of the saved joint file
+    assert summary["n_test"] == cls.n_samples > 0
+    alpha = np.exp(cls.mean_logits().astype(np.float64))
+    accuracy = float((alpha.argmax(1) == cls.labels).mean())
+    assert summary["accuracy"] == pytest.approx(accuracy)
+    assert summary["mean_class_u"] == pytest.approx(float((alpha.shape[1] / alpha.sum(1)).mean()), rel=1e-6)
+    assert 0.0 < summary["mean_class_u"] <= 1.0 and 1.0 <= summary["mean_set_size"] <= len(cls.class_names)
+    assert 0.0 <= summary["coverage"] <= 1.0 and seg.masks is not None
+    # the joint view: one embedded figure, and the table shows the accuracy
+    assert len(re.findall(r"<img ", section.body_html)) == 1
+    assert f"{summary['accuracy']:.3f}"[:4] in section.body_html
+
+
+def test_joint_view_says_skipped_without_masks(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDSURE_DATA_ROOT", str(tmp_path / "nothing"))
+    (section,) = _joint_sections(SimpleNamespace(out_dir=tmp_path), DemoSettings(quick=True))
+    assert "Skipped" in section.body_html and "busi" in section.summary["skipped"].lower()
+    assert not (tmp_path / "predictions").exists()
