@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medsure.validation import input_error
+from medsure.validation import check_float, input_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +66,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="dropout (> 0 enables MC dropout)")
     p.add_argument("--vflip", action="store_true", help="also augment with up-down flips")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--noise-sigma",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="S",
+        help="Gaussian-noise augmentation: add N(0, S^2) noise (S in [0, 1] image units) to training images, "
+        "e.g. 0.25 to train for `medsure certify --sigma 0.25`; several values: one drawn per image (default 0: off)",
+    )
     p.add_argument(
         "--balanced",
         action="store_true",
@@ -129,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
             return launch(args.nproc, _without_nproc(list(getattr(args, "argv", sys.argv[1:]))))
     if args.max_samples is not None and args.max_samples < 2:
         raise input_error("--max-samples", args.max_samples, "at least 2")
+    for sigma in args.noise_sigma:  # before any data is read
+        check_float("--noise-sigma", sigma, low=0.0, hint="0 turns noise augmentation off")
     options = parse_options(args.option)
     if args.no_verify:
         options["verify"] = False
@@ -162,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         vflip=args.vflip,
         augment=not args.no_augment,
+        noise_sigma=args.noise_sigma[0] if len(args.noise_sigma) == 1 else list(args.noise_sigma),
         device=args.device,
         num_threads=args.threads,
         dataset=record,

@@ -90,3 +90,34 @@ def random_flip_shift(
         )
         out_masks = warped[:, 0].round().to(masks.dtype)
     return out_images, out_masks
+
+
+def add_gaussian_noise(
+    images: torch.Tensor, sigmas: tuple[float, ...] | list[float], *, generator: torch.Generator
+) -> torch.Tensor:
+    """Add N(0, σ²) noise to each image, σ in [0, 1] image units (the noise of randomized smoothing).
+
+    Parameters
+    ----------
+    images : (B, C, H, W) float in [0, 1]
+    sigmas : one σ ≥ 0, or several: each sample draws its σ uniformly from them
+        (Cohen et al. 2019 train at the σ they certify; a list covers several certification σ)
+    generator : CPU torch.Generator driving the σ choice and the noise (reproducible)
+
+    Returns
+    -------
+    (B, C, H, W) new tensor, not clipped (certification does not clip either); the input is not modified.
+    An all-zero ``sigmas`` returns a copy without drawing from ``generator``.
+    """
+    levels = torch.tensor([float(s) for s in sigmas], dtype=torch.float32)
+    if levels.numel() == 0 or bool((levels == 0).all()):
+        return images.clone()
+    b = images.shape[0]
+    if levels.numel() == 1:
+        per_sample = levels.expand(b)
+    else:  # one σ per sample, uniformly among the given ones
+        per_sample = levels[torch.randint(0, levels.numel(), (b,), generator=generator)]
+    # drawn on the CPU generator whatever the device of the batch, so runs match across devices
+    noise = torch.randn(images.shape, generator=generator, dtype=torch.float32)
+    scale = per_sample.view(b, *([1] * (images.dim() - 1)))
+    return images + (noise * scale).to(images.device, images.dtype)

@@ -38,6 +38,9 @@ class TrainConfig:
     dropout : dropout probability in the model (> 0 enables MC dropout)
     width : base width for small_cnn / unet (None: model default)
     augment, hflip, vflip, max_shift : random flips and whole-pixel shifts (fraction of side)
+    noise_sigma : Gaussian-noise augmentation: σ ≥ 0 in [0, 1] image units added to training images
+        (after flips/shifts, not to masks, not at validation), or a list of σ, one drawn per image;
+        0 (default) is off. Applies even with ``augment=False`` (which turns off flips and shifts only)
     bf16 : bfloat16 autocast; None picks the measured default for the device (see
         ``benchmarks/train_speed.py``)
     channels_last : channels-last memory format; None picks the measured default
@@ -71,6 +74,7 @@ class TrainConfig:
     hflip: bool = True
     vflip: bool = False
     max_shift: float = 0.1
+    noise_sigma: float | list[float] = 0.0
     bf16: bool | None = None
     channels_last: bool | None = None
     device: str = "auto"
@@ -92,6 +96,8 @@ class TrainConfig:
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise input_error("lr", self.lr, "a positive finite number")
         check_float("max_shift", self.max_shift, low=0.0, high=0.5, closed="left")
+        for sigma in self.noise_sigmas():
+            check_float("noise_sigma", sigma, low=0.0, hint="0 turns noise augmentation off")
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         check_choice("class_weights", self.class_weights, (None, "balanced"))
         check_choice("monitor", self.monitor, MONITORS)
@@ -99,6 +105,13 @@ class TrainConfig:
         check_choice("deterministic", self.deterministic, (True, False))
         check_choice("evidence", self.evidence, EVIDENCE_FUNCTIONS)
         check_int("kl_annealing_epochs", self.kl_annealing_epochs, low=0, hint="0 gives the KL term full weight")
+
+    def noise_sigmas(self) -> tuple[float, ...]:
+        """``noise_sigma`` as a non-empty tuple (one σ or several; ``(0.0,)`` when off)."""
+        values = self.noise_sigma if isinstance(self.noise_sigma, (list, tuple)) else [self.noise_sigma]
+        if len(values) == 0:
+            raise input_error("noise_sigma", self.noise_sigma, "a number >= 0 or a non-empty list of them")
+        return tuple(values)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

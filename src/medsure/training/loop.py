@@ -17,7 +17,7 @@ from torch import nn
 
 from medsure.data.base import ImageDataset
 from medsure.evidential import EvidentialLoss, alpha_from_outputs
-from medsure.training.augment import random_flip_shift
+from medsure.training.augment import add_gaussian_noise, random_flip_shift
 from medsure.training.losses import LossFn
 from medsure.training.metrics import accuracy, auc, mean_dice
 
@@ -42,23 +42,28 @@ class Compute:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random flips and whole-pixel shifts of a training batch (masks move with their images)."""
+    """Random flips and whole-pixel shifts of a training batch (masks move with their images),
+    then Gaussian noise on the images only when ``noise_sigma`` has a σ > 0."""
 
     hflip: bool
     vflip: bool
     max_shift: float
+    noise_sigma: tuple[float, ...] = ()  # σ in [0, 1] units; several: one drawn per sample
 
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, task: str, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if task == "segmentation":  # label maps move with their images
-            return random_flip_shift(
+            x, y = random_flip_shift(
                 x, y, generator=generator, hflip=self.hflip, vflip=self.vflip, max_shift=self.max_shift
             )
-        moved, _ = random_flip_shift(
-            x, None, generator=generator, hflip=self.hflip, vflip=self.vflip, max_shift=self.max_shift
-        )
-        return moved, y
+        else:
+            x, _ = random_flip_shift(
+                x, None, generator=generator, hflip=self.hflip, vflip=self.vflip, max_shift=self.max_shift
+            )
+        if any(s > 0 for s in self.noise_sigma):  # no draw when off: runs without noise stay bit-identical
+            x = add_gaussian_noise(x, self.noise_sigma, generator=generator)
+        return x, y
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:

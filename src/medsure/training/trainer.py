@@ -369,8 +369,17 @@ def plan_run(config: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset) 
         evidence=config.evidence,
         annealing_epochs=config.kl_annealing_epochs,
     )
+    sigmas = config.noise_sigmas()
+    noise = sigmas if any(s > 0 for s in sigmas) else ()  # all zero: off, no draws
     augment = (
-        Augmentation(hflip=config.hflip, vflip=config.vflip, max_shift=config.max_shift) if config.augment else None
+        Augmentation(
+            hflip=config.hflip and config.augment,
+            vflip=config.vflip and config.augment,
+            max_shift=config.max_shift if config.augment else 0.0,
+            noise_sigma=noise,
+        )
+        if config.augment or noise  # noise applies even when flips and shifts are off
+        else None
     )
     return _Plan(
         task=task, compute=compute, loss_fn=loss_fn, monitor=_monitor(config.monitor, task, val_ds), augment=augment
