@@ -2,9 +2,10 @@
 
 Only the folders the data README marks redistributable are embedded: PneumoniaMNIST and
 BreastMNIST (MedMNIST, CC BY 4.0), BUSI downsized to 64x64 grey with near-duplicate groups
-(CC BY 4.0, Al-Dhabyani et al. 2020) and the MSD Task06 lung patches (CC BY-SA 4.0).
+(CC BY 4.0, Al-Dhabyani et al. 2020), its lesion masks at 64x64 (``busi_masks/``, CC BY 4.0, for
+``busi_joint``) and the MSD Task06 lung patches (CC BY-SA 4.0).
 
-    python scripts/build_embedded.py [--data ../shared/data]
+    python scripts/build_embedded.py [--data ../shared/data] [--out DIR]
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    parser.add_argument("--out", default=str(EMBEDDED_DIR), help="folder to write (default: the package's)")
     args = parser.parse_args()
     data = Path(args.data)
-    out = EMBEDDED_DIR
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, dict] = {}
 
@@ -99,6 +101,31 @@ def main() -> None:
         "note": (
             f"downsized to 64x64 grey; {len(groups)} near-duplicate groups "
             f"({int((groups > 1).sum())} with >1 image) in meta['dup_group']"
+        ),
+    }
+
+    # the lesion masks of the same 780 images, in busi_64.npz's order, built by busi_joint itself
+    # (so they equal what ``busi_joint`` reads from busi_masks/: nearest-neighbour 256 -> 64 px,
+    # the release's extra masks already merged in busi_masks/, empty masks for ``normal``); a
+    # separate file so busi_64.npz and its MD5 stay as they were
+    joint = load_dataset("busi_joint", root=data, image_size=64)
+    if not np.array_equal(joint.ids, busi.ids):
+        raise SystemExit("busi_joint and busi list the BUSI images in different orders; masks not written")
+    dst = out / "busi_masks_64.npz"
+    save_npz(dst, masks=joint.require_targets("BUSI masks").astype(bool), ids=joint.ids)
+    lesion = joint.require_targets("BUSI masks").reshape(len(joint), -1).any(1)
+    manifest["busi_joint"] = {
+        "file": dst.name,
+        "md5": md5sum(dst),
+        "task": "segmentation",
+        "n": len(joint),
+        "image_size": 64,
+        "classes": joint.class_names.tolist(),
+        "license": "CC BY 4.0",
+        "citation": BUSI_CITATION,
+        "note": (
+            f"lesion masks (bool) for the images of busi_64.npz, same order and ids; nearest-neighbour "
+            f"resize to 64x64; {int(lesion.sum())} with a lesion, normal images' masks empty"
         ),
     }
 

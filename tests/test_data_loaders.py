@@ -70,7 +70,7 @@ def test_embedded_files_are_small_and_licensed():
     from medsure.data.registry import EMBEDDED_DIR
 
     manifest = embedded_manifest()
-    assert set(manifest) == {"pneumoniamnist", "breastmnist", "busi", "msd_lung"}
+    assert set(manifest) == {"pneumoniamnist", "breastmnist", "busi", "busi_joint", "msd_lung"}
     total = sum((EMBEDDED_DIR / e["file"]).stat().st_size for e in manifest.values())
     assert total < 15e6
     for entry in manifest.values():

@@ -1,5 +1,5 @@
-"""The demo's joint view (issue 12): a small UML on BUSI images with masks, rendered with real
-numbers; and a plain 'skipped' section when the masks are not there."""
+"""The demo's joint view (issue 12): a small UML on the embedded BUSI images with masks, rendered
+with real numbers, with no ../shared/data."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from medsure.artifact import load_joint_predictions
 from medsure.demo import DemoSettings, _joint_sections
 
 
-@pytest.mark.slow  # reads BUSI with masks (~10 s) and trains a small UML
-@pytest.mark.realdata
-def test_joint_view_renders_real_numbers(tmp_path, shared_data):
-    if not (shared_data / "busi_masks").is_dir():
-        pytest.skip(f"real data not available: {shared_data / 'busi_masks'} is absent")
+@pytest.mark.slow  # trains a small UML
+def test_joint_view_renders_real_numbers_without_shared_data(tmp_path, monkeypatch):
+    # the embedded images and masks: no data root is needed (the old 'Skipped' branch is gone)
+    monkeypatch.setenv("MEDSURE_DATA_ROOT", str(tmp_path / "nothing"))
     settings = DemoSettings(seed=0, quick=True)
     (section,) = _joint_sections(SimpleNamespace(out_dir=tmp_path), settings)
     summary = section.summary
@@ -35,10 +34,3 @@ def test_joint_view_renders_real_numbers(tmp_path, shared_data):
     # the joint view: one embedded figure, and the table shows the accuracy
     assert len(re.findall(r"<img ", section.body_html)) == 1
     assert f"{summary['accuracy']:.3f}"[:4] in section.body_html
-
-
-def test_joint_view_says_skipped_without_masks(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDSURE_DATA_ROOT", str(tmp_path / "nothing"))
-    (section,) = _joint_sections(SimpleNamespace(out_dir=tmp_path), DemoSettings(quick=True))
-    assert "Skipped" in section.body_html and "busi" in section.summary["skipped"].lower()
-    assert not (tmp_path / "predictions").exists()

@@ -203,11 +203,11 @@ def test_ph2_joint_loads_labels_and_masks():
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_busi_joint_masks_and_duplicate_groups_stay_in_one_split():
-    shared_path("busi_masks")
+    root = shared_path("busi_masks").parent  # the shared folders, not the embedded copy
     from medsure.data import load_dataset
     from medsure.training.splits import standard_splits
 
-    ds = load_dataset("busi_joint", image_size=32)
+    ds = load_dataset("busi_joint", root=root, image_size=32)
     labels, names = joint_labels(ds)
     assert names == ["benign", "malignant", "normal"] and len(ds) == 780
     empty = ds.targets.reshape(len(ds), -1).sum(1) == 0

@@ -297,13 +297,10 @@ def _joint_sections(outputs: DemoOutputs, settings: DemoSettings) -> list[Sectio
     (``busi_joint``, 64 px, ``joint_max_samples`` per split), its joint prediction files, and the
     joint analysis (image, mask, pixel u, conformal class set, image u per test case).
 
-    The masks (``busi_masks/``, CC BY 4.0 like the images) are not embedded in medsure: without
-    them (no ``../shared/data`` or ``MEDSURE_DATA_ROOT``) the section says so instead of the view.
+    Images and masks are the embedded 64 px copies (``busi_64.npz``, ``busi_masks_64.npz``, CC BY
+    4.0), so the view needs no ``../shared/data``.
     """
-    import html
-
     from medsure.artifact import save_joint_predictions
-    from medsure.errors import DataUnavailableError, MedsureInputError
     from medsure.evidential import evaluate_joint
     from medsure.evidential.report import build_sections as joint_sections
     from medsure.predict import predict_joint
@@ -316,19 +313,7 @@ def _joint_sections(outputs: DemoOutputs, settings: DemoSettings) -> list[Sectio
         split_seed=settings.seed,
         max_samples=settings.joint_max_samples,
     )
-    try:
-        splits = load_splits(record)
-    except (DataUnavailableError, MedsureInputError) as error:  # no BUSI or no masks: said in the report
-        return [
-            Section(
-                "Joint classification and segmentation",
-                "<p>Skipped: the joint view trains a small UML on BUSI images with their lesion masks, which "
-                f"medsure does not embed. {html.escape(str(error))}</p>",
-                key="joint",
-                order=60,
-                summary={"skipped": str(error)},
-            )
-        ]
+    splits = load_splits(record)
     config = TrainConfig(
         model="uml",
         loss="evidential",

@@ -6,13 +6,15 @@ names: the mask classes) whose ``meta["label"]`` holds each image's class index 
 ``meta["label_name"]`` its name, and ``provenance["image_class_names"]`` the image class names
 in label order. Splits, subsets and near-duplicate groups therefore work unchanged.
 
-Named sets (from ``../shared/data`` or ``root=``; tests and benchmarks only, never copied):
+Named sets (from ``../shared/data`` or ``root=``; tests and benchmarks only, never copied;
+``busi_joint`` is also embedded at 64 px and is read from the embedded copy without ``root=``):
 
 - ``ph2_joint``: PH2 dermoscopy, 200 images, 3 classes (common nevus, atypical nevus,
   melanoma; ``binary_melanoma=True`` for 2), lesion masks;
 - ``busi_joint``: BUSI ultrasound, 780 images, benign / malignant / normal, masks from
   ``busi_masks/`` (``normal`` masks are empty); near-duplicate groups as the BUSI loader, so a
-  split keeps each group whole;
+  split keeps each group whole. Without ``root=`` it is the embedded copy (``busi_64.npz`` and
+  ``busi_masks_64.npz``, 64x64, CC BY 4.0), like ``busi``: 64 px or smaller;
 - ``isic2017_joint``: ISIC 2017 Training + Validation (2,150 images, melanoma vs not) with the
   ``ISIC-2017_*_Part1_GroundTruth_256`` masks; official splits kept in ``meta["source_split"]``.
 """
@@ -140,12 +142,17 @@ def load_ph2_joint(name: str, root, image_size, **options) -> ImageDataset:
 
 
 def load_busi_joint(name: str, root, image_size, **options) -> ImageDataset:
-    """BUSI images (``busi/``) with their masks (``busi_masks/<class>/<name>_mask.png``)."""
+    """BUSI images (``busi/``) with their masks (``busi_masks/<class>/<name>_mask.png``).
+
+    Without ``root`` the embedded 64x64 copy, as for ``busi`` (see :func:`_embedded_busi_joint`).
+    """
     from medsure.data.readers import read_mask
     from medsure.data.registry import BUSI_READ_SIZE, _find_dir, _load_busi, _options
     from medsure.data.transforms import resize_masks
 
     opts = _options(name, options, {"dedup": True})
+    if root is None:
+        return _embedded_busi_joint(image_size)
     folder = _find_dir("busi", root, ("busi",), "benign")
     mask_root = folder.parent / "busi_masks"
     if not mask_root.is_dir():
@@ -172,6 +179,39 @@ def load_busi_joint(name: str, root, image_size, **options) -> ImageDataset:
         image_class_names=[str(c) for c in cls.class_names],
         meta=dict(cls.meta),
         provenance={**cls.provenance, "dataset": "busi_joint", "masks": str(mask_root), "resized_to": [size, size]},
+    )
+
+
+def _embedded_busi_joint(image_size: int | None) -> ImageDataset:
+    """The embedded ``busi_joint``: the images of the embedded ``busi`` (64x64, its near-duplicate
+    groups) with the masks of ``busi_masks_64.npz`` (same order and ids), both MD5-checked against
+    the manifest. Sizes as for the embedded ``busi``: 64 (default) or smaller, never upsampled.
+    """
+    from medsure.data.registry import _embedded_file, _load_busi, _resize_dataset
+
+    cls = _load_busi("busi", None, None)
+    path, provenance = _embedded_file("busi_joint")
+    with np.load(path, allow_pickle=False) as npz:
+        masks, ids = npz["masks"], npz["ids"]
+    if not np.array_equal(ids.astype(str), cls.ids.astype(str)):
+        raise input_error(
+            f"embedded file {path}",
+            "masks for other images or in another order than busi_64.npz",
+            "one mask per embedded BUSI image, in its order",
+            "rebuild with scripts/build_embedded.py",
+            raw=True,
+        )
+    ds = make_joint(
+        cls.images,
+        masks.astype(np.int64),
+        cls.require_targets("BUSI labels"),
+        cls.ids,
+        image_class_names=[str(c) for c in cls.class_names],
+        meta=dict(cls.meta),
+        provenance={**provenance, "images": cls.provenance["file"], "images_md5": cls.provenance["md5"]},
+    )
+    return _resize_dataset(
+        ds, image_size, max_size=ds.image_size[0], hint="pass root=<folder holding busi/ and busi_masks/>"
     )
 
 
