@@ -37,6 +37,10 @@ Comparison rules
   which rule applied to each number and names the environment fields that differ.
 - A recorded number that ``quick`` no longer returns, a number that was never recorded (run
   ``--record``), and a ``quick`` that fails are mismatches too.
+- A ``quick`` whose data is absent (it raises :class:`medsure.errors.DataUnavailableError`, as
+  every medsure loader does when ``../shared/data`` or ``MEDSURE_DATA_ROOT`` lacks the folder)
+  is *skipped*: one row says so and why, its record is kept, and it is not a mismatch (nothing
+  was compared; the summary line counts the skipped benchmarks).
 
 Exit status: 0 when everything matches, 1 on any mismatch, 2 on bad input (unknown benchmark name,
 unreadable record file). ``--record`` stores the numbers of the benchmarks it ran (the others'
@@ -71,7 +75,7 @@ QUICK_THREADS = 1
 # are what the check checks; platform and cpu_count do not change the numbers by themselves)
 ENV_KEYS = ("python", "torch", "numpy", "monai", "cpu_model", "cpu_bf16", "device", "num_threads", "autocast_bf16")
 
-OK, MISMATCH = "ok", "MISMATCH"
+OK, MISMATCH, SKIPPED = "ok", "MISMATCH", "SKIPPED"
 
 
 class CheckInputError(ValueError):
@@ -87,7 +91,7 @@ class Row:
     recorded: float | None
     now: float | None
     rule: str  # "exact", "±tol (env differs)", "±tol (timing)", or why nothing was compared
-    status: str  # OK or MISMATCH
+    status: str  # OK, MISMATCH or SKIPPED
 
     @property
     def diff(self) -> float | None:
@@ -229,13 +233,18 @@ def run_one(name: str) -> dict[str, Any]:
     """Import ``benchmarks.<name>``, run its ``quick()`` on one torch thread; numbers + environment."""
     import torch
 
+    from medsure.errors import DataUnavailableError
     from medsure.training.environment import describe_environment
 
     os.environ.setdefault("MEDSURE_NO_PROGRESS", "1")
     torch.set_num_threads(QUICK_THREADS)
     module = importlib.import_module(f"benchmarks.{name}")
     start = time.perf_counter()
-    metrics = {str(k): float(v) for k, v in module.quick().items()}
+    try:
+        numbers = module.quick()
+    except DataUnavailableError as exc:  # no data here: nothing to compare, which is not a mismatch
+        return {"skipped": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+    metrics = {str(k): float(v) for k, v in numbers.items()}
     wall = time.perf_counter() - start
     return {
         "metrics": metrics,
@@ -246,7 +255,8 @@ def run_one(name: str) -> dict[str, Any]:
 
 
 def run_in_subprocess(name: str, timeout_s: float) -> dict[str, Any]:
-    """:func:`run_one` in a fresh interpreter; ``{"error": ...}`` when it fails or times out."""
+    """:func:`run_one` in a fresh interpreter; ``{"error": ...}`` when it fails or times out,
+    ``{"skipped": reason}`` when its data is absent."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "quick.json"
         cmd = [sys.executable, "-m", "benchmarks.check", "--run-one", name, "--run-one-out", str(out)]
@@ -306,6 +316,10 @@ def _check(args: argparse.Namespace) -> int:
             rows.append(Row(name, "(quick)", None, None, result["error"], MISMATCH))
             failed = True
             continue
+        if "skipped" in result:
+            rows.append(Row(name, "(quick)", None, None, f"skipped, data absent: {result['skipped']}", SKIPPED))
+            notes.append(f"{name}: skipped (data absent); " + ("its record is kept" if args.record else "not compared"))
+            continue
         env = result["environment"]
         if args.record:
             records[name] = {
@@ -336,7 +350,7 @@ def _check(args: argparse.Namespace) -> int:
             f"{env.get('git_commit')}; quick() took {env['wall_time_s']} s)"
         )
     if args.record:
-        if failed:  # keep the old record of a benchmark whose quick() failed, and say so
+        if rows:  # keep the old record of a benchmark whose quick() failed or was skipped, and say so
             print(format_table(rows))
         write_record(args.recorded, records)
         print("\n".join(notes + [f"wrote {args.recorded}"]))
@@ -344,9 +358,19 @@ def _check(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print()
     print("\n".join(notes))
+    print(summary_line(rows))
+    return 1 if any(r.status == MISMATCH for r in rows) else 0
+
+
+def summary_line(rows: list[Row]) -> str:
+    """``"<ok> of <compared> numbers match; <n> mismatch(es)[; <s> benchmark(s) skipped (data absent)]"``."""
     bad = sum(r.status == MISMATCH for r in rows)
-    print(f"\n{len(rows) - bad} of {len(rows)} numbers match; {bad} mismatch" + ("es" if bad != 1 else ""))
-    return 1 if bad else 0
+    skipped = sum(r.status == SKIPPED for r in rows)
+    compared = len(rows) - skipped
+    line = f"\n{compared - bad} of {compared} numbers match; {bad} mismatch" + ("es" if bad != 1 else "")
+    if skipped:
+        line += f"; {skipped} benchmark{'s' if skipped != 1 else ''} skipped (data absent)"
+    return line
 
 
 if __name__ == "__main__":

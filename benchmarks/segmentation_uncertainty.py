@@ -1,11 +1,15 @@
 """Segmentation uncertainty study (Mehrtash et al. 2020, IEEE TMI, on the data here).
 
 Losses: cross-entropy, soft Dice, CE + Dice. Uncertainty: single model, deep ensemble of M
-members, MC dropout (T passes of member 0), TTA (the flips used in training and ±10° rotations of
-member 0, inverted before averaging). Data: JSRT (4 labels) and Kvasir-SEG with CVC-ClinicDB as a real shift, all at
-64 px with medsure's small MONAI U-Net. Every member is trained with dropout p=0.1 so member 0
+members, MC dropout (T passes of one member), TTA (the flips used in training and ±10° rotations of
+one member, inverted before averaging). Data: JSRT (4 labels) and Kvasir-SEG with CVC-ClinicDB as a real shift, all at
+64 px with medsure's small MONAI U-Net. Every member is trained with dropout p=0.1 so a member
 also serves MC dropout; "single" is each member evaluated alone with dropout off (mean ± sd over
-the M members).
+the M members). Training-seed spread (issue 16): MC dropout and TTA are run on each of the first
+``--spread-members`` members (default 3; mean ± sd over those seeds), and besides the M-member
+ensemble every leave-one-out (M-1)-member ensemble is scored (taken from the ensemble's stacked
+member logits, no extra prediction; they share members, so their sd understates the spread of
+independent ensembles).
 
 Phases (each resumable; trained runs and predictions are cached under --work):
     python benchmarks/segmentation_uncertainty.py train   --dataset jsrt
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +48,11 @@ from medsure.segmentation.evaluate import evaluate_segmentation, image_scores  #
 from medsure.segmentation.metrics import DicePredictor, dice_per_label, image_dice  # noqa: E402
 from medsure.segmentation.shift import shift_auroc  # noqa: E402
 from medsure.segmentation.uncertainty import image_uncertainty, uncertainty_maps  # noqa: E402
-from medsure.utils.io import atomic_write_text, write_json, write_result_json  # noqa: E402
 from medsure.tta import views_for_training  # noqa: E402
+from medsure.utils.io import atomic_write_text, write_json, write_result_json  # noqa: E402
 
 LOSSES = ("ce", "dice", "ce_dice")
-DATASETS = {
+DATASETS: dict[str, dict[str, Any]] = {
     "jsrt": {"load": {"image_size": 64}, "train": {"hflip": False, "vflip": False}, "shift": None},
     "kvasir": {"load": {"image_size": 64}, "train": {"hflip": True, "vflip": True}, "shift": "cvc"},
 }
@@ -111,6 +116,28 @@ def _pred_path(work: Path, name: str, loss: str, method: str, split: str) -> Pat
     return work / "preds" / f"{name}-{loss}-{method}-{split}.npz"
 
 
+def _spread_members(args) -> int:
+    """How many members get their own MC-dropout and TTA predictions (the seeds of those rows)."""
+    return max(1, min(args.spread_members, args.members))
+
+
+def methods(members: int, spread: int) -> list[str]:
+    """Every scored method key, in table order: singles, the M-member ensemble, its leave-one-out
+    (M-1)-member ensembles (when M >= 3), then MC dropout and TTA per spread member."""
+    out = [f"single{m}" for m in range(members)] + ["ensemble"]
+    if members >= 3:
+        out += [f"ensemble_lo{m}" for m in range(members)]
+    return out + [f"mc_dropout{m}" for m in range(spread)] + [f"tta{m}" for m in range(spread)]
+
+
+def leave_one_out(ensemble: Predictions, member: int) -> Predictions:
+    """The ensemble without ``member``: exactly what ``predict_ensemble`` gives for the other members
+    (it stacks the members' logits on the leading axis)."""
+    from dataclasses import replace
+
+    return replace(ensemble, logits=np.delete(ensemble.logits, member, axis=0))
+
+
 def phase_predict(args, name: str) -> None:
     from medsure.data import load_dataset
     from medsure.predict import predict, predict_ensemble
@@ -121,20 +148,22 @@ def phase_predict(args, name: str) -> None:
     shift_name = DATASETS[name]["shift"]
     if shift_name:
         targets["shift"] = load_dataset(shift_name, root=data_root(), **DATASETS[name]["load"])
+    spread = _spread_members(args)
+    # only views the members saw in training (JSRT is trained without flips: lateralised anatomy)
+    views = views_for_training("segmentation", **DATASETS[name]["train"])
     for loss in args.losses:
         models = [load_run(run_dir(args.work, name, loss, m)) for m in range(args.members)]  # runs: model + record
         for split, ds in targets.items():
-            jobs = {f"single{m}": (lambda m=m: predict(models[m], ds, seed=0)) for m in range(args.members)}
-            jobs["ensemble"] = lambda: predict_ensemble(models, ds, seed=0)
-            jobs["mc_dropout"] = lambda: predict(models[0], ds, mc_samples=args.mc_samples, seed=0)
-            # only views the members saw in training (JSRT is trained without flips: lateralised anatomy)
-            jobs["tta"] = lambda: predict(
-                models[0], ds, tta=views_for_training("segmentation", **DATASETS[name]["train"]), seed=0
-            )
-            for method, job in jobs.items():
+            # method -> (function, positional args, keyword args); run only when its file is missing
+            jobs: dict[str, tuple] = {f"single{m}": (predict, (models[m], ds), {}) for m in range(args.members)}
+            jobs["ensemble"] = (predict_ensemble, (models, ds), {})
+            for m in range(spread):  # one MC-dropout / TTA model per training seed: their spread
+                jobs[f"mc_dropout{m}"] = (predict, (models[m], ds), {"mc_samples": args.mc_samples})
+                jobs[f"tta{m}"] = (predict, (models[m], ds), {"tta": views})
+            for method, (fn, fn_args, kwargs) in jobs.items():
                 path = _pred_path(args.work, name, loss, method, split)
                 if not path.is_file():
-                    save_predictions(path, job())
+                    save_predictions(path, fn(*fn_args, seed=0, **kwargs))
         print(f"[predict] {name} {loss} done", flush=True)
 
 
@@ -157,6 +186,8 @@ def _metrics(cal: Predictions, test: Predictions, shift: Predictions | None) -> 
         )
     }
     # Dice predictor fitted on cal, scored on test (the deployable version)
+    if cal.masks is None or test.masks is None:
+        raise ValueError("the study's cal and test predictions must carry their masks")
     k = test.n_classes
     cal_maps = uncertainty_maps(cal)
     cal_u = image_uncertainty(cal_maps["entropy"], cal_maps["predicted"], reduce="foreground_mean")
@@ -185,12 +216,18 @@ def phase_metrics(args, name: str) -> None:
     out_path = args.work / f"metrics-{name}.json"
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     for loss in args.losses:
-        for method in [f"single{m}" for m in range(args.members)] + ["ensemble", "mc_dropout", "tta"]:
+        for method in methods(args.members, _spread_members(args)):
             key = f"{loss}/{method}"
             if key in results:
                 continue
-            load = lambda split: load_predictions(_pred_path(args.work, name, loss, method, split))  # noqa: E731
-            results[key] = _metrics(load("cal"), load("test"), load("shift") if has_shift else None)
+            splits = ("cal", "test", "shift") if has_shift else ("cal", "test")
+            if method.startswith("ensemble_lo"):
+                member = int(method.removeprefix("ensemble_lo"))
+                full = [load_predictions(_pred_path(args.work, name, loss, "ensemble", s)) for s in splits]
+                loaded = [leave_one_out(p, member) for p in full]
+            else:
+                loaded = [load_predictions(_pred_path(args.work, name, loss, method, s)) for s in splits]
+            results[key] = _metrics(loaded[0], loaded[1], loaded[2] if has_shift else None)
             write_json(out_path, results)
         print(f"[metrics] {name} {loss} done", flush=True)
 
@@ -225,17 +262,35 @@ def _cell(values: list[float | None]) -> str:
     return f"{np.nanmean(vals):.4f} ± {np.nanstd(vals, ddof=1):.4f} ({' / '.join(f'{v:.3f}' for v in vals)})"
 
 
+def _group(results: dict, loss: str, prefix: str) -> list[dict]:
+    """The results ``{loss}/{prefix}0``, ``{prefix}1``, ... in member order."""
+    found: list[dict] = []
+    while f"{loss}/{prefix}{len(found)}" in results:
+        found.append(results[f"{loss}/{prefix}{len(found)}"])
+    return found
+
+
 def table(results: dict, members: int, shift: bool) -> str:
     cols = COLUMNS + (SHIFT_COLUMNS if shift else [])
     lines = ["| loss | method | " + " | ".join(c[1] for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
     for loss in LOSSES:
-        singles = [results[f"{loss}/single{m}"] for m in range(members) if f"{loss}/single{m}" in results]
-        rows = [(f"single (mean ± sd of {len(singles)}; per seed 0..{len(singles) - 1})", singles)] if singles else []
-        rows += [
-            (meth, [results[f"{loss}/{meth}"]])
-            for meth in ("ensemble", "mc_dropout", "tta")
-            if f"{loss}/{meth}" in results
-        ]
+        rows = []
+        singles = _group(results, loss, "single")
+        if singles:
+            rows.append((f"single (mean ± sd of {len(singles)} seeds; per seed 0..{len(singles) - 1})", singles))
+        if f"{loss}/ensemble" in results:
+            rows.append((f"ensemble (all {len(singles)} members)", [results[f"{loss}/ensemble"]]))
+        loo = _group(results, loss, "ensemble_lo")
+        if loo:
+            rows.append(
+                (f"ensemble, leave-one-out {len(loo) - 1} of {len(loo)} (mean ± sd of {len(loo)}; shared members)", loo)
+            )
+        for prefix in ("mc_dropout", "tta"):
+            group = _group(results, loss, prefix)
+            if group:
+                rows.append((f"{prefix} (mean ± sd over members 0..{len(group) - 1}, one seed each)", group))
+            elif f"{loss}/{prefix}" in results:  # metric files of the earlier layout: member 0 only
+                rows.append((f"{prefix} (member 0 only)", [results[f"{loss}/{prefix}"]]))
         for label, group in rows:
             lines.append(
                 f"| {loss} | {label} | " + " | ".join(_cell([g.get(c[0]) for g in group]) for c in cols) + " |"
@@ -353,10 +408,13 @@ Settings recorded by the script (`settings.json` under `--work`):
   test 17.5 %; JSRT n = 247, Kvasir-SEG n = 998); CVC-ClinicDB (n = 609) is the shifted domain,
   predicted by the Kvasir models.
 - Methods: *single* = each ensemble member alone, dropout off (mean ± sd over members, i.e. over
-  training seeds 0..M-1); *ensemble* = softmax average of the M members; *mc_dropout* = member 0,
-  T passes with dropout on; *tta* = member 0 on identity, the flips used in training (Kvasir: h and
-  v; JSRT: none, its anatomy is lateralised), ±10° rotations, each
-  mapped back before averaging.
+  training seeds 0..M-1); *ensemble* = softmax average of the M members; *ensemble, leave-one-out* =
+  each (M-1)-member ensemble without one member (mean ± sd over the M of them; they share members,
+  so their sd understates the spread of independent ensembles); *mc_dropout* = one member, T passes
+  with dropout on, run for each of the first `--spread-members` members (mean ± sd over those
+  training seeds); *tta* = the same members on identity, the flips used in training (Kvasir: h and
+  v; JSRT: none, its anatomy is lateralised), ±10° rotations, each mapped back before averaging.
+  Per-seed values follow each mean ± sd in brackets.
 - Metrics on the test split: mean Dice over foreground labels; top-label pixel ECE over equal-width / equal-mass
   bins (15); boundary ECE = ECE inside the band of ±2 px around GT and predicted contours; segment
   ECE = binned gap between a predicted structure's mean confidence and its Dice; UEO = best Dice
@@ -375,6 +433,14 @@ Settings recorded by the script (`settings.json` under `--work`):
 """
 
 
+def _as_all_command(argv: list[str], phase: str) -> str:
+    """The command line with its phase replaced by ``all``: the phases split one run (each resumes
+    from the cache), so that is the command that reproduces the numbers."""
+    words = list(argv[1:])
+    words[words.index(phase)] = "all"
+    return " ".join(["python", argv[0], *words])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=["train", "predict", "metrics", "report", "all"])
@@ -385,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--width", type=int, default=None, help="U-Net base width (None: model default 16)")
     parser.add_argument("--mc-samples", type=int, default=10)
+    parser.add_argument(
+        "--spread-members",
+        type=int,
+        default=3,
+        help="MC dropout and TTA on each of the first this many members (their seed spread; default 3)",
+    )
     parser.add_argument(
         "--train-limit", type=int, default=0, help="train on a seeded subset of at most this many images (0: all)"
     )
@@ -408,13 +480,14 @@ def main(argv: list[str] | None = None) -> int:
                     "width": args.width,
                     "patience": args.patience,
                     "mc_samples": args.mc_samples,
+                    "spread_members": _spread_members(args),
                     "split_seed": SPLIT_SEED,
                     "train_limit": args.train_limit,
                     "member_seeds": list(range(args.members)),
                     "torch_threads": args.threads,
                     "python": platform.python_version(),
                     "torch": torch.__version__,
-                    "command": "python " + " ".join(sys.argv),
+                    "command": _as_all_command(sys.argv, args.phase),
                 }
                 for name in args.dataset
             }

@@ -254,5 +254,62 @@ def main() -> int:
     return 0
 
 
+# ---- python -m benchmarks.check ----------------------------------------------------------------
+
+QUICK_CASES, QUICK_CAL, QUICK_LOOP = 20_000, 2_000, 2_000
+QUICK_TOLERANCE = {
+    # counts of 20,000 cases: another numpy/CPU may round a borderline score the other way (a few cases)
+    **dict.fromkeys(("n_auto", "n_review"), 10.0),
+    **{
+        f"reason_{code}": 10.0
+        for code in ("set_multiple", "set_empty", "outside_calibration_range", "csf_below_threshold")
+    },
+    # fitted thresholds and means: float64 arithmetic, only the last digits can move
+    "conformal_threshold": 1e-6,
+    "review_threshold": 1e-6,
+    "mean_set_size": 1e-3,
+    "review_rate": 5e-4,
+    # the Python-loop peer must reach the same decisions everywhere: no tolerance
+    "loop_peer_agreement": 0.0,
+    # timing: log10 of (loop peer time / vectorised triage time); ±0.7 = a factor of 5 either way
+    "log10_speedup_over_loop": 0.7,
+}
+QUICK_UNREPEATABLE = frozenset({"log10_speedup_over_loop"})
+
+
+def quick() -> dict[str, float]:
+    """A seeded synthetic triage (APS sets, risk 0.1 review threshold; 2,000 calibration and
+    20,000 new cases, K = 10): the decisions it makes (counts per decision and per reason, the
+    fitted thresholds), its agreement with the case-by-case Python loop on the first 2,000 cases,
+    and the speed-up over that loop (a timing: compared within tolerance only). No data needed."""
+    cal = classification_pred(QUICK_CAL, 10, 0, labelled=True)
+    new = classification_pred(QUICK_CASES, 10, 1, labelled=False)
+    policy = Policy("aps", 0.1, risk=0.1, delta=0.1).fit(cal)
+    sub = new.subset(np.arange(QUICK_LOOP))
+    vectorised, loop = [], []
+    for _ in range(3):  # fastest of 3: the machine may be shared
+        start = time.perf_counter()
+        result = triage(policy, new)
+        vectorised.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        loop_auto = loop_triage(policy, sub.probabilities(), sub.mean_logits())
+        loop.append((time.perf_counter() - start) * QUICK_CASES / QUICK_LOOP)
+    vectorised_s, loop_s = min(vectorised), min(loop)
+    if policy.conformal_ is None or policy.review_ is None or result.sets is None:
+        raise RuntimeError("the fitted policy has no conformal or review part; the benchmark's setup changed")
+    out = {
+        "n_auto": float(result.summary["n_auto"]),
+        "n_review": float(result.summary["n_review"]),
+        "review_rate": float(result.summary["review_rate"]),
+        **{f"reason_{code}": float(n) for code, n in result.summary["reason_counts"].items()},
+        "conformal_threshold": float(policy.conformal_["thresholds"][0]),
+        "review_threshold": float(policy.review_["threshold"]),
+        "mean_set_size": float(result.sets.sum(axis=1).mean()),
+        "loop_peer_agreement": float((loop_auto == result.auto[:QUICK_LOOP]).mean()),
+        "log10_speedup_over_loop": float(np.log10(loop_s / vectorised_s)),
+    }
+    return out
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,9 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -155,3 +157,93 @@ def test_environment_line_names_what_changes_the_numbers() -> None:
     assert "bf16 autocast off" in environment_line(ENV | {"autocast_bf16": False})
     assert "no git checkout" in environment_line(ENV | {"git_commit": None})
     assert [format_wall_time(x) for x in (None, 71.2, 738.0, 9000.0)] == ["not measured", "71 s", "12.3 min", "2.50 h"]
+
+
+def test_quick_without_its_data_is_skipped_not_a_mismatch(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import types
+
+    from medsure.errors import DataUnavailableError
+
+    # run_one: a quick() whose loader finds no data reports the reason instead of numbers
+    fake = types.ModuleType("benchmarks.fake_absent")
+
+    def absent() -> dict[str, float]:
+        raise DataUnavailableError("jsrt data: no /nowhere/jsrt; expected /nowhere/jsrt/images")
+
+    fake.quick = absent  # type: ignore[attr-defined]
+    fake.QUICK_TOLERANCE = {"x": 0.1}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "benchmarks.fake_absent", fake)
+    assert check.run_one("fake_absent") == {"skipped": "jsrt data: no /nowhere/jsrt; expected /nowhere/jsrt/images"}
+
+    # the check: one SKIPPED row naming the reason, exit 0 when nothing else fails, record kept
+    results: dict[str, dict[str, Any]] = {
+        "absent": {"skipped": "jsrt data: no /nowhere/jsrt"},
+        "present": {"metrics": {"aurc": 0.244}, "tolerance": TOL, "unrepeatable": [], "environment": ENV},
+    }
+    monkeypatch.setattr(check, "discover", lambda folder=check.HERE: sorted(results))
+    monkeypatch.setattr(check, "run_in_subprocess", lambda name, timeout_s: results[name])
+    record = tmp_path / "rec.json"
+    kept = {"recorded_at": "t", "environment": ENV, "metrics": {"old": 1.0}, "tolerance": {"old": 0.1}}
+    check.write_record(record, {"absent": kept, "present": kept | {"metrics": {"aurc": 0.244}}})
+    assert check.main(["--recorded", str(record)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("absent"))
+    assert "SKIPPED" in row and "data absent" in row and "/nowhere/jsrt" in row
+    assert "1 of 1 numbers match; 0 mismatches; 1 benchmark skipped (data absent)" in out
+    assert check.main(["--recorded", str(record), "--record"]) == 0
+    assert check.read_record(record)["absent"] == kept  # a skipped benchmark keeps its old record
+    # a mismatch elsewhere still fails the check; a skip does not hide it
+    results["present"] = results["present"] | {"metrics": {"aurc": 0.5}}
+    assert check.main(["--recorded", str(record)]) == 1
+    assert "1 mismatch; 1 benchmark skipped" in capsys.readouterr().out
+
+
+def test_every_benchmark_defines_quick_and_its_tolerances() -> None:
+    found = set(check.discover())
+    assert {"certification", "evidential_uml", "scale", "triage_speed"} <= found
+    import ast
+
+    for name in found:
+        tree = ast.parse((check.HERE / f"{name}.py").read_text())
+        names = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if hasattr(t, "id")}
+        assert "QUICK_TOLERANCE" in names, name
+
+
+def test_segmentation_uncertainty_seed_spread_rows() -> None:
+    """The study's spread rows: leave-one-out ensembles are the other members' stacked logits, and
+    the table gives mean ± sd with per-seed values for singles, leave-one-out ensembles, MC dropout."""
+    from benchmarks import segmentation_uncertainty as su
+
+    from medsure.artifact import make_predictions
+
+    assert su.methods(5, 3) == [
+        *(f"single{m}" for m in range(5)),
+        "ensemble",
+        *(f"ensemble_lo{m}" for m in range(5)),
+        *(f"mc_dropout{m}" for m in range(3)),
+        *(f"tta{m}" for m in range(3)),
+    ]
+    assert "ensemble_lo0" not in su.methods(2, 1)  # a 1-member "ensemble" is not an ensemble
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 3, 2, 5, 5)).astype(np.float32)  # 4 members, 3 images, 2 classes
+    masks = rng.integers(0, 2, (3, 5, 5))
+    full = make_predictions(logits, masks=masks, task="segmentation", class_names=["bg", "fg"], sample_kind="ensemble")
+    loo = su.leave_one_out(full, 1)
+    np.testing.assert_array_equal(loo.logits, logits[[0, 2, 3]])
+    assert full.logits.shape[0] == 4  # the input is not modified
+    np.testing.assert_allclose(loo.probabilities(), full.sample_probabilities()[[0, 2, 3]].mean(axis=0), rtol=1e-6)
+
+    results = {f"ce/single{m}": {"dice_mean": d} for m, d in enumerate((0.90, 0.92, 0.94))}
+    results |= {"ce/ensemble": {"dice_mean": 0.95}, "ce/mc_dropout0": {"dice_mean": 0.91}}
+    results |= {f"ce/ensemble_lo{m}": {"dice_mean": 0.93 + 0.01 * m} for m in range(3)}
+    lines = {line.split(" | ")[1]: line for line in su.table(results, 3, False).splitlines()[2:]}
+    single = lines["single (mean ± sd of 3 seeds; per seed 0..2)"]
+    assert "0.9200 ± 0.0200 (0.900 / 0.920 / 0.940)" in single
+    assert (
+        "0.9400 ± 0.0100 (0.930 / 0.940 / 0.950)"
+        in lines["ensemble, leave-one-out 2 of 3 (mean ± sd of 3; shared members)"]
+    )
+    assert "| 0.9500 |" in lines["ensemble (all 3 members)"]
+    assert "| 0.9100 |" in lines["mc_dropout (mean ± sd over members 0..0, one seed each)"]
