@@ -27,3 +27,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available: {SHARED_DATA} is absent (tests need ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance on 2 CPUs for one test module (tests that use it importorskip ray first)."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'medsure[ray]')")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"MEDSURE_NO_PROGRESS": "1"}},
+    )
+    yield
+    ray.shutdown()

@@ -70,18 +70,6 @@ def test_certify_engine_options_need_engine_ray(tmp_path: Path, capsys: pytest.C
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'medsure[ray]')")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"MEDSURE_NO_PROGRESS": "1"}},
-    )
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
