@@ -17,29 +17,67 @@ Modules
     (UML) model's prediction files (``medsure joint``); :mod:`.plots` and :mod:`.report` render it.
 """
 
-from medsure.evidential.analysis import JointCase, JointResults, evaluate_joint
-from medsure.evidential.dirichlet import (
-    EVIDENCE_FUNCTIONS,
-    DirichletSummary,
-    JointReliability,
-    alpha_from_outputs,
-    check_concentration,
-    dirichlet_summary,
-    dissonance,
-    evidence,
-    expected_entropy,
-    expected_probability,
-    joint_reliability,
-    vacuity,
-)
-from medsure.evidential.losses import (
-    EVIDENTIAL_LOSSES,
-    EvidentialLoss,
-    annealing_coefficient,
-    evidential_data_term,
-    kl_to_uniform,
-    soft_dice_loss,
-)
+from typing import TYPE_CHECKING
+
+# Submodules load on first use (PEP 562): the numpy analyses (failure CSFs, ``medsure joint``) must not
+# pay for torch, which the losses and the evidence functions need.
+_SUBMODULE_OF = {
+    **dict.fromkeys(("JointCase", "JointResults", "evaluate_joint"), "analysis"),
+    **dict.fromkeys(
+        (
+            "EVIDENCE_FUNCTIONS",
+            "DirichletSummary",
+            "JointReliability",
+            "alpha_from_outputs",
+            "check_concentration",
+            "dirichlet_summary",
+            "dissonance",
+            "evidence",
+            "expected_entropy",
+            "expected_probability",
+            "joint_reliability",
+            "vacuity",
+        ),
+        "dirichlet",
+    ),
+    **dict.fromkeys(
+        (
+            "EVIDENTIAL_LOSSES",
+            "EvidentialLoss",
+            "annealing_coefficient",
+            "evidential_data_term",
+            "kl_to_uniform",
+            "soft_dice_loss",
+        ),
+        "losses",
+    ),
+}
+
+if TYPE_CHECKING:
+    from medsure.evidential.analysis import JointCase, JointResults, evaluate_joint
+    from medsure.evidential.dirichlet import (
+        EVIDENCE_FUNCTIONS,
+        DirichletSummary,
+        JointReliability,
+        alpha_from_outputs,
+        check_concentration,
+        dirichlet_summary,
+        dissonance,
+        evidence,
+        expected_entropy,
+        expected_probability,
+        joint_reliability,
+        vacuity,
+    )
+    from medsure.evidential.losses import (
+        EVIDENTIAL_LOSSES,
+        EvidentialLoss,
+        annealing_coefficient,
+        evidential_data_term,
+        kl_to_uniform,
+        soft_dice_loss,
+    )
+
 
 __all__ = [
     "EVIDENCE_FUNCTIONS",
@@ -64,3 +102,15 @@ __all__ = [
     "soft_dice_loss",
     "vacuity",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _SUBMODULE_OF:
+        import importlib
+
+        return getattr(importlib.import_module(f"medsure.evidential.{_SUBMODULE_OF[name]}"), name)
+    raise AttributeError(f"module 'medsure.evidential' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -18,15 +18,18 @@ Predictive uncertainty estimation via prior networks (expected entropy, mutual i
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.special import digamma
 
 from medsure.core.probability import entropy
 from medsure.validation import check_array, check_choice, input_error
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made, so numpy-only analyses start without it
+    import torch
 
 EVIDENCE_FUNCTIONS = ("relu", "softplus", "exp")
 # exp evidence is clamped like Sensoy et al.'s reference: exp(10) ~ 2.2e4 is already "certain",
@@ -46,6 +49,9 @@ def evidence(outputs: torch.Tensor, function: str = "relu") -> torch.Tensor:
     -------
     tensor of the shape of ``outputs``, values ``>= 0``
     """
+    import torch
+    import torch.nn.functional as F
+
     check_choice("evidence function", function, EVIDENCE_FUNCTIONS)
     if function == "relu":
         return F.relu(outputs)
@@ -68,7 +74,8 @@ def check_concentration(what: str, alpha: np.ndarray | torch.Tensor, axis: int =
     alpha : ``(N, K)`` or ``(N, K, H, W)`` concentrations
     axis : the class axis
     """
-    if isinstance(alpha, torch.Tensor):
+    torch_module = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    if torch_module is not None and isinstance(alpha, torch_module.Tensor):
         alpha = alpha.detach().cpu().numpy()
     arr = check_array(what, alpha, dtype_kind="f")
     if arr.ndim < 2 or arr.shape[axis] < 2:
