@@ -22,6 +22,7 @@ returns a single-process context whose hooks are no-ops.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -112,9 +113,17 @@ def context(device: torch.device | None = None) -> DistContext:
         if cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+        # a process that exits with its group alive can abort in gloo's threads ("terminate called
+        # without an active exception"): every process leaves the group before the interpreter exits
+        atexit.register(_leave_process_group)
     if rank != 0:
         os.environ["MEDSURE_NO_PROGRESS"] = "1"  # one progress bar, process 0's
     return DistContext(rank=rank, world_size=world, local_rank=local)
+
+
+def _leave_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def rank_batches(batches: Iterable[torch.Tensor], ctx: DistContext) -> list[torch.Tensor]:
