@@ -66,6 +66,23 @@ def crc_threshold(probs: np.ndarray, gt: np.ndarray, alpha: float, *, empty_gt: 
     else:
         check_choice("empty_gt", empty_gt, ("zero", "exclude"))
     n = int(gt.shape[0])
+    image_index, _, _ = np.nonzero(gt)
+    max_prob = float(probs.max()) if probs.size else float("nan")
+    return crc_threshold_from_pixels(probs[gt], gt_count[image_index], n, alpha, max_prob)
+
+
+def crc_threshold_from_pixels(values: np.ndarray, gt_count: np.ndarray, n: int, alpha: float, max_prob: float) -> float:
+    """:func:`crc_threshold` from the ground-truth pixels alone (what a stream keeps; the in-memory path
+    calls it too).
+
+    Parameters
+    ----------
+    values : float64 (P,), the probabilities of the ground-truth pixels, in image-then-pixel order
+    gt_count : int (P,), the ground-truth size of each pixel's image
+    n : calibration images (after the empty-GT policy)
+    alpha : target expected FNR
+    max_prob : the largest probability of the calibration images (for an empty mask)
+    """
     if n == 0:
         raise input_error(
             "calibration images",
@@ -79,9 +96,7 @@ def crc_threshold(probs: np.ndarray, gt: np.ndarray, alpha: float, *, empty_gt: 
         return 0.0
     target = max(target, 0.0)  # alpha = 1/(n+1) up to rounding
     # Every GT pixel j of image i weighs 1 / (n |GT_i|); R̂(λ) = total weight of GT pixels with p < λ.
-    image_index, _, _ = np.nonzero(gt)
-    values = probs[gt]
-    weights = 1.0 / (n * gt_count[image_index])
+    weights = 1.0 / (n * gt_count)
     order = np.argsort(values, kind="stable")
     values, weights = values[order], weights[order]
     unique, start = np.unique(values, return_index=True)
@@ -90,7 +105,7 @@ def crc_threshold(probs: np.ndarray, gt: np.ndarray, alpha: float, *, empty_gt: 
     # value whose inclusion in "missed" would push the risk above the target.
     over = np.flatnonzero(cumulative > target + 1e-12)
     if over.size == 0:
-        return float(np.nextafter(probs.max(), np.inf)) if probs.size else 1.0
+        return float(np.nextafter(max_prob, np.inf)) if np.isfinite(max_prob) else 1.0
     return float(unique[over[0]])
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medsure.core import mean_dice, nanmean, undefined_as_none
-from medsure.segmentation.conformal_mask import ConformalMask, _probs_and_masks, fnr
+from medsure.segmentation.conformal_mask import ConformalMask, _probs_and_masks, crc_threshold_from_pixels, fnr
 from medsure.segmentation.evaluate import ground_truth_masks, image_scores, require_segmentation
 from medsure.segmentation.metrics import dice_per_label, hd95_per_label, image_dice, uncertainty_dice_association
 from medsure.segmentation.uncertainty import DEFAULT_REDUCTION, REDUCTIONS, UNCERTAINTY_KINDS, uncertainty_maps
@@ -105,40 +105,6 @@ def segmentation_metrics_streaming(
         "hd95_per_image": hd95,
         "image_scores": image,
     }
-
-
-def crc_threshold_from_pixels(values: np.ndarray, gt_count: np.ndarray, n: int, alpha: float, max_prob: float) -> float:
-    """:func:`~medsure.segmentation.conformal_mask.crc_threshold` from what a stream keeps.
-
-    Parameters
-    ----------
-    values : float64 (P,), the probabilities of the ground-truth pixels, in image-then-pixel order
-    gt_count : int (P,), the ground-truth size of each pixel's image
-    n : calibration images (after the empty-GT policy)
-    alpha : target expected FNR
-    max_prob : the largest probability of the calibration images (for an empty mask)
-    """
-    if n == 0:
-        raise input_error(
-            "calibration images",
-            "none",
-            "at least one image (with a non-empty ground truth when empty_gt='exclude')",
-            raw=True,
-        )
-    # the steps of crc_threshold, on the same values in the same order
-    target = ((n + 1) * alpha - 1.0) / n
-    if target < -1e-12:
-        return 0.0
-    target = max(target, 0.0)
-    weights = 1.0 / (n * gt_count)
-    order = np.argsort(values, kind="stable")
-    values, weights = values[order], weights[order]
-    unique, start = np.unique(values, return_index=True)
-    cumulative = np.cumsum(np.add.reduceat(weights, start)) if values.size else np.array([])
-    over = np.flatnonzero(cumulative > target + 1e-12)
-    if over.size == 0:
-        return float(np.nextafter(max_prob, np.inf)) if np.isfinite(max_prob) else 1.0
-    return float(unique[over[0]])
 
 
 def fit_mask_streaming(mask: ConformalMask, cal: ShardSource) -> ConformalMask:
